@@ -1,0 +1,1 @@
+"""The volunteer-side daemon: probes, spool, uploader."""

@@ -1,0 +1,1 @@
+"""The collector: enrollment, ingest, storage, analysis, exports."""

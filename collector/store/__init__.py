@@ -1,0 +1,1 @@
+"""Storage behind one interface: SQLite by default, PostgreSQL at scale."""

@@ -1,0 +1,121 @@
+"""The store interface. SQLite (default) and PostgreSQL (at scale) implement it.
+
+Columns hold what analysis and exports need (design.md sections 5 and 6); ``record`` holds
+the full measurement as msgpack, exactly as validated at ingest.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from shared.filters import Filters
+from shared.schema import Measurement
+
+
+@dataclass(frozen=True, slots=True)
+class InsertOutcome:
+    accepted: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    agent_id: str
+    cc: str | None  # the country the enrollment code was made for, if any
+    created_at: float
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BucketCount:
+    """Measurements of one (cc, asn, domain, bucket), counted per verdict (analysis input)."""
+
+    cc: str
+    asn: int
+    network_name: str
+    domain: str
+    bucket_start: float  # UTC epoch seconds, a multiple of the bucket width
+    counts: dict[str, int]  # blocking value -> number of measurements
+    agents: int  # distinct agents in the bucket
+    accessible_agents: int  # distinct agents with at least one `ok` in the bucket
+    example_ids: tuple[str, ...]  # a few measurement ids with blocking == ok (evidence)
+
+
+# Export columns, in order (design.md section 5).
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "measurement_id",
+    "measured_at",
+    "cc",
+    "asn",
+    "network_name",
+    "agent",
+    "url",
+    "domain",
+    "blocking",
+    "accessible",
+    "failure",
+    "blockpage",
+    "dns_answers",
+    "http_status",
+    "http_body_length",
+    "control_ok",
+)
+
+
+class Store(abc.ABC):
+    """Where measurements, agents and credentials live. Every method is safe to await from
+    the event loop: implementations never block it."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # --- measurements ---
+    @abc.abstractmethod
+    async def insert_measurements(
+        self, agent_id: str, batch_id: str, results: Sequence[Measurement], received_at: float
+    ) -> InsertOutcome:
+        """Insert, committing before returning; ids already stored count as duplicates."""
+
+    @abc.abstractmethod
+    async def count_measurements(self) -> int: ...
+
+    @abc.abstractmethod
+    async def aggregate(self, filters: Filters) -> list[BucketCount]:
+        """Per (cc, asn, domain, bucket) counts computed in SQL (never row by row in Python)."""
+
+    @abc.abstractmethod
+    def export_rows(
+        self, filters: Filters, pseudonym_key: bytes, chunk: int = 5000
+    ) -> AsyncIterator[list[dict[str, object]]]:
+        """Rows of EXPORT_COLUMNS ordered by (measured_at, measurement_id), in chunks."""
+
+    # --- enrollment and credentials ---
+    @abc.abstractmethod
+    async def add_enroll_code(
+        self, code_hash: str, cc: str | None, uses: int, expires_at: float | None
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def redeem_enroll_code(
+        self, code_hash: str, now: float, agent_id: str, token_hash: str
+    ) -> AgentRecord | None:
+        """Use one use of a live code and create the agent, atomically; None if the code is
+        unknown, used up or expired."""
+
+    @abc.abstractmethod
+    async def agent_by_token(self, token_hash: str) -> AgentRecord | None: ...
+
+    @abc.abstractmethod
+    async def revoke_agent(self, agent_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def add_analyst_token(self, token_hash: str) -> None: ...
+
+    @abc.abstractmethod
+    async def analyst_token_exists(self, token_hash: str) -> bool: ...

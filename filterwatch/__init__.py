@@ -1,0 +1,1 @@
+"""The ``filterwatch`` command: one console script for the agent, collector, compare and lab."""

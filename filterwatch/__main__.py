@@ -1,0 +1,3 @@
+from filterwatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""Dispatch ``filterwatch GROUP COMMAND`` to the package that owns the group.
+
+Each group's module has ``register(subparsers)``, which adds its parser and sets
+``handler``, a function from the parsed arguments to an exit code:
+0 success, 1 findings or run failure, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from shared.errors import ConfigError
+from shared.filters import FilterError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agent import cli as agent_cli
+    from collector import cli as collector_cli
+    from collector import compare_cli
+    from lab import cli as lab_cli
+
+    parser = _Parser(
+        prog="filterwatch",
+        description="Per-ISP censorship measurement: which ISP leaks, to which sites, since when.",
+    )
+    sub = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=_Parser)
+    lab_cli.register(sub)
+    collector_cli.register(sub)
+    agent_cli.register(sub)
+    compare_cli.register(sub)
+    return parser
+
+
+def not_built(what: str) -> int:
+    print(f"filterwatch: '{what}' is not built yet", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(handler(args))
+    except (ConfigError, FilterError) as exc:
+        print(f"filterwatch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""The censorship lab: a simulated country in network namespaces."""
