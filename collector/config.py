@@ -1,0 +1,92 @@
+"""The collector's configuration: one YAML file read by ``shared.config.load_config``.
+
+Every key has a default, so no file at all gives a working collector on 127.0.0.1:8470
+with a SQLite file in the working directory. Unknown keys and wrong types stop start-up
+with a message naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from shared.config import config_from_mapping, load_config
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8470
+DEFAULT_SQLITE_PATH = Path("filterwatch.sqlite3")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is not in 0..65535")
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    sqlite_path: Path = DEFAULT_SQLITE_PATH
+    postgres_dsn: str | None = None  # set: PostgreSQL instead of SQLite (a later store)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_body_bytes: int = 8 * 1024 * 1024  # after decompression
+    max_inflight_batches: int = 8  # beyond this, ingest answers 503 with Retry-After
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")
+        if self.max_inflight_batches < 1:
+            raise ValueError("max_inflight_batches must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    allow_ranges: tuple[str, ...] = ()  # CIDRs the control may measure although private (lab)
+    resolver: str | None = None  # "ip" or "ip:port"; None: the system resolver
+    ca_file: Path | None = None  # extra CA bundle the control trusts (lab CA)
+    timeout_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        for cidr in self.allow_ranges:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"allow_ranges: {cidr!r} is not a CIDR range") from None
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    json: bool | None = None  # None: JSON lines unless standard error is a terminal
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    netdb_path: Path | None = None  # IP-to-ASN TSV (plain or .gz); None: every caller is AS0/ZZ
+    targets_path: Path | None = None  # YAML or CSV target list (or a directory of CSVs)
+    analyst_tokens: tuple[str, ...] = ()  # plaintext tokens accepted besides generated ones
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def load_collector_config(path: Path | str | None) -> CollectorConfig:
+    """The configuration in ``path``, or the defaults when ``path`` is None.
+
+    Raises ``shared.errors.ConfigError`` naming the file and the key.
+    """
+    if path is None:
+        return config_from_mapping(CollectorConfig, {}, "<defaults>")
+    return load_config(CollectorConfig, path)
