@@ -1,0 +1,343 @@
+"""Leak detection: per-bucket country consensus, per-(ISP, domain) CUSUM with hysteresis.
+
+Pure: counts in (``BucketCount``), a typed ``Report`` out. See README "Finding leaks" for
+the reasoning behind each threshold.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from collector.analysis.model import (
+    BLOCKED_METHODS,
+    AnalysisParams,
+    IspRow,
+    LeakEvent,
+    Report,
+)
+from collector.analysis.stats import wilson_bounds
+from collector.store.base import BucketCount
+
+_IspKey = tuple[str, int]  # (cc, asn)
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    """One bucket of one (ISP, domain) series, with what the detector needs from it."""
+
+    domain: str
+    bucket_start: float
+    accessible: int
+    conclusive: int
+    accessible_agents: int
+    example_ids: tuple[str, ...]
+    lower: float  # Wilson lower bound of the accessible share; 0 when the country does not block
+    isps_blocking: int  # other ISPs of the country that block the domain in this bucket
+    isps_measured: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """A leak of one ISP on one domain, before merging domains."""
+
+    key: _IspKey
+    domain: str
+    start: float
+    end: float | None
+    points: tuple[_Point, ...]
+    corroborated: bool
+
+
+def analyse(
+    buckets: Iterable[BucketCount], bucket_s: float, params: AnalysisParams | None = None
+) -> Report:
+    """Leak events and the per-ISP table for ``buckets`` of width ``bucket_s`` seconds."""
+    params = params or AnalysisParams()
+    merged = _canonical(buckets)
+    names = _network_names(merged)
+    points = _points(merged, params)
+    country_last: dict[str, float] = {}
+    for b in merged:
+        country_last[b.cc] = max(country_last.get(b.cc, b.bucket_start), b.bucket_start)
+
+    runs: list[_Run] = []
+    for (cc, asn, domain), series in sorted(points.items()):
+        runs.extend(_detect(series, (cc, asn), domain, bucket_s, country_last[cc], params))
+
+    leaks = _merge([r for r in runs if r.corroborated], names, bucket_s, params)
+    uncorroborated = _merge([r for r in runs if not r.corroborated], names, bucket_s, params)
+    isps = _isp_table(merged, names, leaks, params)
+    return Report(leaks=leaks, uncorroborated=uncorroborated, isps=isps)
+
+
+def _canonical(buckets: Iterable[BucketCount]) -> list[BucketCount]:
+    """Buckets sorted by key, any repeated key folded into one, so input order never matters."""
+    by_key: dict[tuple[str, int, str, float], BucketCount] = {}
+    for b in buckets:
+        key = (b.cc, b.asn, b.domain, b.bucket_start)
+        seen = by_key.get(key)
+        if seen is None:
+            by_key[key] = b
+            continue
+        counts = dict(seen.counts)
+        for verdict, n in b.counts.items():
+            counts[verdict] = counts.get(verdict, 0) + n
+        by_key[key] = BucketCount(
+            cc=b.cc,
+            asn=b.asn,
+            network_name=max(seen.network_name, b.network_name),
+            domain=b.domain,
+            bucket_start=b.bucket_start,
+            counts=counts,
+            agents=seen.agents + b.agents,
+            accessible_agents=seen.accessible_agents + b.accessible_agents,
+            example_ids=tuple(sorted(set(seen.example_ids) | set(b.example_ids))),
+        )
+    return [by_key[k] for k in sorted(by_key)]
+
+
+def _network_names(buckets: Sequence[BucketCount]) -> dict[_IspKey, str]:
+    names: dict[_IspKey, str] = {}
+    for b in buckets:
+        key = (b.cc, b.asn)
+        names[key] = max(names.get(key, ""), b.network_name)
+    return names
+
+
+def _blocked(counts: dict[str, int]) -> int:
+    return sum(n for verdict, n in counts.items() if verdict in BLOCKED_METHODS)
+
+
+def _points(
+    buckets: Sequence[BucketCount], params: AnalysisParams
+) -> dict[tuple[str, int, str], list[_Point]]:
+    """Series of points per (cc, asn, domain), each bucket judged against the other ISPs.
+
+    An ISP "blocks" a domain in a bucket when most of its conclusive measurements are
+    blocked; the consensus for one ISP counts the *other* ISPs, so a leaking ISP does not
+    dilute the baseline it is compared with.
+    """
+    # (cc, domain, bucket) -> ISPs with conclusive data, and how many of them block
+    measured: dict[tuple[str, str, float], int] = defaultdict(int)
+    blocking: dict[tuple[str, str, float], int] = defaultdict(int)
+    for b in buckets:
+        ok = b.counts.get("ok", 0)
+        blocked = _blocked(b.counts)
+        if ok + blocked == 0:
+            continue
+        place = (b.cc, b.domain, b.bucket_start)
+        measured[place] += 1
+        if blocked > ok:
+            blocking[place] += 1
+
+    series: dict[tuple[str, int, str], list[_Point]] = defaultdict(list)
+    for b in buckets:
+        ok = b.counts.get("ok", 0)
+        blocked = _blocked(b.counts)
+        conclusive = ok + blocked
+        if conclusive == 0:
+            continue  # site_down / inconclusive only: says nothing either way
+        place = (b.cc, b.domain, b.bucket_start)
+        others = measured[place] - 1
+        others_blocking = blocking[place] - (1 if blocked > ok else 0)
+        if others < params.min_other_isps:
+            continue  # no baseline to compare with: neutral
+        if others_blocking > params.consensus_share * others:
+            lower = wilson_bounds(ok, conclusive, params.z)[0]
+        else:
+            lower = 0.0  # the country does not block it: nothing here can be a leak
+        series[(b.cc, b.asn, b.domain)].append(
+            _Point(
+                domain=b.domain,
+                bucket_start=b.bucket_start,
+                accessible=ok,
+                conclusive=conclusive,
+                accessible_agents=b.accessible_agents,
+                example_ids=b.example_ids,
+                lower=lower,
+                isps_blocking=others_blocking,
+                isps_measured=others,
+            )
+        )
+    return series
+
+
+def _detect(
+    series: Sequence[_Point],
+    key: _IspKey,
+    domain: str,
+    bucket_s: float,
+    data_end: float,
+    params: AnalysisParams,
+) -> list[_Run]:
+    """Two one-sided CUSUMs on the Wilson lower bound, one to open and one to close.
+
+    The opening sum grows by (lower - open_drift) and opens a leak at open_threshold; its
+    start is dated back to the bucket where the sum last left zero (the CUSUM change-point
+    estimate), so starts are bucket-accurate even when detection needs several buckets.
+    Once open, the closing sum grows by (close_drift - lower) and closes the leak at
+    close_threshold; the end is dated back to the last bucket that still supported it.
+    One contrary bucket therefore never closes a leak: no flapping.
+    """
+    runs: list[_Run] = []
+    up = 0.0
+    candidate: list[_Point] = []
+    window: list[_Point] | None = None  # the open leak's points, None when closed
+    down = 0.0
+    support = 0  # points in ``window`` up to the last one that supported the leak
+
+    def finish(end: float | None) -> None:
+        assert window is not None
+        kept = tuple(window[:support])
+        runs.append(
+            _Run(
+                key=key,
+                domain=domain,
+                start=kept[0].bucket_start,
+                end=end,
+                points=kept,
+                corroborated=any(p.accessible_agents >= params.min_agents for p in kept),
+            )
+        )
+
+    for point in series:
+        if window is None:
+            up = max(0.0, up + point.lower - params.open_drift)
+            if up > 0.0:
+                candidate.append(point)
+            else:
+                candidate = []
+            if up >= params.open_threshold:
+                window, support, down = candidate, len(candidate), 0.0
+                candidate, up = [], 0.0
+            continue
+        window.append(point)
+        down = max(0.0, down + params.close_drift - point.lower)
+        if down == 0.0:
+            support = len(window)
+        if down >= params.close_threshold:
+            finish(window[support - 1].bucket_start + bucket_s)
+            window = None
+    if window is not None:
+        last = window[support - 1]
+        ongoing = down == 0.0 and last.bucket_start >= data_end
+        finish(None if ongoing else last.bucket_start + bucket_s)
+    return runs
+
+
+def _merge(
+    runs: Sequence[_Run], names: dict[_IspKey, str], bucket_s: float, params: AnalysisParams
+) -> tuple[LeakEvent, ...]:
+    """One event per ISP and stretch of time: runs of one ISP that overlap become one
+    event listing all their domains (the 2013 story: facebook.com and twitter.com)."""
+    by_isp: dict[_IspKey, list[_Run]] = defaultdict(list)
+    for run in runs:
+        by_isp[run.key].append(run)
+    events: list[LeakEvent] = []
+    for key, isp_runs in by_isp.items():
+        isp_runs.sort(key=lambda r: (r.start, r.domain))
+        group: list[_Run] = []
+        group_end: float | None = 0.0
+        for run in isp_runs:
+            if group and (group_end is None or run.start < group_end):
+                group.append(run)
+                group_end = (
+                    None if group_end is None or run.end is None else max(group_end, run.end)
+                )
+                continue
+            if group:
+                events.append(_event(key, names[key], group, params))
+            group, group_end = [run], run.end
+        if group:
+            events.append(_event(key, names[key], group, params))
+    events.sort(key=lambda e: (e.start, e.cc, e.asn, e.domains))
+    return tuple(events)
+
+
+def _event(key: _IspKey, name: str, group: Sequence[_Run], params: AnalysisParams) -> LeakEvent:
+    points = [p for run in group for p in run.points]
+    measurements = sum(p.conclusive for p in points)
+    accessible = sum(p.accessible for p in points)
+    # The weakest baseline seen during the event: the most cautious statement of it.
+    weakest = min(
+        points,
+        key=lambda p: (
+            p.isps_blocking / p.isps_measured,
+            p.isps_measured,
+            p.bucket_start,
+            p.domain,
+        ),
+    )
+    ends = [run.end for run in group]
+    examples = sorted((p.bucket_start, i) for p in points for i in p.example_ids)
+    unique: list[str] = []
+    for _, measurement_id in examples:
+        if measurement_id not in unique:
+            unique.append(measurement_id)
+    lower = wilson_bounds(accessible, measurements, params.z)[0]
+    return LeakEvent(
+        cc=key[0],
+        asn=key[1],
+        network_name=name,
+        domains=tuple(sorted({run.domain for run in group})),
+        start=min(run.start for run in group),
+        end=None if any(e is None for e in ends) else max(e for e in ends if e is not None),
+        measurements=measurements,
+        accessible=accessible,
+        agents=max(p.accessible_agents for p in points),
+        isps_blocking=weakest.isps_blocking,
+        isps_measured=weakest.isps_measured,
+        confidence=lower * weakest.isps_blocking / weakest.isps_measured,
+        example_ids=tuple(unique[: params.max_examples]),
+    )
+
+
+def _isp_table(
+    buckets: Sequence[BucketCount],
+    names: dict[_IspKey, str],
+    leaks: Sequence[LeakEvent],
+    params: AnalysisParams,
+) -> tuple[IspRow, ...]:
+    totals: dict[_IspKey, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    max_agents: dict[_IspKey, int] = defaultdict(int)
+    domains: dict[_IspKey, set[str]] = defaultdict(set)
+    for b in buckets:
+        key = (b.cc, b.asn)
+        for verdict, n in b.counts.items():
+            totals[key][verdict] += n
+        max_agents[key] = max(max_agents[key], b.agents)
+        domains[key].add(b.domain)
+    leaking: dict[_IspKey, set[str]] = defaultdict(set)
+    for event in leaks:
+        leaking[(event.cc, event.asn)].update(event.domains)
+
+    rows: list[IspRow] = []
+    for key in sorted(totals):
+        counts = totals[key]
+        ok = counts.get("ok", 0)
+        blocked = _blocked(counts)
+        methods: dict[str, int] = defaultdict(int)
+        for verdict, method in BLOCKED_METHODS.items():
+            methods[method] += counts.get(verdict, 0)
+        lower, upper = wilson_bounds(ok, ok + blocked, params.z)
+        rows.append(
+            IspRow(
+                cc=key[0],
+                asn=key[1],
+                network_name=names[key],
+                measurements=sum(counts.values()),
+                accessible=ok,
+                blocked=blocked,
+                site_down=counts.get("site_down", 0),
+                inconclusive=counts.get("inconclusive", 0),
+                accessible_lower=lower,
+                accessible_upper=upper,
+                methods=dict(methods),
+                max_agents=max_agents[key],
+                domains=len(domains[key]),
+                leaking_domains=tuple(sorted(leaking[key])),
+            )
+        )
+    return tuple(rows)
