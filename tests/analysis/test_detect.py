@@ -176,7 +176,7 @@ def test_min_agents_is_configurable() -> None:
 
 
 def test_wilson_bounds_allow_two_of_two_but_not_one_of_three() -> None:
-    """At z = 1 two of two agents clear the 0.5 opening bound; a lone VPN agent of three does not."""
+    """At z = 1 two of two agents clear the 0.5 opening bound; one VPN agent of three does not."""
     assert wilson_bounds(2, 2, 1.0)[0] > 0.5
     assert wilson_bounds(1, 3, 1.0)[0] < 0.25
     assert wilson_bounds(0, 0, 1.0) == (0.0, 1.0)
