@@ -1,16 +1,253 @@
-"""``filterwatch agent ...``"""
+"""``filterwatch agent enroll|run|probe|status``"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from filterwatch.cli import not_built
+from agent.collector_api import ApiError, enroll, upload_channel
+from agent.config import AgentConfig, default_config, load_agent_config
+from agent.spool import read_stats
+from agent.state import (
+    SPOOL_FILE,
+    Credentials,
+    NotEnrolledError,
+    StateError,
+    default_config_path,
+    default_state_dir,
+    load_credentials,
+    load_status,
+    save_credentials,
+    write_atomically,
+)
+from shared.errors import ConfigError
+from shared.logging import configure_logging
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("agent", help="the volunteer agent")
     cmds = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name in ("enroll", "run", "probe", "status"):
-        c = cmds.add_parser(name)
-        c.set_defaults(handler=lambda a, n=name: not_built(f"agent {n}"))
+
+    def common(c: argparse.ArgumentParser) -> None:
+        c.add_argument(
+            "--config",
+            type=Path,
+            help=f"agent configuration (YAML; default {default_config_path()} if it exists)",
+        )
+        c.add_argument(
+            "--state-dir",
+            type=Path,
+            help=f"credentials, spool and status (default {default_state_dir()})",
+        )
+
+    c = cmds.add_parser("enroll", help="trade an enrollment code for this agent's credentials")
+    c.add_argument("--collector", required=True, metavar="URL", help="the collector's URL")
+    c.add_argument("--code", required=True, help="the enrollment code from the collector")
+    common(c)
+    c.set_defaults(handler=cmd_enroll)
+
+    c = cmds.add_parser("run", help="the agent daemon: measure every round and upload")
+    common(c)
+    c.set_defaults(handler=cmd_run)
+
+    c = cmds.add_parser("probe", help="measure one URL now and explain the verdict")
+    c.add_argument("url", metavar="URL")
+    c.add_argument("--json", action="store_true", help="print the measurement as JSON")
+    common(c)
+    c.set_defaults(handler=cmd_probe)
+
+    c = cmds.add_parser("status", help="spool size, last upload, last error, network")
+    c.add_argument("--json", action="store_true", help="print the status as JSON")
+    common(c)
+    c.set_defaults(handler=cmd_status)
+
+
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    config: AgentConfig | None  # None when there is no configuration file yet
+    state_dir: Path
+
+
+def _setup(args: argparse.Namespace) -> _Setup:
+    """The configuration file (explicit, or the default one if it exists) and state dir."""
+    path: Path | None = args.config
+    if path is None and default_config_path().exists():
+        path = default_config_path()
+    config = load_agent_config(path) if path is not None else None
+    state_dir = args.state_dir or (config.state_dir if config else None) or default_state_dir()
+    return _Setup(config, state_dir)
+
+
+def _config_and_credentials(args: argparse.Namespace) -> tuple[AgentConfig, Credentials, Path]:
+    setup = _setup(args)
+    creds = load_credentials(setup.state_dir)
+    config = setup.config or default_config(creds.collector_url)
+    # The configuration may move the collector (a new name, a front); the token stays valid.
+    return config, replace(creds, collector_url=config.collector_url), setup.state_dir
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"filterwatch: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    setup = _setup(args) if args.config is None or args.config.exists() else None
+    state_dir = args.state_dir or (setup.state_dir if setup else default_state_dir())
+    config = setup.config if setup else None
+    try:
+        default_config(args.collector)
+    except ConfigError:
+        return _fail(f"--collector: expected an http:// or https:// URL, got {args.collector!r}")
+
+    async def trade() -> tuple[str, str]:
+        up = config.upload if config else None
+        channel = upload_channel(up.proxy if up else None, up.ca_file if up else None)
+        try:
+            return await enroll(channel.session, args.collector, args.code, channel.proxy)
+        finally:
+            await channel.close()
+
+    try:
+        agent_id, token = asyncio.run(trade())
+    except ApiError as exc:
+        return _fail(f"enrollment failed: {exc}", 1)
+    try:
+        path = save_credentials(state_dir, Credentials(agent_id, token, args.collector))
+    except (OSError, StateError) as exc:
+        return _fail(f"cannot write the credentials: {exc}", 1)
+    if args.config is not None and not args.config.exists():
+        lines = [f"collector_url: {json.dumps(args.collector)}"]
+        if args.state_dir is not None:
+            lines.append(f"state_dir: {json.dumps(str(args.state_dir.resolve()))}")
+        args.config.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(args.config, ("\n".join(lines) + "\n").encode())
+        print(f"wrote the configuration {args.config}")
+    print(f"enrolled as agent {agent_id}; credentials in {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config, creds, state_dir = _config_and_credentials(args)
+    except (NotEnrolledError, StateError) as exc:
+        return _fail(str(exc))
+    configure_logging(config.logging.json, config.logging.level)
+    from agent.runner import run_agent
+
+    asyncio.run(run_agent(config, creds, state_dir))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from agent.probe_cli import run_probe
+
+    return run_probe(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    setup = _setup(args)
+    try:
+        creds: Credentials | None = load_credentials(setup.state_dir)
+    except NotEnrolledError:
+        creds = None
+    except StateError as exc:
+        return _fail(str(exc))
+    status = load_status(setup.state_dir)
+    stats = read_stats(setup.state_dir / SPOOL_FILE)
+    running = status.pid is not None and _alive(status.pid)
+    doc = {
+        "state_dir": str(setup.state_dir),
+        "enrolled": creds is not None,
+        "agent_id": creds.agent_id if creds else None,
+        "collector_url": (setup.config.collector_url if setup.config else None)
+        or (creds.collector_url if creds else None),
+        "running": running,
+        "spool": {
+            "results": stats.results if stats else 0,
+            "bytes": stats.bytes if stats else 0,
+            "dropped": stats.dropped if stats else 0,
+            "rejected": stats.rejected if stats else 0,
+        },
+        "uploaded": status.uploaded,
+        "last_upload_at": status.last_upload_at,
+        "last_round_at": status.last_round_at,
+        "last_error": status.last_error,
+        "last_error_at": status.last_error_at,
+        "network": status.network,
+        "network_checked_at": status.network_checked_at,
+        "clock_skew_s": status.clock_skew_s,
+        "clock_confirmed_at": status.clock_confirmed_at,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(_status_text(doc))
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    ago = max(0.0, time.time() - ts)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
+    return f"{stamp} ({_ago(ago)} ago)"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _status_text(doc: dict[str, Any]) -> str:
+    spool = doc["spool"]
+    net = doc["network"]
+    network = (
+        f"AS{net['asn']} {net['network_name']} ({net['cc']})".replace("  ", " ")
+        if net
+        else "unknown (results are judged inconclusive until the collector says)"
+    )
+    lines = [
+        f"agent:        {doc['agent_id'] or 'not enrolled'}"
+        + (f" -> {doc['collector_url']}" if doc["collector_url"] else ""),
+        f"running:      {'yes' if doc['running'] else 'no'}",
+        f"spool:        {spool['results']} results, {spool['bytes']} bytes",
+        f"dropped:      {spool['dropped']} (oldest first, when the spool was full)",
+        f"rejected:     {spool['rejected']} (refused by the collector as invalid)",
+        f"uploaded:     {doc['uploaded']}",
+        f"last upload:  {_when(doc['last_upload_at'])}",
+        f"last round:   {_when(doc['last_round_at'])}",
+        f"last error:   {doc['last_error'] or 'none'}"
+        + (f" at {_when(doc['last_error_at'])}" if doc["last_error"] else ""),
+        f"network:      {network}",
+    ]
+    if doc["network_checked_at"]:
+        lines.append(f"checked:      {_when(doc['network_checked_at'])}")
+    skew = doc["clock_skew_s"]
+    if doc["clock_confirmed_at"]:
+        lines.append(
+            f"clock:        confirmed {_when(doc['clock_confirmed_at'])}, skew {skew or 0:+.0f}s"
+        )
+    else:
+        lines.append("clock:        not yet confirmed by the collector")
+    return "\n".join(lines)

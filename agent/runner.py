@@ -1,0 +1,367 @@
+"""The agent daemon: rounds of measurements, the spool, the uploader, under one TaskGroup.
+
+Each round (aligned to multiples of ``interval_s`` since the epoch, plus jitter):
+
+1. the target list from the collector, or the cached one when the collector is unreachable;
+2. ``whoami`` over a direct connection, so the round starts with a known (or honestly
+   unknown) network;
+3. ``concurrency`` workers measure the targets in a shuffled order, at most
+   ``per_host_limit`` at once per host; before each measurement the network is checked
+   again if the machine's addresses changed, and the control is fetched (once per URL per
+   round; if it cannot be had the measurement is still made and judged inconclusive);
+4. every result goes to the durable spool before it counts as done, and wakes the uploader.
+
+SIGTERM or SIGINT set ``stop``: no new measurement starts, those in flight get
+``shutdown_grace_s`` to finish and are then abandoned (they were not spooled, so nothing
+half-done is kept), and the uploader makes one last attempt bounded by the same grace.
+Whatever is not delivered stays in the spool for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import structlog
+
+from agent.collector_api import (
+    ApiError,
+    UploadChannel,
+    api_url,
+    call,
+    direct_session,
+    targets_from_answer,
+    upload_channel,
+)
+from agent.config import AgentConfig
+from agent.identity import Clock, NetworkIdentity
+from agent.schedule import first_run, next_run, round_start
+from agent.spool import Spool
+from agent.state import (
+    SPOOL_FILE,
+    Credentials,
+    StatusRecorder,
+    Target,
+    ensure_state_dir,
+    load_status,
+    load_targets,
+    save_targets,
+)
+from agent.uploader import Uploader
+from shared.schema import ControlFacts, Measurement, NetworkFacts
+
+log = structlog.get_logger("agent.runner")
+
+MeasureFn = Callable[
+    [str, NetworkFacts | None, ControlFacts | None, float | None], Awaitable[Measurement]
+]
+ControlFn = Callable[[str], Awaitable[ControlFacts | None]]
+STATUS_EVERY_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Probing:
+    """How the runner measures: the probes' ``measure`` and the control client, bound to
+    this agent's options and sessions."""
+
+    measure: MeasureFn
+    control: ControlFn
+
+
+ProbingFactory = Callable[[AgentConfig, Credentials, UploadChannel], Probing]
+
+
+def real_probing(config: AgentConfig, creds: Credentials, channel: UploadChannel) -> Probing:
+    """The probes of agent/probes, with the options from ``config``."""
+    from agent.blockpages import load_fingerprints
+    from agent.control_client import fetch_control
+    from agent.probes.web import ProbeOptions, measure
+
+    p = config.probes
+    options = ProbeOptions(
+        timeout_s=p.timeout_s,
+        resolver=p.resolver,
+        system_resolver=p.system_resolver,
+        ca_file=p.ca_file,
+    )
+    fingerprints = load_fingerprints()
+
+    async def measure_one(
+        url: str,
+        network: NetworkFacts | None,
+        control: ControlFacts | None,
+        clock_age_s: float | None,
+    ) -> Measurement:
+        return await measure(
+            url,
+            options,
+            network=network,
+            control=control,
+            clock_age_s=clock_age_s,
+            fingerprints=fingerprints,
+        )
+
+    async def control_for(url: str) -> ControlFacts | None:
+        return await fetch_control(
+            channel.session, creds.collector_url, creds.token, url, p.timeout_s + 5.0
+        )
+
+    return Probing(measure_one, control_for)
+
+
+class Agent:
+    """One agent process: build it, then ``await agent.run(stop)``."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        creds: Credentials,
+        state_dir: Path,
+        probing: ProbingFactory = real_probing,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.creds = creds
+        self.state_dir = state_dir
+        self._probing_factory = probing
+        self._rng = rng or random.Random()
+        self.clock = Clock()
+        self.spool = Spool(state_dir / SPOOL_FILE, config.spool.max_bytes)
+        self.status = StatusRecorder(state_dir, dataclasses.replace(load_status(state_dir)))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Measure and upload until ``stop`` is set, then shut down within the grace."""
+        cfg = self.config
+        ensure_state_dir(self.state_dir)
+        await self.spool.open()
+        self.status.update(pid=os.getpid())
+        direct = direct_session(cfg.upload.ca_file)
+        channel = upload_channel(cfg.upload.proxy, cfg.upload.ca_file)
+        try:
+            identity = NetworkIdentity(
+                direct, self.creds.collector_url, self.creds.token, self.clock
+            )
+            probing = self._probing_factory(cfg, self.creds, channel)
+            uploader = Uploader(
+                self.spool,
+                channel,
+                self.creds.collector_url,
+                self.creds.agent_id,
+                self.creds.token,
+                cfg.upload,
+                self.clock,
+                self.status,
+                rng=self._rng,
+            )
+            stats = await self.spool.stats()
+            log.info(
+                "agent_started",
+                agent_id=self.creds.agent_id,
+                spooled=stats.results,
+                concurrency=cfg.concurrency,
+                interval_s=cfg.interval_s,
+            )
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(uploader.run(stop))
+                tg.create_task(self._scheduler(stop, identity, probing, channel))
+                tg.create_task(self._status_writer(stop, identity))
+            delivered = await uploader.flush(cfg.shutdown_grace_s)
+            stats = await self.spool.stats()
+            log.info("agent_stopped", delivered_all=delivered, spooled=stats.results)
+        finally:
+            self.status.update(pid=None)
+            await self._save_status(identity=None)
+            await channel.close()
+            await direct.close()
+            await self.spool.close()
+
+    # --- rounds ----------------------------------------------------------------------------
+
+    async def _scheduler(
+        self,
+        stop: asyncio.Event,
+        identity: NetworkIdentity,
+        probing: Probing,
+        channel: UploadChannel,
+    ) -> None:
+        cfg = self.config
+        when = first_run(
+            time.time(), cfg.interval_s, cfg.jitter_s, self.status.current.last_round_at, self._rng
+        )
+        while not stop.is_set():
+            delay = when - time.time()
+            if delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+                except TimeoutError:
+                    pass
+                if stop.is_set():
+                    return
+            started = time.time()
+            self.status.update(last_round_at=round_start(started, cfg.interval_s))
+            await self._round(stop, identity, probing, channel)
+            finished = time.time()
+            if finished - round_start(started, cfg.interval_s) > cfg.interval_s:
+                log.warning("round_overran", seconds=round(finished - started, 1))
+            when = next_run(finished, cfg.interval_s, cfg.jitter_s, self._rng)
+
+    async def _round(
+        self,
+        stop: asyncio.Event,
+        identity: NetworkIdentity,
+        probing: Probing,
+        channel: UploadChannel,
+    ) -> None:
+        targets = await self._targets(channel)
+        if not targets:
+            log.warning("no_targets")
+            return
+        await identity.refresh()
+        order = list(targets)
+        # Shuffled: a host listed many times does not hold up the workers behind it, and
+        # no site is always measured last.
+        self._rng.shuffle(order)
+        queue: asyncio.Queue[Target] = asyncio.Queue()
+        for t in order:
+            queue.put_nowait(t)
+        hosts: dict[str, asyncio.Semaphore] = {}
+        controls: dict[str, asyncio.Future[ControlFacts | None]] = {}
+        workers = min(self.config.concurrency, len(order))
+        log.info("round_started", targets=len(order))
+        measured = 0
+
+        async def worker() -> None:
+            nonlocal measured
+            while not stop.is_set():
+                try:
+                    target = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                host = (urlsplit(target.url).hostname or "").lower()
+                sem = hosts.setdefault(host, asyncio.Semaphore(self.config.per_host_limit))
+                async with sem:
+                    if await self._measure_one(target.url, identity, probing, controls):
+                        measured += 1
+
+        try:
+            async with asyncio.timeout(None) as deadline:
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [tg.create_task(worker()) for _ in range(workers)]
+                    grace = tg.create_task(self._arm_grace(stop, deadline))
+                    await asyncio.wait(tasks)
+                    grace.cancel()
+        except TimeoutError:
+            log.warning("measurements_abandoned", reason="shutdown")
+        finally:
+            for fut in controls.values():
+                fut.cancel()
+        log.info("round_finished", measured=measured, skipped=queue.qsize())
+
+    async def _arm_grace(self, stop: asyncio.Event, deadline: asyncio.Timeout) -> None:
+        await stop.wait()
+        deadline.reschedule(asyncio.get_running_loop().time() + self.config.shutdown_grace_s)
+
+    async def _measure_one(
+        self,
+        url: str,
+        identity: NetworkIdentity,
+        probing: Probing,
+        controls: dict[str, asyncio.Future[ControlFacts | None]],
+    ) -> bool:
+        try:
+            network = await identity.current()
+            fut = controls.get(url)
+            if fut is None:
+                fut = controls[url] = asyncio.ensure_future(probing.control(url))
+            control = await asyncio.shield(fut)
+            m = await probing.measure(url, network, control, self.clock.age_s())
+            if self.clock.skew_s:
+                # The collector's clock is the reference: results line up across agents.
+                m = dataclasses.replace(m, measured_at=self.clock.corrected(m.measured_at))
+            await self.spool.put(m)
+        except Exception:
+            # A bug in one measurement must not stop the agent; the traceback is logged
+            # (structlog scrubs addresses from it).
+            log.exception("measurement_crashed")
+            return False
+        log.info("result_spooled", id=m.id, domain=m.domain, blocking=m.blocking.value)
+        return True
+
+    async def _targets(self, channel: UploadChannel) -> list[Target]:
+        try:
+            res = await call(
+                channel.session,
+                "GET",
+                api_url(self.creds.collector_url, "/api/v1/targets"),
+                token=self.creds.token,
+                proxy=channel.proxy,
+            )
+            self.clock.observe_result(res)
+            urls = targets_from_answer(res.body)
+            if urls is None:
+                raise ApiError("unreadable_answer", status=res.status)
+        except ApiError as exc:
+            cached = await asyncio.to_thread(load_targets, self.state_dir)
+            log.warning("targets_from_cache", reason=str(exc), targets=len(cached or []))
+            self.status.update(last_error=f"targets: {exc}", last_error_at=time.time())
+            return cached or []
+        targets = [Target(u) for u in urls]
+        await asyncio.to_thread(save_targets, self.state_dir, targets)
+        return targets
+
+    # --- status ------------------------------------------------------------------------------
+
+    async def _status_writer(self, stop: asyncio.Event, identity: NetworkIdentity) -> None:
+        while not stop.is_set():
+            await self._save_status(identity)
+            try:
+                async with asyncio.timeout(STATUS_EVERY_S):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+        await self._save_status(identity)
+
+    async def _save_status(self, identity: NetworkIdentity | None) -> None:
+        if identity is not None:
+            snap = identity.snapshot()
+            if (snap.network, snap.checked_at) != (
+                self.status.current.network,
+                self.status.current.network_checked_at,
+            ):
+                self.status.update(network=snap.network, network_checked_at=snap.checked_at)
+        if (self.clock.skew_s, self.clock.confirmed_wall) != (
+            self.status.current.clock_skew_s,
+            self.status.current.clock_confirmed_at,
+        ):
+            self.status.update(
+                clock_skew_s=self.clock.skew_s, clock_confirmed_at=self.clock.confirmed_wall
+            )
+        await self.status.save(time.time())
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT ask for a clean shutdown."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_agent(
+    config: AgentConfig,
+    creds: Credentials,
+    state_dir: Path,
+    probing: ProbingFactory = real_probing,
+) -> None:
+    """``filterwatch agent run``: the daemon until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    await Agent(config, creds, state_dir, probing).run(stop)

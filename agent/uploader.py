@@ -1,0 +1,233 @@
+"""Moves spooled results to the collector, and deletes only what the collector acknowledged.
+
+A batch is at most ``batch_max_results`` results and ``batch_max_bytes`` of body, under a
+fresh ``batch_id``. The collector dedupes on measurement ids, so sending a batch again after
+a lost answer is safe; the spool therefore deletes a batch's results only after a 2xx answer
+whose counts cover the whole batch (accepted + duplicates + rejected-as-invalid). Rejected
+results are counted (``agent status``) and not sent again: they can never be accepted.
+
+Failures back off exponentially with full jitter and never retry sooner than a
+``Retry-After`` (429, 503). A 413 halves the batch; a single result the collector finds too
+large is dropped as rejected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from agent.collector_api import ApiError, UploadChannel, api_url, call
+from agent.config import UploadConfig
+from agent.identity import Clock
+from agent.schedule import backoff_delay, parse_retry_after
+from agent.spool import Spool, SpooledResult
+from agent.state import StatusRecorder
+from shared.codec import decode, encode
+from shared.errors import CodecError, SchemaError
+from shared.schema import Batch, Measurement, measurement_from_wire
+
+log = structlog.get_logger("agent.uploader")
+
+# Room for the batch envelope around the records (agent id, batch id, map headers).
+_ENVELOPE_BYTES = 512
+
+
+@dataclass(frozen=True, slots=True)
+class UploadOutcome:
+    sent: int  # results in the batch (0: nothing to send)
+    acknowledged: bool
+    retry_after: float | None = None  # seconds the collector asked us to wait
+    error: str | None = None
+
+
+class Uploader:
+    def __init__(
+        self,
+        spool: Spool,
+        channel: UploadChannel,
+        collector_url: str,
+        agent_id: str,
+        token: str,
+        config: UploadConfig,
+        clock: Clock,
+        status: StatusRecorder,
+        rng: random.Random | None = None,
+        linger_s: float = 1.0,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self._spool = spool
+        self._channel = channel
+        self._url = api_url(collector_url, "/api/v1/batches")
+        self._agent_id = agent_id
+        self._token = token
+        self._config = config
+        self._clock = clock
+        self._status = status
+        self._rng = rng or random.Random()
+        self._linger_s = linger_s
+        self._timeout_s = timeout_s
+        self._max_results = config.batch_max_results
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Upload until ``stop`` is set; the caller makes the last attempt with ``flush``."""
+        attempt = 0
+        while not stop.is_set():
+            if len(self._spool) == 0:
+                self._spool.changed.clear()
+                await _wait_either(self._spool.changed, stop, None)
+                if stop.is_set():
+                    return
+                # Let a burst of measurements gather into one batch.
+                if len(self._spool) < self._max_results:
+                    await _wait_either(stop, None, self._linger_s)
+                continue
+            outcome = await self.upload_once()
+            if outcome.acknowledged:
+                attempt = 0
+                continue
+            delay = backoff_delay(
+                attempt,
+                self._config.retry_base_s,
+                self._config.retry_cap_s,
+                self._rng,
+                outcome.retry_after,
+            )
+            attempt += 1
+            log.info("upload_retry_later", after_s=round(delay, 1), reason=outcome.error)
+            await _wait_either(stop, None, delay)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Upload until the spool is empty, an attempt fails, or ``timeout_s`` passes; True
+        when everything was delivered."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while len(self._spool):
+                    outcome = await self.upload_once()
+                    if not outcome.acknowledged:
+                        return False
+        except TimeoutError:
+            return False
+        return True
+
+    async def upload_once(self) -> UploadOutcome:
+        """Send the oldest spooled results as one batch and acknowledge them if accepted."""
+        items = await self._spool.peek(
+            self._max_results, self._config.batch_max_bytes - _ENVELOPE_BYTES
+        )
+        if not items:
+            return UploadOutcome(0, True)
+        results, unreadable = _measurements(items)
+        if unreadable:
+            # Records we wrote but cannot read back would be refused by any collector.
+            log.error("spooled_result_unreadable", results=len(unreadable))
+            await self._spool.ack([it.seq for it in unreadable], rejected=len(unreadable))
+        if not results:
+            return UploadOutcome(0, True)
+        batch = Batch(agent_id=self._agent_id, batch_id=uuid.uuid4().hex, results=results)
+        body = encode(batch.to_wire())
+        seqs = [it.seq for it in items if it not in unreadable]
+        try:
+            res = await call(
+                self._channel.session,
+                "POST",
+                self._url,
+                token=self._token,
+                body=body,
+                proxy=self._channel.proxy,
+                timeout_s=self._timeout_s,
+            )
+        except ApiError as exc:
+            return await self._failed(exc, seqs, len(body))
+        self._clock.observe_result(res)
+        counts = _acknowledgement(res.body)
+        if counts is None or sum(counts) != len(results):
+            # We cannot tell which results were stored: keep them all and send them again
+            # (the collector dedupes on the measurement id).
+            self._error("unexpected_answer")
+            return UploadOutcome(len(results), False, error="unexpected_answer")
+        accepted, duplicates, rejected = counts
+        await self._spool.ack(seqs, rejected=rejected)
+        self._max_results = min(self._config.batch_max_results, self._max_results * 2)
+        cur = self._status.current
+        self._status.update(
+            last_upload_at=time.time(),
+            uploaded=cur.uploaded + accepted + duplicates,
+            rejected=cur.rejected + rejected,
+            last_error=None,
+        )
+        if rejected:
+            log.warning("results_rejected", rejected=rejected, batch_id=batch.batch_id)
+        log.info(
+            "batch_uploaded",
+            results=len(results),
+            accepted=accepted,
+            duplicates=duplicates,
+            rejected=rejected,
+            bytes=len(body),
+            batch_id=batch.batch_id,
+        )
+        return UploadOutcome(len(results), True)
+
+    async def _failed(self, exc: ApiError, seqs: list[int], size: int) -> UploadOutcome:
+        if exc.status == 413:
+            if len(seqs) == 1:
+                # One result larger than the collector takes: it will never be accepted.
+                await self._spool.ack(seqs, rejected=1)
+                log.error("result_too_large_dropped", bytes=size)
+                return UploadOutcome(1, True)
+            self._max_results = max(1, len(seqs) // 2)
+            log.warning("batch_too_large", results=len(seqs), next_results=self._max_results)
+            return UploadOutcome(len(seqs), True)  # not an outage: retry at once, smaller
+        retry_after = parse_retry_after(exc.retry_after, time.time())
+        self._error(str(exc))
+        if exc.status in (401, 403):
+            log.error("credentials_refused", status=exc.status, reason=exc.reason)
+        return UploadOutcome(len(seqs), False, retry_after=retry_after, error=str(exc))
+
+    def _error(self, text: str) -> None:
+        self._status.update(last_error=f"upload: {text}", last_error_at=time.time())
+
+
+async def _wait_either(
+    first: asyncio.Event, second: asyncio.Event | None, timeout_s: float | None
+) -> None:
+    """Return when either event is set or after ``timeout_s`` (None: no time limit)."""
+    waiters = [asyncio.ensure_future(first.wait())]
+    if second is not None:
+        waiters.append(asyncio.ensure_future(second.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+def _measurements(
+    items: list[SpooledResult],
+) -> tuple[list[Measurement], list[SpooledResult]]:
+    good: list[Measurement] = []
+    bad: list[SpooledResult] = []
+    for it in items:
+        try:
+            good.append(measurement_from_wire(decode(it.record)))
+        except (CodecError, SchemaError):
+            bad.append(it)
+    return good, bad
+
+
+def _acknowledgement(doc: Any) -> tuple[int, int, int] | None:
+    """(accepted, duplicates, rejected) from a batch answer, or None if it is not one."""
+    if not isinstance(doc, dict):
+        return None
+    accepted, duplicates, rejected = doc.get("accepted"), doc.get("duplicates"), doc.get("rejected")
+    if type(accepted) is not int or type(duplicates) is not int or not isinstance(rejected, list):
+        return None
+    if accepted < 0 or duplicates < 0:
+        return None
+    return accepted, duplicates, len(rejected)
