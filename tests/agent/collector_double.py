@@ -33,6 +33,7 @@ class CollectorDouble:
     stored: dict[str, int] = field(default_factory=dict)  # measurement id -> times received
     batches: list[str] = field(default_factory=list)  # batch ids, in arrival order
     batch_sizes: list[int] = field(default_factory=list)
+    measured_at: dict[str, float] = field(default_factory=dict)  # measurement id -> its time
     whoami_calls: int = 0
     reject_urls: frozenset[str] = frozenset()  # results of these URLs are "invalid"
     batch_stored: asyncio.Event = field(default_factory=asyncio.Event)
@@ -90,6 +91,7 @@ class CollectorDouble:
                 rejected.append({"index": i, "error": "url: not allowed"})
                 continue
             seen = rec["id"] in self.stored
+            self.measured_at[rec["id"]] = rec["measured_at"]
             self.stored[rec["id"]] = self.stored.get(rec["id"], 0) + 1
             if seen:
                 duplicates += 1
