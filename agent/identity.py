@@ -12,7 +12,8 @@ Local addresses are compared without sending anything: interface names from
 address (a UDP ``connect`` only consults the routing table). Only a hash of them is kept,
 never logged.
 
-The clock is confirmed against the ``Date`` header of collector answers: ``clock_age_s`` is
+The clock is confirmed against the ``server_time`` of ``whoami`` answers and the ``Date``
+header of other collector answers: ``clock_age_s`` is
 the time since the last confirmation (monotonic), ``skew_s`` the collector's time minus
 ours.
 """
@@ -39,7 +40,9 @@ log = structlog.get_logger("agent.identity")
 # How often, at most, local addresses are compared (they are compared before measurements).
 ADDRESS_CHECK_EVERY_S = 1.0
 # A Date header has one-second resolution: smaller differences are not evidence of skew.
-SKEW_RESOLUTION_S = 2.0
+DATE_RESOLUTION_S = 1.0
+# Below this a skew is not worth correcting (and could be the round trip's asymmetry).
+MIN_SKEW_S = 1.0
 
 
 class Clock:
@@ -60,10 +63,17 @@ class Clock:
             server = parsedate_to_datetime(date_header).timestamp()
         except (TypeError, ValueError, IndexError):
             return
+        self.observe_time(server, sent_at, received_at, DATE_RESOLUTION_S)
+
+    def observe_time(
+        self, server: float, sent_at: float, received_at: float, resolution_s: float = 0.0
+    ) -> None:
+        """Confirm the clock with the collector's time ``server``, read between ``sent_at``
+        and ``received_at``, given to within ``resolution_s``."""
         local = (sent_at + received_at) / 2
         skew = server - local
-        # Within the header's resolution plus the round trip our clock is as good as theirs.
-        slack = SKEW_RESOLUTION_S + max(0.0, received_at - sent_at)
+        # Within the resolution plus the round trip our clock is as good as theirs.
+        slack = resolution_s + MIN_SKEW_S + max(0.0, received_at - sent_at)
         self.skew_s = 0.0 if abs(skew) <= slack else skew
         self._confirmed_at = self._monotonic()
         self.confirmed_wall = received_at
@@ -169,7 +179,12 @@ class NetworkIdentity:
             self.network = None
             self.last_error = exc.reason
             return
-        self._clock.observe_result(res)
+        server_time = res.body.get("server_time") if isinstance(res.body, dict) else None
+        if isinstance(server_time, int | float) and not isinstance(server_time, bool):
+            # The collector's own clock to the millisecond: better than Date's second.
+            self._clock.observe_time(float(server_time), res.sent_at, res.received_at)
+        else:
+            self._clock.observe_result(res)
         network = network_from_whoami(res.body)
         if network != self.network:
             if network is None:

@@ -157,7 +157,6 @@ class Agent:
                 self.creds.agent_id,
                 self.creds.token,
                 cfg.upload,
-                self.clock,
                 self.status,
                 rng=self._rng,
             )
@@ -305,7 +304,6 @@ class Agent:
                 token=self.creds.token,
                 proxy=channel.proxy,
             )
-            self.clock.observe_result(res)
             urls = targets_from_answer(res.body)
             if urls is None:
                 raise ApiError("unreadable_answer", status=res.status)

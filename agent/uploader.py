@@ -24,7 +24,6 @@ import structlog
 
 from agent.collector_api import ApiError, UploadChannel, api_url, call
 from agent.config import UploadConfig
-from agent.identity import Clock
 from agent.schedule import backoff_delay, parse_retry_after
 from agent.spool import Spool, SpooledResult
 from agent.state import StatusRecorder
@@ -55,7 +54,6 @@ class Uploader:
         agent_id: str,
         token: str,
         config: UploadConfig,
-        clock: Clock,
         status: StatusRecorder,
         rng: random.Random | None = None,
         linger_s: float = 1.0,
@@ -67,7 +65,6 @@ class Uploader:
         self._agent_id = agent_id
         self._token = token
         self._config = config
-        self._clock = clock
         self._status = status
         self._rng = rng or random.Random()
         self._linger_s = linger_s
@@ -144,7 +141,6 @@ class Uploader:
             )
         except ApiError as exc:
             return await self._failed(exc, seqs, len(body))
-        self._clock.observe_result(res)
         counts = _acknowledgement(res.body)
         if counts is None or sum(counts) != len(results):
             # We cannot tell which results were stored: keep them all and send them again

@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestServer
 
 from agent.collector_api import UploadChannel, upload_channel
 from agent.config import UploadConfig
-from agent.identity import Clock
 from agent.spool import Spool
 from agent.state import Status, StatusRecorder, load_status
 from agent.uploader import Uploader
@@ -43,7 +42,6 @@ class Rig:
             AGENT_ID,
             TOKEN,
             UploadConfig(**config),
-            Clock(),
             self.status,
             rng=random.Random(0),
             linger_s=0.01,
