@@ -1,14 +1,78 @@
-"""``filterwatch compare FILE...``"""
+"""``filterwatch compare FILE... [filters] [--format table|json|html] [--out F]``
+
+Reads any mix of CSV, JSONL and Parquet exports (files or partitioned directories) from one
+or several collectors, keeps each measurement id once, and runs the same analysis as the
+collector on the same per-bucket counts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
-from filterwatch.cli import not_built
+from shared.filters import add_filter_arguments, filters_from_args
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("compare", help="compare ISPs from exports")
-    p.add_argument("files", nargs="*")
-    p.set_defaults(handler=lambda a: not_built("compare"))
+    p: argparse.ArgumentParser = sub.add_parser(
+        "compare",
+        help="per-ISP comparison and leak events from exports",
+        description="Per-ISP comparison and leak events from CSV, JSONL or Parquet exports"
+        " (several collectors' files are merged; duplicate measurement ids are dropped).",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="export files or directories")
+    add_filter_arguments(p)
+    p.add_argument("--format", choices=("table", "json", "html"), default="table")
+    p.add_argument("--out", type=Path, help="write here instead of standard output")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from collector.analysis import analyse
+    from collector.exports import ExportReadError, bucket_counts, export_files, read_exports
+    from collector.progress import Progress
+    from collector.report_text import compare_text
+
+    filters = filters_from_args(args)
+    progress = Progress()
+    try:
+        files = export_files(Path(f) for f in args.files)
+        done = 0
+
+        def on_file(path: Path) -> None:
+            nonlocal done
+            done += 1
+            progress.update(f"read {done}/{len(files)} files ({path.name})", force=True)
+
+        table = read_exports(files, on_file)
+    except ExportReadError as exc:
+        progress.done()
+        print(f"filterwatch compare: {exc}", file=sys.stderr)
+        return 2
+    progress.update(f"counting {table.num_rows} measurements", force=True)
+    buckets = bucket_counts(table, filters)
+    del table
+    progress.update(f"analysing {len(buckets)} buckets", force=True)
+    report = analyse(buckets, filters.bucket_s)
+    progress.done()
+    if args.format == "json":
+        text = report.dumps(with_isps=True)
+    elif args.format == "html":
+        from collector.report_html import render_html
+
+        text = render_html(report, buckets, filters.bucket_s, title="filterwatch compare")
+    else:
+        text = compare_text(report)
+    write_output(text, args.out)
+    return 0
+
+
+def write_output(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")

@@ -145,7 +145,12 @@ def _points(
         if others < params.min_other_isps:
             continue  # no baseline to compare with: neutral
         if others_blocking > params.consensus_share * others:
-            lower = wilson_bounds(ok, conclusive, params.z)[0]
+            # Both the measurements and the agents must show the site accessible beyond
+            # the bound: a VPN volunteer's many results are still one agent's word.
+            lower = min(
+                wilson_bounds(ok, conclusive, params.z)[0],
+                wilson_bounds(b.accessible_agents, b.agents, params.z)[0],
+            )
         else:
             lower = 0.0  # the country does not block it: nothing here can be a leak
         series[(b.cc, b.asn, b.domain)].append(

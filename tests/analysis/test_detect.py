@@ -219,3 +219,16 @@ def test_order_of_measurements_never_changes_the_output(spec, rnd: random.Random
     rnd.shuffle(buckets)
     assert analyse(buckets, HOUR).dumps(with_isps=True) == expected
     json.loads(expected)
+
+
+def test_vpn_volunteer_with_many_rounds_per_bucket_is_one_agent() -> None:
+    """A VPN volunteer measuring every 5 minutes in a two-agent ISP is still one agent of two
+    in each hourly bucket, so it opens no leak and no uncorroborated event."""
+    isps = (Isp("TCI", 58224, 2), Isp("Shatel", 31549, 2), Isp("MCI", 197207, 2))
+
+    def verdict(isp: Isp, domain: str, b: int, agent: int) -> str:
+        return "ok" if (isp.asn, agent) == (58224, 0) else "dns"
+
+    rows = make_rows(isps, ("facebook.com",), 12 * 12, verdict, bucket_s=300.0)
+    report = analyse(reference_buckets(rows, HOUR), HOUR)
+    assert (report.leaks, report.uncorroborated) == ((), ())
