@@ -1,16 +1,207 @@
-"""``filterwatch collector ...``"""
+"""``filterwatch collector ...``: serve, enroll-code, analyst-token, revoke-agent (and the
+leaks and export commands, which collector.query_cli adds)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import asyncio
+import dataclasses
+import re
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
-from filterwatch.cli import not_built
+import structlog
+from aiohttp import web
+
+from collector import query_cli
+from collector.app import make_app, make_store
+from collector.auth import hash_enroll_code, hash_secret, new_analyst_token, new_enroll_code
+from collector.config import CollectorConfig, load_collector_config
+from collector.netdb import NetdbError
+from collector.store.base import Store
+from shared.config import parse_duration
+from shared.errors import ConfigError
+from shared.logging import configure_logging
+
+T = TypeVar("T")
+log = structlog.get_logger("collector")
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="the collector's YAML configuration (default: built-in defaults, "
+        "SQLite file filterwatch.sqlite3 in the working directory)",
+    )
+
+
+def _country(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z]{2}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a two-letter country code")
+    return text.upper()
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _expiry(text: str) -> float | None:
+    if text.lower() == "never":
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be longer than 0s")
+    return seconds
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("collector", help="the collector service")
     cmds = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name in ("serve", "enroll-code", "analyst-token", "export", "leaks"):
-        c = cmds.add_parser(name)
-        c.set_defaults(handler=lambda a, n=name: not_built(f"collector {n}"))
+
+    serve = cmds.add_parser("serve", help="run the collector")
+    _config_arg(serve)
+    serve.add_argument("--host", help="address to listen on (overrides listen.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (overrides listen.port)")
+    serve.set_defaults(handler=serve_command)
+
+    code = cmds.add_parser("enroll-code", help="print an enrollment code for volunteers")
+    _config_arg(code)
+    code.add_argument("--country", type=_country, help="the agents' country, e.g. IR")
+    code.add_argument("--uses", type=_positive, default=1, help="agents it enrolls (default 1)")
+    code.add_argument(
+        "--expires", type=_expiry, default=7 * 86400.0, help="lifetime like 7d, 12h or never"
+    )
+    code.set_defaults(handler=enroll_code_command)
+
+    token = cmds.add_parser("analyst-token", help="print a new analyst token (shown once)")
+    _config_arg(token)
+    token.set_defaults(handler=analyst_token_command)
+
+    revoke = cmds.add_parser("revoke-agent", help="refuse an agent's token from now on")
+    _config_arg(revoke)
+    revoke.add_argument("agent_id")
+    revoke.set_defaults(handler=revoke_agent_command)
+
+    query_cli.register_leaks(cmds)
+    query_cli.register_export(cmds)
+
+
+def _load(args: argparse.Namespace) -> CollectorConfig:
+    config = load_collector_config(args.config)
+    source = str(args.config) if args.config else "<defaults>"
+    for key in ("netdb_path", "targets_path"):
+        path = getattr(config, key)
+        if path is not None and not path.exists():
+            raise ConfigError(source, key, f"{path}: no such file")
+    return config
+
+
+def _with_store(config: CollectorConfig, fn: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = make_store(config)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def enroll_code_command(args: argparse.Namespace) -> int:
+    config = _load(args)
+    code = new_enroll_code()
+    expires_at = None if args.expires is None else time.time() + args.expires
+    _with_store(
+        config,
+        lambda store: store.add_enroll_code(
+            hash_enroll_code(code), args.country, args.uses, expires_at
+        ),
+    )
+    print(code)
+    until = (
+        "never expires"
+        if expires_at is None
+        else "expires " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires_at))
+    )
+    where = f" for {args.country}" if args.country else ""
+    print(f"(enrolls {args.uses} agent(s){where}; {until})", file=sys.stderr)
+    return 0
+
+
+def analyst_token_command(args: argparse.Namespace) -> int:
+    config = _load(args)
+    token = new_analyst_token()
+    _with_store(config, lambda store: store.add_analyst_token(hash_secret(token)))
+    print(token)
+    print("(only its hash is stored: keep it now, it cannot be shown again)", file=sys.stderr)
+    return 0
+
+
+def revoke_agent_command(args: argparse.Namespace) -> int:
+    config = _load(args)
+    found = _with_store(config, lambda store: store.revoke_agent(args.agent_id))
+    if not found:
+        print(f"filterwatch: no agent {args.agent_id!r} in this collector's store", file=sys.stderr)
+        return 1
+    print(f"agent {args.agent_id} is revoked", file=sys.stderr)
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    config = _load(args)
+    listen = config.listen
+    if args.host is not None:
+        listen = dataclasses.replace(listen, host=args.host)
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            print(f"filterwatch: --port: {args.port} is not in 0..65535", file=sys.stderr)
+            return 2
+        listen = dataclasses.replace(listen, port=args.port)
+    config = dataclasses.replace(config, listen=listen)
+    configure_logging(config.logging.json, config.logging.level)
+    try:
+        asyncio.run(_serve(config))
+    except NetdbError as exc:
+        print(f"filterwatch: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"filterwatch: cannot listen on {listen.host}:{listen.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _serve(config: CollectorConfig) -> None:
+    # access_log=None: aiohttp's access log would print every client's address.
+    runner = web.AppRunner(make_app(config), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.listen.host, config.listen.port)
+        await site.start()
+        for address in runner.addresses:
+            host, port = address[0], address[1]
+            shown = f"[{host}]" if ":" in host else host
+            # The collector's own address (not a client's): printed, not logged.
+            print(f"filterwatch collector listening on http://{shown}:{port}", flush=True)
+        log.info("collector_started", sqlite=str(config.database.sqlite_path))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("collector_stopping")
+    finally:
+        await runner.cleanup()

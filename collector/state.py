@@ -15,8 +15,10 @@ from aiohttp import web
 
 from collector.auth import bearer_token, hash_secret, matches_any
 from collector.config import CollectorConfig
+from collector.metrics import Metrics
 from collector.netdb import NetDb
 from collector.store.base import AgentRecord, Store
+from collector.targets import TargetList
 from shared.schema import NetworkFacts
 
 CONFIG: web.AppKey[CollectorConfig] = web.AppKey("config", CollectorConfig)
@@ -112,3 +114,8 @@ def caller_network(request: web.Request) -> NetworkFacts:
 def agent_pseudonym(key: bytes, agent_id: str) -> str:
     """A stable pseudonym for an agent in exports: HMAC-SHA256, 16 hex characters."""
     return hmac.new(key, agent_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+# Keys private to the collector core (other parts should not need them).
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+TARGETS: web.AppKey[TargetList] = web.AppKey("targets", TargetList)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from shared.filters import Filters
-from shared.schema import Measurement
+from shared.schema import Measurement, MeasurementWire
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +78,15 @@ class Store(abc.ABC):
     # --- measurements ---
     @abc.abstractmethod
     async def insert_measurements(
-        self, agent_id: str, batch_id: str, results: Sequence[Measurement], received_at: float
+        self,
+        agent_id: str,
+        batch_id: str,
+        results: Sequence[Measurement | MeasurementWire],
+        received_at: float,
     ) -> InsertOutcome:
-        """Insert, committing before returning; ids already stored count as duplicates."""
+        """Insert, committing before returning; ids already stored count as duplicates.
+        (Ingest passes the ``MeasurementWire`` records it validated; tools may pass
+        ``Measurement`` objects.)"""
 
     @abc.abstractmethod
     async def count_measurements(self) -> int: ...
@@ -119,3 +125,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def analyst_token_exists(self, token_hash: str) -> bool: ...
+
+    # --- the collector's own secrets ---
+    @abc.abstractmethod
+    async def secret(self, name: str, length: int = 32) -> bytes:
+        """The named random secret (e.g. the export pseudonym key), made and stored on first
+        use so that it stays the same across restarts and collector processes."""

@@ -1,0 +1,167 @@
+"""POST /api/v1/batches: decode, validate and store a batch of measurements.
+
+The work is split so that the event loop only moves bytes: the body is read (and inflated,
+with a cap) on the loop, decoded and validated in one pass by msgspec on a worker thread,
+and inserted by the store's writer thread in one transaction. The answer goes out only
+after that transaction has committed. Ingest is idempotent on the measurement id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final
+
+import structlog
+from aiohttp import web
+
+from collector.api import is_msgpack, read_body, reply
+from collector.state import CONFIG, METRICS, STORE, JsonError, json_error, require_agent
+from shared.errors import CodecError, SchemaError
+from shared.schema import MeasurementWire, decode_batch, decode_measurement
+
+log = structlog.get_logger("collector.ingest")
+
+RETRY_AFTER_S: Final = 2
+
+
+class IngestGate:
+    """Bounds the batches in flight: past the bound, ingest sheds load with 503."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+
+    def try_enter(self) -> bool:
+        if self.busy >= self.limit:
+            return False
+        self.busy += 1
+        return True
+
+    def leave(self) -> None:
+        self.busy -= 1
+
+
+INGEST_GATE: web.AppKey[IngestGate] = web.AppKey("ingest_gate", IngestGate)
+DECODE_POOL: web.AppKey[ThreadPoolExecutor] = web.AppKey("decode_pool", ThreadPoolExecutor)
+
+
+class AgentMismatch(Exception):
+    """The batch names another agent than the token's."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBatch:
+    batch_id: str
+    valid: list[MeasurementWire]
+    rejected: list[dict[str, object]] = field(default_factory=list)
+
+
+def parse_batch(body: bytes, agent_id: str) -> ParsedBatch:
+    """Decode and validate a batch (on a worker thread): good results and bad ones by index.
+
+    Raises ``CodecError``/``SchemaError`` when the batch as a whole is unusable and
+    ``AgentMismatch`` when it claims to come from another agent.
+    """
+    env = decode_batch(body)
+    if env.agent_id != agent_id:
+        raise AgentMismatch
+    valid: list[MeasurementWire] = []
+    rejected: list[dict[str, object]] = []
+    for index, raw in enumerate(env.results):
+        try:
+            valid.append(decode_measurement(raw))
+        except (SchemaError, CodecError) as exc:
+            rejected.append({"index": index, "error": str(exc)})
+    return ParsedBatch(env.batch_id, valid, rejected)
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    try:
+        response = await _ingest(request)
+    except JsonError as exc:
+        metrics.rejected.labels(exc.error_code).inc()
+        metrics.batches.labels(str(exc.status)).inc()
+        raise
+    metrics.batches.labels(str(response.status)).inc()
+    return response
+
+
+async def _ingest(request: web.Request) -> web.Response:
+    app = request.app
+    agent = await require_agent(request)
+    if not is_msgpack(request.content_type):
+        raise json_error(
+            415,
+            "unsupported_media_type",
+            "a batch is sent as application/vnd.msgpack (see docs/wire-format.md)",
+        )
+    gate = app[INGEST_GATE]
+    if not gate.try_enter():
+        raise json_error(
+            503,
+            "overloaded",
+            f"{gate.limit} batches are being ingested; retry in a few seconds",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+    metrics = app[METRICS]
+    metrics.ingest_in_flight.inc()
+    try:
+        body = await read_body(request, app[CONFIG].limits.max_body_bytes)
+        loop = asyncio.get_running_loop()
+        try:
+            parsed = await loop.run_in_executor(app[DECODE_POOL], parse_batch, body, agent.agent_id)
+        except CodecError as exc:
+            raise json_error(400, "not_msgpack", exc.detail) from None
+        except SchemaError as exc:
+            code = "schema_version" if exc.field == "schema_version" else "bad_batch"
+            raise json_error(400, code, str(exc)) from None
+        except AgentMismatch:
+            raise json_error(
+                403, "agent_mismatch", "agent_id: a batch can only carry this agent's own results"
+            ) from None
+        outcome = await app[STORE].insert_measurements(
+            agent.agent_id, parsed.batch_id, parsed.valid, time.time()
+        )
+    finally:
+        gate.leave()
+        metrics.ingest_in_flight.dec()
+    metrics.ingested.inc(outcome.accepted)
+    metrics.duplicates.inc(outcome.duplicates)
+    if parsed.rejected:
+        metrics.rejected.labels("bad_result").inc(len(parsed.rejected))
+    log.info(
+        "batch_ingested",
+        agent_id=agent.agent_id,
+        batch_id=parsed.batch_id,
+        accepted=outcome.accepted,
+        duplicates=outcome.duplicates,
+        rejected=len(parsed.rejected),
+        bytes=len(body),
+    )
+    return reply(
+        request,
+        {
+            "accepted": outcome.accepted,
+            "duplicates": outcome.duplicates,
+            "rejected": parsed.rejected,
+        },
+    )
+
+
+async def ingest_resources(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the gate and the decoding threads."""
+    app[INGEST_GATE] = IngestGate(app[CONFIG].limits.max_inflight_batches)
+    pool = ThreadPoolExecutor(2, thread_name_prefix="ingest-decode")
+    app[DECODE_POOL] = pool
+    yield
+    await asyncio.to_thread(pool.shutdown)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/batches", post_batch)
+    app.cleanup_ctx.append(ingest_resources)

@@ -1,0 +1,377 @@
+"""The SQLite store: WAL, one writer thread, a pool of reader threads.
+
+SQLite allows one writer at a time, so every write goes through a single thread with its
+own connection; reads run on a small pool of threads with a connection each, and WAL lets
+them proceed while the writer commits. Nothing here ever runs sqlite on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from collector.store import queries
+from collector.store.base import AgentRecord, BucketCount, InsertOutcome, Store
+from collector.store.migrate import migrate_sqlite
+from shared.filters import Filters
+from shared.schema import Measurement, MeasurementWire
+
+T = TypeVar("T")
+X = TypeVar("X")
+
+_READERS: Final = 4
+_BUSY_TIMEOUT_MS: Final = 10_000
+
+_INSERT_SQL: Final = (
+    "INSERT INTO measurements (measurement_id, agent_id, batch_id, measured_at, received_at,"
+    " cc, asn, network_name, url, domain, blocking, accessible, failure, blockpage,"
+    " dns_answers, http_status, http_body_length, control_ok, record)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (measurement_id) DO NOTHING"
+)
+
+Row = tuple[Any, ...]
+_RECORD_ENCODER: Final = msgspec.msgpack.Encoder()
+
+
+def _control_ok(control: Any) -> int | None:
+    if control is None:
+        return None
+    if control.get("failure") is not None:
+        return 0
+    http = control.get("http")
+    if http is None or http.get("failure") is not None or http.get("status") is None:
+        return 0
+    return 1
+
+
+def measurement_row(
+    m: Measurement | MeasurementWire, agent_id: str, batch_id: str, received_at: float
+) -> Row:
+    """The ``measurements`` row of one validated measurement (the column order of the insert)."""
+    net = m.network
+    dns = m.dns
+    http = m.http
+    answers = dns.get("answers") if dns else None
+    accessible = m.accessible
+    return (
+        m.id,
+        agent_id,
+        batch_id,
+        m.measured_at,
+        received_at,
+        net["cc"] if net else None,
+        net["asn"] if net else None,
+        net["network_name"] if net else None,
+        m.url,
+        m.domain.lower(),
+        m.blocking.value,
+        None if accessible is None else int(accessible),
+        m.failure,
+        m.blockpage,
+        " ".join(answers) if answers else None,
+        http.get("status") if http else None,
+        http.get("body_length") if http else None,
+        _control_ok(m.control),
+        _encode_record(m),
+    )
+
+
+def _encode_record(m: Measurement | MeasurementWire) -> bytes:
+    # The validated measurement as msgpack: known fields only, as the schema types them.
+    if isinstance(m, MeasurementWire):
+        return _RECORD_ENCODER.encode(m)
+    return _RECORD_ENCODER.encode(m.to_wire())
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode with the pragmas every connection needs."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        # WAL: readers never wait for the writer. synchronous=FULL: a batch that was
+        # acknowledged survives a power cut (the agent has already dropped it from its spool).
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class SqliteStore(Store):
+    """The default store: one SQLite file in WAL mode."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # --- threads and connections ---
+
+    async def open(self) -> None:
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="sqlite-reader")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._open_writer)
+
+    def _open_writer(self) -> None:
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(self.path)
+        try:
+            migrate_sqlite(conn)
+        except Exception:
+            conn.close()
+            raise
+        self._write_conn = conn
+
+    async def close(self) -> None:
+        writer, readers = self._writer, self._readers
+        self._writer = self._readers = None
+        if writer is not None:
+            await asyncio.get_running_loop().run_in_executor(writer, self._close_writer)
+            await asyncio.to_thread(writer.shutdown)
+        if readers is not None:
+            await asyncio.to_thread(readers.shutdown)
+        with self._lock:
+            conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
+
+    def _close_writer(self) -> None:
+        if self._write_conn is not None:
+            self._write_conn.close()
+            self._write_conn = None
+
+    async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the writer thread; ``fn`` manages its own transaction."""
+        if self._writer is None:
+            raise RuntimeError("the store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._in_writer, fn)
+
+    def _in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._write_conn is not None
+        return fn(self._write_conn)
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return fn(self._reader_conn())
+
+    async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on a reader thread and return its result."""
+        if self._readers is None:
+            raise RuntimeError("the store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._in_reader, fn)
+
+    async def stream_read(
+        self, fn: Callable[[sqlite3.Connection], Iterator[X]]
+    ) -> AsyncIterator[X]:
+        """The items of ``fn(connection)``, each produced on a reader thread.
+
+        The stream has its own connection, so a slow consumer holds no pooled thread
+        between items, and the read stays one consistent snapshot.
+        """
+        readers = self._readers
+        if readers is None:
+            raise RuntimeError("the store is not open")
+        loop = asyncio.get_running_loop()
+        conn = await loop.run_in_executor(readers, partial(connect, self.path, readonly=True))
+        done = object()
+        try:
+            await loop.run_in_executor(readers, conn.execute, "BEGIN")
+            iterator = await loop.run_in_executor(readers, lambda: iter(fn(conn)))
+            while True:
+                item = await loop.run_in_executor(readers, next, iterator, done)
+                if item is done:
+                    break
+                yield item  # type: ignore[misc]
+        finally:
+            await asyncio.to_thread(conn.close)
+
+    # --- measurements ---
+
+    async def insert_measurements(
+        self,
+        agent_id: str,
+        batch_id: str,
+        results: Sequence[Measurement | MeasurementWire],
+        received_at: float,
+    ) -> InsertOutcome:
+        def write(conn: sqlite3.Connection) -> InsertOutcome:
+            rows = [measurement_row(m, agent_id, batch_id, received_at) for m in results]
+            return insert_rows(conn, rows)
+
+        return await self.run_write(write)
+
+    async def insert_rows(self, rows: Sequence[Row]) -> InsertOutcome:
+        """Insert rows already built by ``measurement_row``, committing before returning."""
+        return await self.run_write(partial(insert_rows, rows=rows))
+
+    async def count_measurements(self) -> int:
+        return await self.run_read(
+            lambda c: int(c.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
+        )
+
+    async def aggregate(self, filters: Filters) -> list[BucketCount]:
+        return await self.run_read(partial(queries.aggregate_sqlite, filters=filters))
+
+    async def export_rows(
+        self, filters: Filters, pseudonym_key: bytes, chunk: int = 5000
+    ) -> AsyncIterator[list[dict[str, object]]]:
+        def chunks(conn: sqlite3.Connection) -> Iterator[list[dict[str, object]]]:
+            return queries.export_chunks_sqlite(conn, filters, pseudonym_key, chunk)
+
+        async for rows in self.stream_read(chunks):
+            yield rows
+
+    # --- enrollment and credentials ---
+
+    async def add_enroll_code(
+        self, code_hash: str, cc: str | None, uses: int, expires_at: float | None
+    ) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO enroll_codes (code_hash, cc, uses_left, expires_at, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (code_hash, cc, uses, expires_at, time.time()),
+            )
+
+        await self.run_write(write)
+
+    async def redeem_enroll_code(
+        self, code_hash: str, now: float, agent_id: str, token_hash: str
+    ) -> AgentRecord | None:
+        def write(conn: sqlite3.Connection) -> AgentRecord | None:
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT cc, uses_left, expires_at FROM enroll_codes WHERE code_hash = ?",
+                    (code_hash,),
+                ).fetchone()
+                if row is None:
+                    return None
+                cc, uses_left, expires_at = row
+                if uses_left <= 0 or (expires_at is not None and expires_at <= now):
+                    return None
+                conn.execute(
+                    "UPDATE enroll_codes SET uses_left = uses_left - 1 WHERE code_hash = ?",
+                    (code_hash,),
+                )
+                conn.execute(
+                    "INSERT INTO agents (agent_id, token_hash, cc, created_at, revoked_at)"
+                    " VALUES (?, ?, ?, ?, NULL)",
+                    (agent_id, token_hash, cc, now),
+                )
+            return AgentRecord(agent_id=agent_id, cc=cc, created_at=now, revoked=False)
+
+        return await self.run_write(write)
+
+    async def agent_by_token(self, token_hash: str) -> AgentRecord | None:
+        def read(conn: sqlite3.Connection) -> AgentRecord | None:
+            row = conn.execute(
+                "SELECT agent_id, cc, created_at, revoked_at FROM agents WHERE token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+            if row is None:
+                return None
+            return AgentRecord(
+                agent_id=row[0], cc=row[1], created_at=row[2], revoked=row[3] is not None
+            )
+
+        return await self.run_read(read)
+
+    async def revoke_agent(self, agent_id: str) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE agents SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL",
+                (time.time(), agent_id),
+            )
+            if cur.rowcount:
+                return True
+            return (
+                conn.execute("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,)).fetchone()
+                is not None
+            )
+
+        return await self.run_write(write)
+
+    async def add_analyst_token(self, token_hash: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO analyst_tokens (token_hash, created_at) VALUES (?, ?)",
+                (token_hash, time.time()),
+            )
+
+        await self.run_write(write)
+
+    async def analyst_token_exists(self, token_hash: str) -> bool:
+        return await self.run_read(
+            lambda c: (
+                c.execute(
+                    "SELECT 1 FROM analyst_tokens WHERE token_hash = ?", (token_hash,)
+                ).fetchone()
+                is not None
+            )
+        )
+
+    async def secret(self, name: str, length: int = 32) -> bytes:
+        def write(conn: sqlite3.Connection) -> bytes:
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO collector_secrets (name, value, created_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (name, secrets.token_bytes(length), time.time()),
+                )
+                row = conn.execute(
+                    "SELECT value FROM collector_secrets WHERE name = ?", (name,)
+                ).fetchone()
+            return bytes(row[0])
+
+        return await self.run_write(write)
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back if the body raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    committed = False
+    try:
+        yield
+        conn.execute("COMMIT")
+        committed = True
+    finally:
+        if not committed:
+            conn.execute("ROLLBACK")
+
+
+def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> InsertOutcome:
+    """Insert ``rows`` in one transaction; rows whose id is already stored are duplicates."""
+    if not rows:
+        return InsertOutcome(accepted=0, duplicates=0)
+    with _transaction(conn):
+        cur = conn.executemany(_INSERT_SQL, rows)
+        accepted = cur.rowcount
+    return InsertOutcome(accepted=accepted, duplicates=len(rows) - accepted)
