@@ -131,14 +131,14 @@ def _heatmap(
     for event in events:
         if domain not in event.domains:
             continue
-        row = row_of.get((event.cc, event.asn))
-        if row is None:
+        event_row = row_of.get((event.cc, event.asn))
+        if event_row is None:
             continue
         end = last if event.end is None else event.end
         x0 = LABEL_W + (event.start - first) / span * cell_w
         x1 = LABEL_W + (end - first) / span * cell_w
         parts.append(
-            f'<rect x="{x0:.2f}" y="{row * CELL_H}" width="{max(x1 - x0, 2):.2f}"'
+            f'<rect x="{x0:.2f}" y="{event_row * CELL_H}" width="{max(x1 - x0, 2):.2f}"'
             f' height="{CELL_H}" fill="none" stroke="#111" stroke-width="2.5"'
             f' stroke-dasharray="{"" if event.end is not None else "6 3"}">'
             f"<title>leak {iso_utc(event.start)} - {iso_utc(end)}</title></rect>"

@@ -36,9 +36,12 @@ SQLITE_NO_MATH = Dialect(placeholder=lambda n: "?", floor="CAST({} AS INTEGER)")
 POSTGRES = Dialect(placeholder=lambda n: f"${n}")
 
 
-def _where(filters: Filters, dialect: Dialect, params: list[Any]) -> str:
-    """The WHERE clause of ``filters``, appending its values to ``params``."""
-    clauses = ["cc IS NOT NULL", "asn IS NOT NULL"]
+def _where(
+    filters: Filters, dialect: Dialect, params: list[Any], *, located_only: bool = True
+) -> str:
+    """The WHERE clause of ``filters``, appending its values to ``params``. The analysis
+    looks only at measurements with a known network; exports carry them all."""
+    clauses = ["cc IS NOT NULL", "asn IS NOT NULL"] if located_only else ["1 = 1"]
 
     def add(sql: str, value: Any) -> None:
         params.append(value)
@@ -151,7 +154,7 @@ def export_sql(filters: Filters, dialect: Dialect) -> tuple[str, list[Any]]:
     """The export statement: stored columns in EXPORT_COLUMNS order, agent_id in place of
     the pseudonym (made in Python, so that the key never enters the database)."""
     params: list[Any] = []
-    where = _where(filters, dialect, params)
+    where = _where(filters, dialect, params, located_only=False)
     columns = ", ".join("agent_id" if c == "agent" else c for c in EXPORT_COLUMNS)
     return (
         f"SELECT {columns} FROM measurements WHERE {where} ORDER BY measured_at, measurement_id",
