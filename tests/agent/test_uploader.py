@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.collector_api import UploadChannel, upload_channel
+from agent.collector_api import UploadChannel, direct_session, upload_channel
 from agent.config import UploadConfig
+from agent.identity import Clock, NetworkIdentity
 from agent.spool import Spool
 from agent.state import Status, StatusRecorder, load_status
 from agent.uploader import Uploader
@@ -61,8 +63,9 @@ async def rig(aiohttp_server: ServerFactory, tmp_path: Path) -> AsyncIterator[Ri
     spool = Spool(tmp_path / "spool.db", 50 * 1024 * 1024)
     await spool.open()
     channel = upload_channel(None, None)
-    yield Rig(double, server, spool, channel, StatusRecorder(tmp_path, Status()), tmp_path)
-    await channel.close()
+    rig = Rig(double, server, spool, channel, StatusRecorder(tmp_path, Status()), tmp_path)
+    yield rig
+    await rig.channel.close()
     await spool.close()
 
 
@@ -167,3 +170,56 @@ async def test_status_is_saved_without_secrets(rig: Rig) -> None:
     await rig.status.save(123.0)
     assert load_status(rig.state_dir).uploaded == 2
     assert TOKEN not in (rig.state_dir / "status.json").read_text()
+
+
+def forward_proxy(relayed: list[str]) -> web.Application:
+    """A plain HTTP forward proxy: relays absolute-form requests and notes their paths."""
+
+    async def relay(request: web.Request) -> web.Response:
+        relayed.append(request.path)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method, request.url, data=await request.read(), headers=request.headers
+            ) as resp,
+        ):
+            return web.Response(
+                status=resp.status, body=await resp.read(), content_type=resp.content_type
+            )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", relay)
+    return app
+
+
+async def test_uploads_go_through_the_configured_proxy(
+    rig: Rig, aiohttp_server: ServerFactory
+) -> None:
+    """With an HTTP upload proxy, batches reach the collector through the proxy."""
+    relayed: list[str] = []
+    proxy = await aiohttp_server(forward_proxy(relayed))
+    await rig.channel.close()
+    rig.channel = upload_channel(str(proxy.make_url("")), None)
+    ids = await rig.fill(3)
+    assert await rig.uploader().flush(30.0)
+    assert relayed == ["/api/v1/batches"]
+    assert set(rig.double.stored) == set(ids)
+
+
+async def test_whoami_never_uses_a_proxy_from_the_environment(
+    aiohttp_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """whoami goes straight to the collector even when HTTP_PROXY names a proxy."""
+    relayed: list[str] = []
+    proxy = await aiohttp_server(forward_proxy(relayed))
+    monkeypatch.setenv("HTTP_PROXY", str(proxy.make_url("")))
+    monkeypatch.setenv("NO_PROXY", "")
+    double = CollectorDouble()
+    collector = await aiohttp_server(double.app())
+    session = direct_session(None)
+    identity = NetworkIdentity(session, str(collector.make_url("")), TOKEN, Clock())
+    try:
+        assert await identity.refresh() == double.network
+    finally:
+        await session.close()
+    assert relayed == [] and double.whoami_calls == 1
