@@ -1,0 +1,133 @@
+"""The lab's report for people: what the collector found, what was true, the score. Pure."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def iso(epoch: float) -> str:
+    """``2013-09-16T10:00:05Z`` (whole seconds: the lab's rounds start on whole seconds)."""
+    return datetime.fromtimestamp(math.floor(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def clock(epoch: float) -> str:
+    return datetime.fromtimestamp(math.floor(epoch), UTC).strftime("%H:%M:%SZ")
+
+
+def _short_time(text: str | None) -> str:
+    if text is None:
+        return "the end of the run (still open)"
+    return text.split("T", 1)[-1] if "T" in text else text
+
+
+def _round_of(text: str, start: str, round_seconds: float, *, end: bool) -> int:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    t0 = datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
+    if end:
+        return math.ceil((t - t0) / round_seconds - 1e-6)
+    return math.floor((t - t0) / round_seconds + 1e-6) + 1
+
+
+def _and(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _event_line(event: dict[str, Any], doc: dict[str, Any]) -> str:
+    start_round = _round_of(event["start"], doc["round_1_start"], doc["round_seconds"], end=False)
+    if event.get("end") is None:
+        rounds = f"from round {start_round} to the end of the run"
+    else:
+        end_round = _round_of(event["end"], doc["round_1_start"], doc["round_seconds"], end=True)
+        rounds = f"rounds {start_round}-{end_round}"
+    confidence = event.get("confidence")
+    conf = f", confidence {confidence:.2f}" if isinstance(confidence, int | float) else ""
+    return (
+        f"{event.get('network_name') or 'AS' + str(event['asn'])} (AS{event['asn']}) let through "
+        f"{_and(list(event['domains']))} from {_short_time(event['start'])} to "
+        f"{_short_time(event.get('end'))} ({rounds}), seen by {event.get('agents', '?')} "
+        f"agent(s){conf}"
+    )
+
+
+def render(doc: dict[str, Any], *, demo: bool = False, kept: Path | None = None) -> str:
+    """The text ``filterwatch lab run`` and ``filterwatch demo`` print."""
+    agents = sum(i["agents"] + i["vpn_agents"] for i in doc["isps"])
+    lines = [
+        f"Scenario {doc['scenario']}: {doc['rounds']} rounds of {doc['round_seconds']:g}s from "
+        f"{doc['round_1_start']}, {len(doc['isps'])} ISPs, {agents} agents, "
+        f"{len(doc['sites'])} sites.",
+        "",
+        "What the collector found:",
+    ]
+    if doc["leaks"]:
+        lines += [f"  LEAK: {_event_line(e, doc)}" for e in doc["leaks"]]
+    else:
+        lines.append("  no leaks")
+    if doc["uncorroborated"]:
+        lines.append("  Not corroborated (too few agents to call it a leak):")
+        lines += [f"    {_event_line(e, doc)}" for e in doc["uncorroborated"]]
+    lines += ["", "What really happened (the scenario's ground truth):"]
+    if doc["expected_leaks"]:
+        for e in doc["expected_leaks"]:
+            lines.append(
+                f"  {e['isp']} (AS{e['asn']}) leaked {e['domain']} "
+                f"in rounds {e['rounds'][0]}-{e['rounds'][1]}"
+            )
+    else:
+        lines.append("  no ISP leaked")
+    for e in doc["expected_uncorroborated"]:
+        lines.append(
+            f"  {e['isp']} (AS{e['asn']}, too few agents) let {e['domain']} through in rounds "
+            f"{e['rounds'][0]}-{e['rounds'][1]}: expected as uncorroborated"
+        )
+    accuracy = doc["verdict_accuracy"]
+    errors = doc["window_error_rounds"]
+    window = (
+        "window error (found - true, in rounds): "
+        + "; ".join(
+            f"{w['isp']} {w['domain']} start {w['start']:+d} end {w['end']:+d}" for w in errors
+        )
+        if errors
+        else "window error: none to measure"
+    )
+    lines += [
+        "",
+        "Score:",
+        f"  expected leaks {doc['expected']}, found {doc['found']}, missed {doc['missed']}, "
+        f"false {doc['false_leaks']}",
+        f"  {window}",
+        f"  uncorroborated: expected {doc['uncorroborated_expected']}, "
+        f"found {doc['uncorroborated_found']}",
+        "  verdict accuracy: "
+        + (
+            "no measurements"
+            if accuracy is None
+            else f"{accuracy * 100:.1f}% of {doc['measurements_scored']} measurements"
+        ),
+        f"  run time {doc['total_seconds']:.0f}s (set-up {doc['setup_seconds']:.0f}s)",
+    ]
+    if kept is not None:
+        lines += [
+            "",
+            f"Kept in {kept}:",
+            f"  collector database  {kept / 'collector' / 'filterwatch.sqlite3'}",
+            f"  collector config    {kept / 'collector' / 'collector.yaml'}",
+            f"  logs                {kept / 'logs'}",
+            f"  this result (JSON)  {kept / 'result.json'}",
+            "  e.g. filterwatch collector leaks --config "
+            f"{kept / 'collector' / 'collector.yaml'} --bucket {doc['round_seconds']:g}s",
+        ]
+    if demo:
+        lines += [
+            "",
+            "Where to look next:",
+            "  filterwatch demo --keep         keep the collector's database and logs",
+            "  filterwatch lab run lab/scenarios/two-leaks.yaml   another scenario",
+            '  README.md, "The lab" and "The demo"   how the lab censors and scores',
+        ]
+    return "\n".join(lines)

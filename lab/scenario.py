@@ -1,0 +1,232 @@
+"""Lab scenarios: the YAML contract of design.md section 7, loaded strictly.
+
+A scenario says what to build (sites, ISPs, their censors, agents) and, through its
+censors, glitches and ``down`` rounds, implies the ground truth the lab scores against.
+``load_scenario`` goes through ``shared.config.load_config`` (unknown keys and wrong types
+name the key and the file) and then checks what spans several keys: round numbers inside
+``1..rounds``, unique ISP names and AS numbers, unique site hosts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from shared.config import config_from_mapping, load_config
+from shared.errors import ConfigError
+
+Method = Literal["dns_inject", "sni_reset", "http_blockpage", "ip_block"]
+METHODS: tuple[Method, ...] = ("dns_inject", "sni_reset", "http_blockpage", "ip_block")
+
+# Address ranges of the lab's own plan (lab/plan.py): the scenario's blockpage must be elsewhere.
+LAB_RANGES = ("45.0.0.0/8", "5.52.0.0/16", "100.64.0.0/10")
+
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
+
+
+def _check_domain(domain: str) -> None:
+    if not _DOMAIN_RE.match(domain):
+        raise ValueError(f"{domain!r} is not a lower-case domain name like facebook.com")
+
+
+def domain_matches(host: str, domain: str) -> bool:
+    """True when ``host`` is ``domain`` or one of its subdomains."""
+    return host == domain or host.endswith("." + domain)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A target site hosted in the lab's internet; ``down`` rounds make it fail everywhere."""
+
+    url: str
+    down: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"url {self.url!r}: only http:// and https:// sites can be hosted")
+        if not parts.hostname or parts.port is not None or parts.username is not None:
+            raise ValueError(f"url {self.url!r}: expected a host name without port or user")
+        _check_domain(parts.hostname)
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def https(self) -> bool:
+        return self.url.startswith("https://")
+
+
+@dataclass(frozen=True, slots=True)
+class Censor:
+    """What an ISP's censor blocks, by method; each domain matches its subdomains too."""
+
+    dns_inject: tuple[str, ...] = ()
+    sni_reset: tuple[str, ...] = ()
+    http_blockpage: tuple[str, ...] = ()
+    ip_block: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for method in METHODS:
+            for domain in getattr(self, method):
+                _check_domain(domain)
+
+    def domains(self, method: Method) -> tuple[str, ...]:
+        result: tuple[str, ...] = getattr(self, method)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class Glitch:
+    """The filter lifted for ``lift`` domains from ``from_round`` to ``to_round`` inclusive;
+    with ``methods``, only those methods are lifted."""
+
+    from_round: int
+    to_round: int
+    lift: tuple[str, ...]
+    methods: tuple[Method, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.from_round < 1:
+            raise ValueError("from_round must be at least 1")
+        if self.to_round < self.from_round:
+            raise ValueError("to_round must not be before from_round")
+        if not self.lift:
+            raise ValueError("lift must name at least one domain")
+        for domain in self.lift:
+            _check_domain(domain)
+        if self.methods is not None and not self.methods:
+            raise ValueError("methods, when given, must name at least one method")
+
+    def covers(self, round_no: int) -> bool:
+        return self.from_round <= round_no <= self.to_round
+
+
+@dataclass(frozen=True, slots=True)
+class Isp:
+    """One ISP: its AS, its agents (behind its censor), its VPN agents (around it)."""
+
+    name: str
+    asn: int
+    agents: int = 2
+    censor: Censor = Censor()
+    glitches: tuple[Glitch, ...] = ()
+    vpn_agents: int = 0
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"name {self.name!r}: use letters, digits, spaces, . _ - (max 64)")
+        if not 1 <= self.asn < 2**32:
+            raise ValueError(f"asn {self.asn} is not an AS number")
+        if self.agents < 0 or self.vpn_agents < 0:
+            raise ValueError("agents and vpn_agents must not be negative")
+        if self.agents + self.vpn_agents < 1:
+            raise ValueError("an ISP needs at least one agent")
+        if self.agents + self.vpn_agents > 60:
+            raise ValueError("at most 60 agents per ISP")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A whole lab run: the country, its sites and ISPs, and how long to measure."""
+
+    name: str
+    country: str
+    round_seconds: float
+    rounds: int
+    sites: tuple[Site, ...]
+    isps: tuple[Isp, ...]
+    blockpage_ip: str = "10.10.34.34"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.name):
+            raise ValueError(f"name {self.name!r}: use letters, digits, . _ - (max 64)")
+        if not re.fullmatch(r"[A-Z]{2}", self.country):
+            raise ValueError(f"country {self.country!r}: expected two upper-case letters")
+        if not 2 <= self.round_seconds <= 3600:
+            raise ValueError("round_seconds must be between 2 and 3600")
+        if not 1 <= self.rounds <= 1000:
+            raise ValueError("rounds must be between 1 and 1000")
+        if not self.sites:
+            raise ValueError("sites: at least one site is needed")
+        if not self.isps:
+            raise ValueError("isps: at least one ISP is needed")
+        try:
+            ip = ipaddress.IPv4Address(self.blockpage_ip)
+        except ValueError:
+            raise ValueError(f"blockpage_ip {self.blockpage_ip!r} is not an IPv4 address") from None
+        if ip.is_loopback or ip.is_multicast or ip.is_unspecified:
+            raise ValueError(f"blockpage_ip {self.blockpage_ip} cannot be used in the lab")
+        for net in LAB_RANGES:
+            if ip in ipaddress.IPv4Network(net):
+                raise ValueError(
+                    f"blockpage_ip {self.blockpage_ip} is inside {net}, which the lab uses itself"
+                )
+
+    def site_down(self, site: Site, round_no: int) -> bool:
+        return round_no in site.down
+
+
+def _cross_checks(scenario: Scenario, source: str) -> None:
+    """Rules that span several keys; each error names the first offending key."""
+    hosts: dict[str, int] = {}
+    for i, site in enumerate(scenario.sites):
+        if site.host in hosts:
+            raise ConfigError(
+                source, f"sites[{i}].url", f"host {site.host} is already site {hosts[site.host]}"
+            )
+        hosts[site.host] = i
+        for j, r in enumerate(site.down):
+            if not 1 <= r <= scenario.rounds:
+                raise ConfigError(
+                    source, f"sites[{i}].down[{j}]", f"round {r} is not in 1..{scenario.rounds}"
+                )
+    names: dict[str, int] = {}
+    asns: dict[int, int] = {}
+    for i, isp in enumerate(scenario.isps):
+        if isp.name.lower() in names:
+            raise ConfigError(
+                source, f"isps[{i}].name", f"{isp.name} is already isps[{names[isp.name.lower()]}]"
+            )
+        names[isp.name.lower()] = i
+        if isp.asn in asns:
+            raise ConfigError(
+                source, f"isps[{i}].asn", f"AS{isp.asn} is already isps[{asns[isp.asn]}]"
+            )
+        asns[isp.asn] = i
+        for j, glitch in enumerate(isp.glitches):
+            if glitch.to_round > scenario.rounds:
+                raise ConfigError(
+                    source,
+                    f"isps[{i}].glitches[{j}].to_round",
+                    f"round {glitch.to_round} is after the last round {scenario.rounds}",
+                )
+
+
+def scenario_from_mapping(data: object, source: str = "<scenario>") -> Scenario:
+    """A checked ``Scenario`` from already parsed YAML; ``ConfigError`` names the key."""
+    scenario = config_from_mapping(Scenario, data, source)
+    _cross_checks(scenario, source)
+    return scenario
+
+
+def load_scenario(path: Path | str) -> Scenario:
+    """Read and check the scenario file at ``path``; ``ConfigError`` names the file and key."""
+    scenario = load_config(Scenario, path)
+    _cross_checks(scenario, str(path))
+    return scenario
+
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
+
+
+def builtin_scenario_path(name: str = "iran-2013") -> Path:
+    """Where a scenario shipped with filterwatch lives."""
+    return BUILTIN_DIR / f"{name}.yaml"

@@ -1,0 +1,138 @@
+"""Loading lab scenarios: the design.md section 7 format, strictly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.scenario import BUILTIN_DIR, builtin_scenario_path, load_scenario
+from shared.errors import ConfigError
+
+DESIGN_EXAMPLE = """
+name: iran-2013
+country: IR
+round_seconds: 5
+rounds: 12
+blockpage_ip: 10.10.34.34
+sites:
+  - url: https://www.facebook.com/
+  - url: https://twitter.com/
+  - url: http://www.bbc.com/persian
+  - url: https://en.wikipedia.org/
+isps:
+  - name: TCI
+    asn: 58224
+    agents: 3
+    censor:
+      dns_inject: [facebook.com, twitter.com]
+      sni_reset: [facebook.com, twitter.com, bbc.com]
+      http_blockpage: [bbc.com]
+      ip_block: []
+  - name: Shatel
+    asn: 31549
+    agents: 2
+    censor: {dns_inject: [facebook.com, twitter.com], sni_reset: [facebook.com, twitter.com],
+             http_blockpage: [bbc.com]}
+    glitches:
+      - {from_round: 4, to_round: 8, lift: [facebook.com, twitter.com]}
+    vpn_agents: 0
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_design_example_loads(tmp_path: Path) -> None:
+    """The example scenario of design.md section 7 loads as written."""
+    scenario = load_scenario(write(tmp_path, DESIGN_EXAMPLE))
+    assert scenario.name == "iran-2013"
+    assert [isp.name for isp in scenario.isps] == ["TCI", "Shatel"]
+    assert scenario.isps[1].glitches[0].lift == ("facebook.com", "twitter.com")
+    assert scenario.sites[2].host == "www.bbc.com" and not scenario.sites[2].https
+
+
+def test_every_shipped_scenario_loads() -> None:
+    """Every scenario shipped in lab/scenarios loads, the built-in one included."""
+    paths = sorted(BUILTIN_DIR.glob("*.yaml"))
+    assert builtin_scenario_path() in paths
+    for path in paths:
+        assert load_scenario(path).name == path.stem
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
+    """A misspelt key is refused with its path and the file's name."""
+    path = write(tmp_path, DESIGN_EXAMPLE.replace("vpn_agents: 0", "vpn_agent: 0"))
+    with pytest.raises(ConfigError) as err:
+        load_scenario(path)
+    assert str(path) in str(err.value)
+    assert "isps[1].vpn_agent" in str(err.value)
+
+
+def test_wrong_type_names_key(tmp_path: Path) -> None:
+    """A value of the wrong type names its key."""
+    path = write(tmp_path, DESIGN_EXAMPLE.replace("rounds: 12", 'rounds: "twelve"'))
+    with pytest.raises(ConfigError, match="rounds: expected a whole number"):
+        load_scenario(path)
+
+
+def test_glitch_after_last_round_is_refused(tmp_path: Path) -> None:
+    """A glitch that ends after the last round names the glitch's key."""
+    path = write(tmp_path, DESIGN_EXAMPLE.replace("to_round: 8", "to_round: 13"))
+    with pytest.raises(ConfigError, match=r"isps\[1\]\.glitches\[0\]\.to_round"):
+        load_scenario(path)
+
+
+def test_backwards_glitch_is_refused(tmp_path: Path) -> None:
+    """A glitch that ends before it starts is refused where it is written."""
+    path = write(tmp_path, DESIGN_EXAMPLE.replace("to_round: 8", "to_round: 2"))
+    with pytest.raises(ConfigError, match=r"isps\[1\]\.glitches\[0\]: to_round"):
+        load_scenario(path)
+
+
+def test_duplicate_asn_is_refused(tmp_path: Path) -> None:
+    """Two ISPs with one AS number cannot be told apart by the collector: refused."""
+    path = write(tmp_path, DESIGN_EXAMPLE.replace("asn: 31549", "asn: 58224"))
+    with pytest.raises(ConfigError, match=r"isps\[1\]\.asn"):
+        load_scenario(path)
+
+
+def test_unknown_method_is_refused(tmp_path: Path) -> None:
+    """A glitch may only lift methods the lab knows."""
+    text = DESIGN_EXAMPLE.replace(
+        "lift: [facebook.com, twitter.com]}", "lift: [facebook.com], methods: [dpi]}"
+    )
+    with pytest.raises(ConfigError, match=r"methods\[0\]: expected one of"):
+        load_scenario(write(tmp_path, text))
+
+
+def test_down_round_outside_run_is_refused(tmp_path: Path) -> None:
+    """A site down in a round the run does not have is a mistake, named by key."""
+    text = DESIGN_EXAMPLE.replace(
+        "- url: https://twitter.com/", "- {url: https://twitter.com/, down: [0]}"
+    )
+    with pytest.raises(ConfigError, match=r"sites\[1\]\.down\[0\]"):
+        load_scenario(write(tmp_path, text))
+
+
+def test_blockpage_inside_lab_ranges_is_refused(tmp_path: Path) -> None:
+    """The blockpage address cannot collide with the lab's own address plan."""
+    path = write(tmp_path, DESIGN_EXAMPLE.replace("10.10.34.34", "100.64.0.1"))
+    with pytest.raises(ConfigError, match="blockpage_ip"):
+        load_scenario(path)
+
+
+def test_non_web_url_is_refused(tmp_path: Path) -> None:
+    """Only http:// and https:// sites can be hosted in the lab."""
+    path = write(tmp_path, DESIGN_EXAMPLE.replace("https://twitter.com/", "ftp://twitter.com/"))
+    with pytest.raises(ConfigError, match=r"sites\[1\]"):
+        load_scenario(path)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    """A scenario file that does not exist is named in the error."""
+    with pytest.raises(ConfigError, match="no such file"):
+        load_scenario(tmp_path / "nope.yaml")
