@@ -1,0 +1,81 @@
+"""Asking the collector for a control measurement of a URL (POST /api/v1/control)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+import structlog
+
+from agent.collector_api import ApiError, api_url, call
+from shared.errors import SchemaError
+from shared.schema import ControlFacts, measurement_from_wire
+
+log = structlog.get_logger("agent.control")
+
+CONTROL_PATH: Final = "/api/v1/control"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlAnswer:
+    """The control's facts, or why there are none (an error code, never a detail)."""
+
+    facts: ControlFacts | None
+    problem: str | None = None
+
+
+def control_from_wire(url: str, doc: Any) -> ControlFacts:
+    """Validate the collector's answer with the wire schema's own rules for ``control``."""
+    record = {
+        "id": "control",
+        "measured_at": 0.0,
+        "url": url,
+        "domain": "",
+        "blocking": "inconclusive",
+        "accessible": None,
+        "control": doc,
+    }
+    if not isinstance(doc, dict):
+        raise SchemaError("control", "expected a map")
+    checked = measurement_from_wire(record).control
+    if checked is None:
+        raise SchemaError("control", "missing")
+    return checked
+
+
+async def request_control(
+    session: aiohttp.ClientSession,
+    collector_url: str,
+    token: str,
+    url: str,
+    timeout_s: float,
+    proxy: str | None = None,
+) -> ControlAnswer:
+    """The control for ``url``, or the reason it could not be had."""
+    try:
+        result = await call(
+            session,
+            "POST",
+            api_url(collector_url, CONTROL_PATH),
+            token=token,
+            body={"url": url},
+            proxy=proxy,
+            timeout_s=timeout_s,
+        )
+    except ApiError as exc:
+        log.warning("control_unavailable", reason=exc.reason, status=exc.status)
+        return ControlAnswer(None, exc.reason)
+    try:
+        return ControlAnswer(control_from_wire(url, result.body))
+    except SchemaError as exc:
+        log.warning("control_unreadable", field=exc.field)
+        return ControlAnswer(None, "unreadable_answer")
+
+
+async def fetch_control(
+    session: aiohttp.ClientSession, collector_url: str, token: str, url: str, timeout_s: float
+) -> ControlFacts | None:
+    """The control's facts for ``url``, or None when the collector cannot give them."""
+    answer = await request_control(session, collector_url, token, url, timeout_s)
+    return answer.facts

@@ -1,0 +1,200 @@
+"""POST /api/v1/control: a real collector measures loopback sites, and refuses to be a proxy."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agent.control_client import fetch_control, request_control
+from collector.app import make_app
+from collector.config import CollectorConfig, ControlConfig
+from shared.codec import decode, encode
+from tests.collector.conftest import MSGPACK, Client, auth, enroll
+from tests.servers import DnsResponder, HttpSite, Page, html_page, serve_http, start_dns
+
+
+@pytest.fixture
+async def dns_server() -> AsyncIterator[DnsResponder]:
+    server = await start_dns()
+    yield server
+    server.close()
+
+
+def control_config(config: CollectorConfig, dns: DnsResponder, *allow: str) -> CollectorConfig:
+    control = ControlConfig(allow_ranges=allow, resolver=dns.address, timeout_s=3.0)
+    return dataclasses.replace(config, control=control)
+
+
+async def post_control(client: Client, token: str | None, body: Any) -> aiohttp.ClientResponse:
+    headers = {"Content-Type": MSGPACK, "Accept": MSGPACK}
+    if token is not None:
+        headers.update(auth(token))
+    return await client.post("/api/v1/control", data=encode(body), headers=headers)
+
+
+def site() -> HttpSite:
+    s = HttpSite()
+    s.set("*", Page(body=html_page("Control Reference Page")))
+    return s
+
+
+async def test_control_measures_an_allowed_site(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
+) -> None:
+    """Within an allowed range the control answers the DNS, TCP and HTTP facts in msgpack."""
+    dns_server.answer("lab.test", "127.0.0.1")
+    client = await aiohttp_client(make_app(control_config(config, dns_server, "127.0.0.0/8")))
+    _, token = await enroll(client)
+    async with serve_http(site().app) as port:
+        resp = await post_control(client, token, {"url": f"http://lab.test:{port}/"})
+        assert resp.status == 200, await resp.text()
+        facts = decode(await resp.read())
+    assert facts["dns"]["answers"] == ["127.0.0.1"]
+    assert facts["tcp"][0]["failure"] is None
+    assert facts["http"]["status"] == 200
+    assert facts["http"]["title"] == "Control Reference Page"
+    assert facts["failure"] is None
+
+
+async def test_control_refuses_a_loopback_literal(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
+) -> None:
+    """A URL naming a loopback address is refused with 400 and never fetched."""
+    client = await aiohttp_client(make_app(control_config(config, dns_server)))
+    _, token = await enroll(client)
+    target = site()
+    async with serve_http(target.app) as port:
+        resp = await post_control(client, token, {"url": f"http://127.0.0.1:{port}/"})
+        assert resp.status == 400
+        assert (await resp.json())["error"] == "destination_not_allowed"
+    assert target.requests == []
+
+
+async def test_control_refuses_a_name_that_resolves_to_loopback(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
+) -> None:
+    """A name whose DNS answer is a loopback address is refused, and never fetched."""
+    dns_server.answer("sneaky.test", "127.0.0.1")
+    client = await aiohttp_client(make_app(control_config(config, dns_server)))
+    _, token = await enroll(client)
+    target = site()
+    async with serve_http(target.app) as port:
+        resp = await post_control(client, token, {"url": f"http://sneaky.test:{port}/"})
+        assert resp.status == 400
+        assert (await resp.json())["error"] == "destination_not_allowed"
+    assert target.requests == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.1.2.3/",
+        "http://192.168.1.1:8080/admin",
+        "https://[fe80::1]/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:10.0.0.1]/",
+        "http://224.0.0.1/",
+    ],
+)
+async def test_control_refuses_private_and_reserved_literals(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder, url: str
+) -> None:
+    """Private, link-local, mapped and multicast destinations are refused before any packet."""
+    client = await aiohttp_client(make_app(control_config(config, dns_server)))
+    _, token = await enroll(client)
+    resp = await post_control(client, token, {"url": url})
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "destination_not_allowed"
+
+
+async def test_control_refuses_a_redirect_into_a_private_address(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
+) -> None:
+    """A public-looking hop that redirects to a non-allowed address is refused, and the
+    redirect is not followed."""
+    dns_server.answer("lab.test", "127.0.0.1")
+    # 127.0.0.1 is allowed (the lab), 127.0.0.2 is not: the redirect points there.
+    client = await aiohttp_client(make_app(control_config(config, dns_server, "127.0.0.1/32")))
+    _, token = await enroll(client)
+    target = site()
+    async with serve_http(target.app) as port:
+        target.set("/", Page(status=302, headers={"Location": f"http://127.0.0.2:{port}/x"}))
+        resp = await post_control(client, token, {"url": f"http://lab.test:{port}/"})
+        assert resp.status == 400
+        assert (await resp.json())["error"] == "destination_not_allowed"
+    assert target.requests == [f"lab.test:{port}/"]
+
+
+async def test_control_needs_an_agent_token(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
+) -> None:
+    """Without an agent token the control answers 401."""
+    client = await aiohttp_client(make_app(control_config(config, dns_server)))
+    resp = await post_control(client, None, {"url": "http://lab.test/"})
+    assert resp.status == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"url": "ftp://lab.test/file"}, "bad_url"),
+        ({"url": "http:///nohost"}, "bad_url"),
+        ({"url": 42}, "bad_url"),
+        ({"url": "http://lab.test/" + "a" * 3000}, "bad_url"),
+        ({}, "bad_url"),
+    ],
+)
+async def test_control_refuses_bad_urls(
+    aiohttp_client: Any,
+    config: CollectorConfig,
+    dns_server: DnsResponder,
+    body: dict[str, Any],
+    code: str,
+) -> None:
+    """Anything but an http(s) URL with a host is a 400 naming the problem."""
+    client = await aiohttp_client(make_app(control_config(config, dns_server)))
+    _, token = await enroll(client)
+    resp = await post_control(client, token, body)
+    assert resp.status == 400
+    assert (await resp.json())["error"] == code
+
+
+async def test_control_refuses_json_it_cannot_read(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
+) -> None:
+    """A body that is not msgpack or JSON is 400, a wrong type 415; never a 500."""
+    client = await aiohttp_client(make_app(control_config(config, dns_server)))
+    _, token = await enroll(client)
+    resp = await client.post(
+        "/api/v1/control",
+        data=b"\xc1\xc1",
+        headers={**auth(token), "Content-Type": MSGPACK},
+    )
+    assert resp.status == 400
+    resp = await client.post(
+        "/api/v1/control", data=b"url=x", headers={**auth(token), "Content-Type": "text/plain"}
+    )
+    assert resp.status == 415
+
+
+async def test_agent_control_client_gets_validated_facts(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
+) -> None:
+    """The agent's fetch_control returns the control's facts from a running collector, and
+    request_control names the error code when the collector refuses."""
+    dns_server.answer("lab.test", "127.0.0.1")
+    client = await aiohttp_client(make_app(control_config(config, dns_server, "127.0.0.1/32")))
+    _, token = await enroll(client)
+    collector_url = str(client.make_url("")).rstrip("/")
+    async with serve_http(site().app) as port, aiohttp.ClientSession() as session:
+        facts = await fetch_control(session, collector_url, token, f"http://lab.test:{port}/", 5.0)
+        refused = await request_control(
+            session, collector_url, token, f"http://127.0.0.9:{port}/", 5.0
+        )
+    assert facts is not None and facts["http"] is not None
+    assert facts["http"]["status"] == 200
+    assert refused.facts is None and refused.problem == "destination_not_allowed"
