@@ -63,7 +63,7 @@ def analyse(
         country_last[b.cc] = max(country_last.get(b.cc, b.bucket_start), b.bucket_start)
 
     runs: list[_Run] = []
-    for (cc, asn, domain), series in sorted(points.items()):
+    for (cc, asn, domain), series in sorted(points.items()):  # sorted: deterministic
         runs.extend(_detect(series, (cc, asn), domain, bucket_s, country_last[cc], params))
 
     leaks = _merge([r for r in runs if r.corroborated], names, bucket_s, params)
@@ -117,8 +117,10 @@ def _points(
 
     An ISP "blocks" a domain in a bucket when most of its conclusive measurements are
     blocked; the consensus for one ISP counts the *other* ISPs, so a leaking ISP does not
-    dilute the baseline it is compared with.
+    dilute the baseline it is compared with. Series that never rise above the opening
+    drift cannot open a leak and are left out (most of them, on real data).
     """
+    facts: list[tuple[BucketCount, int, int]] = []
     # (cc, domain, bucket) -> ISPs with conclusive data, and how many of them block
     measured: dict[tuple[str, str, float], int] = defaultdict(int)
     blocking: dict[tuple[str, str, float], int] = defaultdict(int)
@@ -126,34 +128,37 @@ def _points(
         ok = b.counts.get("ok", 0)
         blocked = _blocked(b.counts)
         if ok + blocked == 0:
-            continue
+            continue  # site_down / inconclusive only: says nothing either way
+        facts.append((b, ok, blocked))
         place = (b.cc, b.domain, b.bucket_start)
         measured[place] += 1
         if blocked > ok:
             blocking[place] += 1
 
-    series: dict[tuple[str, int, str], list[_Point]] = defaultdict(list)
-    for b in buckets:
-        ok = b.counts.get("ok", 0)
-        blocked = _blocked(b.counts)
-        conclusive = ok + blocked
-        if conclusive == 0:
-            continue  # site_down / inconclusive only: says nothing either way
+    raw: dict[tuple[str, int, str], list[tuple[BucketCount, int, int, float, int, int]]]
+    raw = defaultdict(list)
+    worth_a_look: set[tuple[str, int, str]] = set()
+    for b, ok, blocked in facts:
         place = (b.cc, b.domain, b.bucket_start)
         others = measured[place] - 1
-        others_blocking = blocking[place] - (1 if blocked > ok else 0)
         if others < params.min_other_isps:
             continue  # no baseline to compare with: neutral
-        if others_blocking > params.consensus_share * others:
+        others_blocking = blocking[place] - (1 if blocked > ok else 0)
+        lower = 0.0  # not accessible, or the country does not block it: no leak here
+        if ok and others_blocking > params.consensus_share * others:
             # Both the measurements and the agents must show the site accessible beyond
             # the bound: a VPN volunteer's many results are still one agent's word.
             lower = min(
-                wilson_bounds(ok, conclusive, params.z)[0],
+                wilson_bounds(ok, ok + blocked, params.z)[0],
                 wilson_bounds(b.accessible_agents, b.agents, params.z)[0],
             )
-        else:
-            lower = 0.0  # the country does not block it: nothing here can be a leak
-        series[(b.cc, b.asn, b.domain)].append(
+        key = (b.cc, b.asn, b.domain)
+        raw[key].append((b, ok, ok + blocked, lower, others_blocking, others))
+        if lower > params.open_drift:
+            worth_a_look.add(key)
+
+    return {
+        key: [
             _Point(
                 domain=b.domain,
                 bucket_start=b.bucket_start,
@@ -165,8 +170,10 @@ def _points(
                 isps_blocking=others_blocking,
                 isps_measured=others,
             )
-        )
-    return series
+            for b, ok, conclusive, lower, others_blocking, others in raw[key]
+        ]
+        for key in worth_a_look
+    }
 
 
 def _detect(
