@@ -134,6 +134,7 @@ class Lab:
             self.paths.root / "home",
         ):
             d.mkdir(parents=True, exist_ok=True)
+        servers.quiet_connection_errors(asyncio.get_running_loop())
         Namespaces.prepare_mounts()
         ns = self.ns = Namespaces()
         topo = await build(ns, self.plan)

@@ -15,6 +15,7 @@ import ssl
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -61,6 +62,19 @@ class RouterState:
 
     current: CensorRound
     blockpage_ip: str
+
+
+def quiet_connection_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Censors reset connections all the time: the servers' resulting errors are expected
+    and not worth a traceback; anything else still goes to the default handler."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError | ssl.SSLError | asyncio.CancelledError | TimeoutError):
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 # --- the lab CA -------------------------------------------------------------------------
@@ -187,6 +201,8 @@ class DnsServer:
         server = self
 
         class _Udp(asyncio.DatagramProtocol):
+            transport: Any = None
+
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 self.transport = transport
 
@@ -197,8 +213,7 @@ class DnsServer:
 
             async def _reply(self, data: bytes, addr: tuple[str, int]) -> None:
                 wire = await server.answer(data)
-                if wire is not None:
-                    assert isinstance(self.transport, asyncio.DatagramTransport)
+                if wire is not None and not self.transport.is_closing():
                     self.transport.sendto(wire, addr)
 
         transport, _ = await loop.create_datagram_endpoint(_Udp, sock=udp)
