@@ -8,12 +8,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient
 
 from agent.control_client import fetch_control, request_control
 from collector.app import make_app
 from collector.config import CollectorConfig, ControlConfig
 from shared.codec import decode, encode
-from tests.collector.conftest import MSGPACK, Client, auth, enroll
+from tests.collector.conftest import MSGPACK, auth, enroll
 from tests.servers import DnsResponder, HttpSite, Page, html_page, serve_http, start_dns
 
 
@@ -29,7 +30,9 @@ def control_config(config: CollectorConfig, dns: DnsResponder, *allow: str) -> C
     return dataclasses.replace(config, control=control)
 
 
-async def post_control(client: Client, token: str | None, body: Any) -> aiohttp.ClientResponse:
+async def post_control(
+    client: TestClient[Any, Any], token: str | None, body: Any
+) -> aiohttp.ClientResponse:
     headers = {"Content-Type": MSGPACK, "Accept": MSGPACK}
     if token is not None:
         headers.update(auth(token))
