@@ -24,9 +24,9 @@ PSEUDONYM_SECRET = "export_pseudonym_key"
 def make_store(config: CollectorConfig) -> Store:
     """The store the configuration asks for (not yet opened)."""
     if config.database.postgres_dsn:
-        raise ConfigError(
-            "<config>", "database.postgres_dsn", "the PostgreSQL store is not available yet"
-        )
+        from collector.store.postgres import PostgresStore
+
+        return PostgresStore(config.database.postgres_dsn)
     return SqliteStore(config.database.sqlite_path)
 
 

@@ -32,7 +32,7 @@ class ListenConfig:
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
     sqlite_path: Path = DEFAULT_SQLITE_PATH
-    postgres_dsn: str | None = None  # set: PostgreSQL instead of SQLite (a later store)
+    postgres_dsn: str | None = None  # set: PostgreSQL instead of SQLite (several collectors)
 
 
 @dataclass(frozen=True, slots=True)

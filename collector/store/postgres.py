@@ -1,0 +1,263 @@
+"""The PostgreSQL store, for several collector processes (and hosts) behind a load balancer.
+
+Every collector runs the same migrations (portable SQL, with BLOB spelt BYTEA) under an
+advisory lock, so processes starting together apply each migration once. Ingest stays
+idempotent across collectors because the measurement id is the primary key: a batch
+retried against another collector inserts nothing twice. The analysis runs the same SQL as
+the SQLite store (``collector.store.queries``) with PostgreSQL's placeholders.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
+
+import asyncpg
+
+from collector.store import queries
+from collector.store.base import AgentRecord, BucketCount, InsertOutcome, Store
+from collector.store.migrate import Migration, MigrationError, load_migrations
+from collector.store.sqlite import measurement_row
+from shared.filters import Filters
+from shared.schema import Measurement, MeasurementWire
+
+# Any constant would do; it only has to be the same in every collector process.
+_MIGRATION_LOCK: Final = 0x66_77_6D_69  # "fwmi"
+
+_BOOKKEEPING: Final = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_at  DOUBLE PRECISION NOT NULL
+)
+"""
+
+# The column types of the measurements insert, in its column order (measurement_row's).
+_COLUMN_TYPES: Final = (
+    "text",  # measurement_id
+    "text",  # agent_id
+    "text",  # batch_id
+    "float8",  # measured_at
+    "float8",  # received_at
+    "text",  # cc
+    "int8",  # asn
+    "text",  # network_name
+    "text",  # url
+    "text",  # domain
+    "text",  # blocking
+    "int2",  # accessible
+    "text",  # failure
+    "text",  # blockpage
+    "text",  # dns_answers
+    "int4",  # http_status
+    "int8",  # http_body_length
+    "int2",  # control_ok
+    "bytea",  # record
+)
+_INSERT_SQL: Final = (
+    "INSERT INTO measurements (measurement_id, agent_id, batch_id, measured_at, received_at,"
+    " cc, asn, network_name, url, domain, blocking, accessible, failure, blockpage,"
+    " dns_answers, http_status, http_body_length, control_ok, record)"
+    " SELECT * FROM unnest("
+    + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_COLUMN_TYPES))
+    + ") ON CONFLICT (measurement_id) DO NOTHING RETURNING 1"
+)
+
+
+def postgres_sql(migration: Migration) -> list[str]:
+    """A migration's statements in PostgreSQL's spelling."""
+    return [re.sub(r"\bBLOB\b", "BYTEA", stmt) for stmt in migration.statements()]
+
+
+class PostgresStore(Store):
+    """Measurements, agents and credentials in PostgreSQL, through an asyncpg pool."""
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 8) -> None:
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=self._min_size, max_size=self._max_size
+        )
+        await self.migrate()
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations, each in one transaction; return the versions applied."""
+        applied: list[int] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(_BOOKKEEPING)
+            done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for migration in load_migrations():
+                if migration.version in done:
+                    continue
+                try:
+                    async with conn.transaction():
+                        for stmt in postgres_sql(migration):
+                            await conn.execute(stmt)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, name, applied_at)"
+                            " VALUES ($1, $2, $3)",
+                            migration.version,
+                            migration.name,
+                            time.time(),
+                        )
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(
+                        f"migration {migration.version}_{migration.name} failed: {exc}"
+                    ) from None
+                applied.append(migration.version)
+        return applied
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # --- measurements ---
+    async def insert_measurements(
+        self,
+        agent_id: str,
+        batch_id: str,
+        results: Sequence[Measurement | MeasurementWire],
+        received_at: float,
+    ) -> InsertOutcome:
+        if not results:
+            return InsertOutcome(accepted=0, duplicates=0)
+        rows = [measurement_row(m, agent_id, batch_id, received_at) for m in results]
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        # One statement, one implicit transaction: committed before this returns.
+        inserted = await self.pool.fetch(_INSERT_SQL, *columns)
+        return InsertOutcome(accepted=len(inserted), duplicates=len(rows) - len(inserted))
+
+    async def count_measurements(self) -> int:
+        return int(await self.pool.fetchval("SELECT COUNT(*) FROM measurements"))
+
+    async def aggregate(self, filters: Filters) -> list[BucketCount]:
+        keys_sql, keys_params = queries.keys_sql(filters, queries.POSTGRES)
+        sql, params = queries.aggregate_sql(filters, queries.POSTGRES)
+        out: list[BucketCount] = []
+        async with self.pool.acquire() as conn:
+            statement = await conn.prepare(sql)
+            for cc, asn, domain in await conn.fetch(keys_sql, *keys_params):
+                mine = list(params)
+                mine[2:5] = (cc, int(asn), domain)
+                rows = await statement.fetch(*mine)
+                out.extend(queries.fold_series(cc, int(asn), domain, rows))
+        return out
+
+    async def export_rows(
+        self, filters: Filters, pseudonym_key: bytes, chunk: int = 5000
+    ) -> AsyncIterator[list[dict[str, object]]]:
+        sql, params = queries.export_sql(filters, queries.POSTGRES)
+        pseudonyms: dict[str, str] = {}
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            cursor = await conn.cursor(sql, *params)
+            while True:
+                batch = await cursor.fetch(chunk)
+                if not batch:
+                    return
+                yield [queries.export_row(tuple(r), pseudonyms, pseudonym_key) for r in batch]
+
+    # --- enrollment and credentials ---
+    async def add_enroll_code(
+        self, code_hash: str, cc: str | None, uses: int, expires_at: float | None
+    ) -> None:
+        await self.pool.execute(
+            "INSERT INTO enroll_codes (code_hash, cc, uses_left, expires_at, created_at)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            code_hash,
+            cc,
+            uses,
+            expires_at,
+            time.time(),
+        )
+
+    async def redeem_enroll_code(
+        self, code_hash: str, now: float, agent_id: str, token_hash: str
+    ) -> AgentRecord | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # The UPDATE takes the row lock, so two collectors cannot both spend the last use.
+            row = await conn.fetchrow(
+                "UPDATE enroll_codes SET uses_left = uses_left - 1"
+                " WHERE code_hash = $1 AND uses_left > 0"
+                " AND (expires_at IS NULL OR expires_at > $2)"
+                " RETURNING cc",
+                code_hash,
+                now,
+            )
+            if row is None:
+                return None
+            await conn.execute(
+                "INSERT INTO agents (agent_id, token_hash, cc, created_at) VALUES ($1, $2, $3, $4)",
+                agent_id,
+                token_hash,
+                row["cc"],
+                now,
+            )
+        return AgentRecord(agent_id=agent_id, cc=row["cc"], created_at=now, revoked=False)
+
+    async def agent_by_token(self, token_hash: str) -> AgentRecord | None:
+        row = await self.pool.fetchrow(
+            "SELECT agent_id, cc, created_at, revoked_at FROM agents WHERE token_hash = $1",
+            token_hash,
+        )
+        if row is None:
+            return None
+        return AgentRecord(
+            agent_id=row["agent_id"],
+            cc=row["cc"],
+            created_at=row["created_at"],
+            revoked=row["revoked_at"] is not None,
+        )
+
+    async def revoke_agent(self, agent_id: str) -> bool:
+        """Revoke ``agent_id``; False only when no such agent exists."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE agents SET revoked_at = $2 WHERE agent_id = $1 AND revoked_at IS NULL",
+                agent_id,
+                time.time(),
+            )
+            found: Any = await conn.fetchval("SELECT 1 FROM agents WHERE agent_id = $1", agent_id)
+        return found is not None
+
+    async def add_analyst_token(self, token_hash: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO analyst_tokens (token_hash, created_at) VALUES ($1, $2)"
+            " ON CONFLICT (token_hash) DO NOTHING",
+            token_hash,
+            time.time(),
+        )
+
+    async def analyst_token_exists(self, token_hash: str) -> bool:
+        found: Any = await self.pool.fetchval(
+            "SELECT 1 FROM analyst_tokens WHERE token_hash = $1", token_hash
+        )
+        return found is not None
+
+    async def secret(self, name: str, length: int = 32) -> bytes:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO collector_secrets (name, value, created_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO NOTHING",
+                name,
+                secrets.token_bytes(length),
+                time.time(),
+            )
+            value: bytes = await conn.fetchval(
+                "SELECT value FROM collector_secrets WHERE name = $1", name
+            )
+        return bytes(value)
