@@ -16,7 +16,6 @@ from collector.state import CONFIG, METRICS, NETDB, PSEUDONYM_KEY, STORE, TARGET
 from collector.store.base import Store
 from collector.store.sqlite import SqliteStore
 from collector.targets import load_targets
-from shared.errors import ConfigError
 
 PSEUDONYM_SECRET = "export_pseudonym_key"
 
