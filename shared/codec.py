@@ -91,6 +91,8 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
         # ValueError covers truncated input, over-limit lengths and invalid UTF-8;
         # TypeError an unhashable map key; RecursionError absurd nesting.
+        if "max_ext_len" in str(exc):  # max_ext_len=0 refuses extensions before ext_hook
+            raise CodecError("msgpack extension types are not allowed") from None
         raise CodecError(f"not valid msgpack: {exc}") from None
     except Exception as exc:  # the C extension may raise other types on garbage
         raise CodecError(f"not valid msgpack: {type(exc).__name__}") from None

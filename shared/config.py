@@ -120,7 +120,8 @@ class _Builder:
             value = {}
         if not isinstance(value, dict):
             where = key or "the top level"
-            raise ConfigError(self.source, key, f"expected a mapping at {where}, got {_describe(value)}")
+            problem = f"expected a mapping at {where}, got {_describe(value)}"
+            raise ConfigError(self.source, key, problem)
         hints = get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         for name in value:

@@ -322,7 +322,9 @@ def _schema_error(exc: msgspec.ValidationError) -> SchemaError:
         name, _, problem = message[len(_FIELD_MARK) :].partition(": ")
         return SchemaError(f"{path}.{name}" if path else name, problem)
     problem = message[:1].lower() + message[1:]
-    return SchemaError(path, problem.replace("null", "nil"))
+    for nil in ("null", "None"):  # msgpack calls it nil, whichever decoder spoke
+        problem = problem.replace(f"`{nil}`", "`nil`").replace(f" | {nil}`", " | nil`")
+    return SchemaError(path, problem)
 
 
 def _decode_error(exc: Exception) -> CodecError:

@@ -1,0 +1,130 @@
+"""Wire schema v1: errors name the field, unknown fields are tolerated, limits hold."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+import msgspec
+import pytest
+
+from shared.codec import encode
+from shared.errors import SchemaError
+from shared.schema import (
+    FAILURE_VALUES,
+    SCHEMA_VERSION,
+    Measurement,
+    MeasurementWire,
+    decode_batch,
+    decode_measurement,
+    measurement_from_wire,
+)
+
+BASE: dict[str, Any] = {
+    "id": "m-1",
+    "measured_at": 1_700_000_000.5,
+    "url": "https://x.example/",
+    "domain": "x.example",
+    "blocking": "dns",
+    "accessible": False,
+}
+
+
+def test_failure_literal_matches_the_enum() -> None:
+    """The wire's failure vocabulary is exactly the Failure enum."""
+    import shared.schema as schema
+
+    literal = schema.__dict__["FailureValue"]
+    assert set(get_args(literal)) == FAILURE_VALUES
+
+
+def test_wire_fields_match_measurement() -> None:
+    """MeasurementWire has the fields of Measurement except ``extra``, in the same order."""
+    names = [f for f in Measurement.__dataclass_fields__ if f != "extra"]
+    assert list(MeasurementWire.__struct_fields__) == names
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "problem"),
+    [
+        ({"id": None}, "id", "expected `str`, got `nil`"),
+        ({"id": "has space"}, "id", "matching regex"),
+        ({"measured_at": "now"}, "measured_at", "expected `float`, got `str`"),
+        ({"measured_at": 1.7e12}, "measured_at", "<= 10000000000.0"),
+        ({"blocking": "maybe"}, "blocking", "invalid enum value 'maybe'"),
+        ({"accessible": True}, "accessible", "must be false when blocking is dns"),
+        ({"network": {"asn": -1, "cc": "IR", "network_name": ""}}, "network.asn", ">= 0"),
+        ({"network": {"asn": 1, "network_name": ""}}, "network.cc", "required field is missing"),
+        ({"dns": {"answers": "1.2.3.4"}}, "dns.answers", "expected `array`, got `str`"),
+        ({"dns": {"failure": "oops"}}, "dns.failure", "invalid enum value 'oops'"),
+        ({"tcp": [{"port": 1}, {"port": "x"}]}, "tcp[1].port", "expected `int`, got `str`"),
+        ({"http": {"status": 1000}}, "http.status", "<= 999"),
+        ({"http": {"headers": {"a": 5}}}, "http.headers[...]", "expected `str`, got `int`"),
+        ({"control": {"http": {"body_length": -5}}}, "control.http.body_length", ">= 0"),
+        ({"timings": {"dns": float("nan")}}, "timings[...]", "expected `float` >="),
+        ({"url": "u" * 3000}, "url", "length <= 2048"),
+    ],
+)
+def test_errors_name_the_field(changes: dict[str, Any], field: str, problem: str) -> None:
+    """A wrong type, value or a missing field is a SchemaError naming that field."""
+    rec = {**BASE, **changes}
+    for decode in (lambda r: decode_measurement(encode(r)), measurement_from_wire):
+        with pytest.raises(SchemaError) as info:
+            decode(rec)
+        assert info.value.field == field
+        assert problem in info.value.problem
+
+
+def test_missing_required_field_is_named() -> None:
+    """Leaving out a required field names it."""
+    rec = {k: v for k, v in BASE.items() if k != "domain"}
+    with pytest.raises(SchemaError, match=r"^domain: required field is missing$"):
+        decode_measurement(encode(rec))
+
+
+def test_unknown_fields_are_tolerated() -> None:
+    """Fields of a newer version are skipped at ingest and kept in ``extra`` by tools."""
+    rec = {**BASE, "quic": {"failure": "new_kind", "nested": [[1, 2], {"a": None}]}}
+    assert decode_measurement(encode(rec)).id == "m-1"
+    m = measurement_from_wire(rec)
+    assert m.extra == {"quic": rec["quic"]}
+    assert m.to_wire()["quic"] == rec["quic"]
+
+
+@pytest.mark.parametrize(
+    ("doc", "field", "problem"),
+    [
+        ({"schema_version": 2, "agent": "renamed"}, "schema_version", "version 2 is not supported"),
+        ({"schema_version": "1"}, "schema_version", "expected `int`, got `str`"),
+        ({"schema_version": 1, "agent_id": "a", "batch_id": "b"}, "results", "missing"),
+        ({"schema_version": 1, "agent_id": "a", "batch_id": "b", "results": 5}, "results", "array"),
+        (
+            {"schema_version": 1, "agent_id": "a", "batch_id": "b", "results": [0] * 5001},
+            "results",
+            "length <= 5000",
+        ),
+    ],
+)
+def test_envelope_errors(doc: dict[str, Any], field: str, problem: str) -> None:
+    """Envelope problems refuse the whole batch, naming the field."""
+    with pytest.raises(SchemaError) as info:
+        decode_batch(encode(doc))
+    assert info.value.field == field
+    assert problem in info.value.problem
+
+
+def test_envelope_keeps_results_undecoded() -> None:
+    """The envelope's results are raw msgpack, each decoded on its own."""
+    env = decode_batch(
+        encode(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "agent_id": "a",
+                "batch_id": "b",
+                "results": [BASE, 3],
+            }
+        )
+    )
+    assert isinstance(env.results[0], msgspec.Raw)
+    assert decode_measurement(env.results[0]).blocking.value == "dns"
+    with pytest.raises(SchemaError):
+        decode_measurement(env.results[1])
