@@ -169,7 +169,11 @@ class Agent:
                 interval_s=cfg.interval_s,
             )
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(uploader.run(stop))
+                uploading = tg.create_task(uploader.run(stop))
+                # An upload in flight when stop comes gets the grace to finish, then is cut
+                # short (the spool deletes only on an answer, so nothing is lost) and the
+                # bounded flush below takes over.
+                tg.create_task(_cancel_after_stop(stop, cfg.shutdown_grace_s, uploading))
                 tg.create_task(self._scheduler(stop, identity, probing, channel))
                 tg.create_task(self._status_writer(stop, identity))
             delivered = await uploader.flush(cfg.shutdown_grace_s)
@@ -344,6 +348,15 @@ class Agent:
                 clock_skew_s=self.clock.skew_s, clock_confirmed_at=self.clock.confirmed_wall
             )
         await self.status.save(time.time())
+
+
+async def _cancel_after_stop(stop: asyncio.Event, grace_s: float, task: asyncio.Task[None]) -> None:
+    await stop.wait()
+    try:
+        async with asyncio.timeout(grace_s):
+            await asyncio.shield(task)
+    except TimeoutError:
+        task.cancel()
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
