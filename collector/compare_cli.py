@@ -38,15 +38,16 @@ def run(args: argparse.Namespace) -> int:
     filters = filters_from_args(args)
     progress = Progress()
     try:
-        files = export_files(Path(f) for f in args.files)
+        sources = [export_files([Path(f)]) for f in args.files]
+        total = sum(len(files) for files in sources)
         done = 0
 
         def on_file(path: Path) -> None:
             nonlocal done
             done += 1
-            progress.update(f"read {done}/{len(files)} files ({path.name})", force=True)
+            progress.update(f"read {done}/{total} files ({path.name})", force=True)
 
-        table = read_exports(files, on_file)
+        table = read_exports(sources, on_file)
     except ExportReadError as exc:
         progress.done()
         print(f"filterwatch compare: {exc}", file=sys.stderr)

@@ -269,7 +269,7 @@ def _format_of(path: Path) -> str | None:
 
 def read_export(path: Path) -> pa.Table:
     """The columns the analysis needs from one export file, as a table of ``_NEEDED`` with
-    measured_at turned into ``t``, epoch seconds (float64)."""
+    measured_at in epoch seconds (float64)."""
     fmt = _format_of(path)
     try:
         if fmt == "parquet":
@@ -296,32 +296,42 @@ def read_export(path: Path) -> pa.Table:
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, KeyError) as exc:
         raise ExportReadError(f"{path}: {exc}") from None
     seconds = pc.divide(pc.cast(pc.cast(measured, pa.int64()), pa.float64()), 1_000_000.0)
-    columns = {name: table[name].cast(_TEXT_SCHEMA.field(name).type) for name in _NEEDED}
-    columns["measured_at"] = seconds
-    return pa.table(columns)
+    columns = {"measured_at": seconds}
+    for name in _NEEDED:
+        column, wanted = table[name], _TEXT_SCHEMA.field(name).type
+        if name != "measured_at":
+            columns[name] = column if column.type == wanted else column.cast(wanted)
+    return pa.table({name: columns[name] for name in _NEEDED})
 
 
-def read_exports(paths: Sequence[Path], on_file: Callable[[Path], None] | None = None) -> pa.Table:
-    """Every file of ``paths`` in one table, each measurement id once (several collectors'
-    exports may overlap)."""
+def read_exports(
+    sources: Sequence[Sequence[Path]], on_file: Callable[[Path], None] | None = None
+) -> pa.Table:
+    """All files of ``sources`` in one table, each measurement id once.
+
+    A source is one export: a file, or the files of one partitioned directory. Ids are
+    unique within an export (the store's primary key), so duplicates are looked for only
+    when several sources are merged (several collectors, or overlapping exports), which
+    spares the hash of every id in the common case of one export.
+    """
     tables = []
-    for path in paths:
-        tables.append(read_export(path))
-        if on_file is not None:
-            on_file(path)
+    for files in sources:
+        for path in files:
+            tables.append(read_export(path))
+            if on_file is not None:
+                on_file(path)
     if not tables:
-        return pa.table({n: pa.array([], _TEXT_SCHEMA.field(n).type) for n in _NEEDED}).set_column(
-            1, "measured_at", pa.array([], pa.float64())
-        )
-    table = pa.concat_tables(tables).combine_chunks()
-    return drop_duplicate_ids(table)
+        return pa.table(
+            {n: pa.array([], pa.float64() if n == "measured_at" else _TEXT_SCHEMA.field(n).type)
+             for n in _NEEDED}
+        )  # fmt: skip
+    table = pa.concat_tables(tables)
+    return drop_duplicate_ids(table) if len(sources) > 1 else table
 
 
 def drop_duplicate_ids(table: pa.Table) -> pa.Table:
     """Keep the first row of each measurement id."""
-    ids = table["measurement_id"]
-    if pc.count_distinct(ids, mode="all").as_py() == table.num_rows:
-        return table
+    table = table.combine_chunks()
     indexed = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
     first = indexed.group_by("measurement_id", use_threads=False).aggregate([("__row", "min")])
     keep = pc.sort_indices(first["__row_min"])

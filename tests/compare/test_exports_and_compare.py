@@ -69,7 +69,7 @@ def test_each_format_gives_the_collectors_answer(story, tmp_path: Path, fmt: str
     store does."""
     conn, _ = story
     out = _export(conn, fmt, tmp_path / f"export.{fmt}")
-    table = read_exports(export_files([out]))
+    table = read_exports([export_files([out])])
     assert table.num_rows == 12 * 4 * 15 + 1
     from_export = bucket_counts(table, FILTERS)
     from_store = aggregate_sqlite(conn, FILTERS)
@@ -84,7 +84,7 @@ def test_mixed_formats_and_overlapping_files_drop_duplicates(story, tmp_path: Pa
     measurement once."""
     conn, _ = story
     files = [_export(conn, fmt, tmp_path / f"e.{fmt}") for fmt in ("csv", "jsonl", "parquet")]
-    table = read_exports(export_files(files))
+    table = read_exports([export_files([f]) for f in files])
     assert table.num_rows == 12 * 4 * 15 + 1
     assert _sorted(bucket_counts(table, FILTERS)) == aggregate_sqlite(conn, FILTERS)
 
@@ -97,7 +97,7 @@ def test_filters_apply_the_same_to_store_and_exports(story, tmp_path: Path) -> N
         bucket="30m",
     )  # fmt: skip
     out = _export(conn, "parquet", tmp_path / "all.parquet")
-    from_export = _sorted(bucket_counts(read_exports([out]), filters))
+    from_export = _sorted(bucket_counts(read_exports([[out]]), filters))
     from_store = aggregate_sqlite(conn, filters)
     assert from_export == from_store
     assert {b.domain for b in from_store} == {"twitter.com"}
@@ -125,7 +125,7 @@ def test_day_partitions_are_a_dataset(tmp_path: Path) -> None:
     assert days == ["day=2013-09-16", "day=2013-09-17"]
     dataset = ds.dataset(out, format="parquet", partitioning="hive")
     assert dataset.to_table().num_rows == len(rows)
-    assert _sorted(bucket_counts(read_exports(export_files([out])), FILTERS)) == aggregate_sqlite(
+    assert _sorted(bucket_counts(read_exports([export_files([out])]), FILTERS)) == aggregate_sqlite(
         conn, FILTERS
     )
     conn.close()
@@ -140,7 +140,7 @@ def test_unreadable_and_unknown_files_are_named(tmp_path: Path) -> None:
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet at all")
     with pytest.raises(ExportReadError, match=r"broken\.parquet"):
-        read_exports(export_files([broken]))
+        read_exports([export_files([broken])])
     with pytest.raises(ExportReadError, match=r"missing\.csv"):
         export_files([tmp_path / "missing.csv"])
 
@@ -150,7 +150,7 @@ def test_empty_store_exports_and_compares_to_nothing(tmp_path: Path) -> None:
     conn = store_with(tmp_path / "empty.sqlite3", [])
     out = _export(conn, "csv", tmp_path / "empty.csv")
     assert out.read_text().startswith("measurement_id,measured_at,cc,asn")
-    assert analyse(bucket_counts(read_exports([out]), FILTERS), HOUR).to_json(with_isps=True) == {
+    assert analyse(bucket_counts(read_exports([[out]]), FILTERS), HOUR).to_json(with_isps=True) == {
         "leaks": [],
         "uncorroborated": [],
         "isps": [],

@@ -1,0 +1,100 @@
+"""Benchmark of the leak analysis: on the SQLite store and with compare on a Parquet export.
+
+    .venv/bin/python bench/analysis/run.py [--measurements 10000000] [--out bench/analysis/out]
+
+Generates the synthetic store once (cached in --out), exports it to Parquet once, then
+times the two real commands in child processes - `filterwatch collector leaks --json` and
+`filterwatch compare export.parquet --format json` - reporting wall time and peak memory
+(the child's maximum resident set), and checks that each found exactly the injected leaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.analysis.generate import expected_leaks, generate  # noqa: E402
+
+FILTERWATCH = str(Path(sys.executable).with_name("filterwatch"))
+
+
+def timed(argv: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MiB, stdout) of a child process."""
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited with {proc.returncode}")
+    return wall, usage.ru_maxrss / 1024, text
+
+
+def found(text: str) -> list[tuple[str, int, tuple[str, ...], str, str | None]]:
+    doc = json.loads(text)
+    return [(e["cc"], e["asn"], tuple(e["domains"]), e["start"], e["end"]) for e in doc["leaks"]]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--measurements", type=int, default=10_000_000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "analysis" / "out")
+    parser.add_argument("--bucket", default="1h")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    n = args.measurements
+    store = args.out / f"store-{n}.sqlite3"
+    export = args.out / f"export-{n}.parquet"
+    config = args.out / f"collector-{n}.yaml"
+    config.write_text(f"database: {{sqlite_path: {store}}}\n")
+
+    if not store.exists():
+        start = time.perf_counter()
+        partial = store.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        count = generate(partial, n)
+        partial.rename(store)
+        print(f"generated {count} measurements in {time.perf_counter() - start:.1f} s")
+    if not export.exists():
+        partial = export.with_suffix(".partial.parquet")
+        wall, rss, _ = timed([FILTERWATCH, "collector", "export", "--format", "parquet",
+                              "--out", str(partial), "--config", str(config)])  # fmt: skip
+        partial.rename(export)
+        print(f"exported to Parquet in {wall:.1f} s (peak {rss:.0f} MiB)")
+
+    expected = expected_leaks(n)
+    ok = True
+    rows = []
+    for label, argv in (
+        ("collector leaks (SQLite store)",
+         [FILTERWATCH, "collector", "leaks", "--json", "--bucket", args.bucket,
+          "--config", str(config)]),
+        ("compare (Parquet export)",
+         [FILTERWATCH, "compare", str(export), "--format", "json", "--bucket", args.bucket]),
+    ):  # fmt: skip
+        wall, rss, text = timed(argv)
+        got = found(text)
+        exact = got == expected
+        ok = ok and exact
+        rows.append((label, wall, rss, len(got), exact))
+    print(f"{n} measurements, {len(expected)} injected leak events, buckets of {args.bucket}")
+    for label, wall, rss, events, exact in rows:
+        verdict = "exactly the injected leaks" if exact else "MISMATCH"
+        print(f"  {label:32s} {wall:6.2f} s  peak {rss:6.0f} MiB  {events} events: {verdict}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
