@@ -177,16 +177,26 @@ class HttpSite:
 
     def __init__(self) -> None:
         self.pages: dict[str, Page] = {}
+        self.scripts: dict[str, list[Page]] = {}
         self.requests: list[str] = []
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
 
     def set(self, path: str, page: Page) -> None:
         self.pages[path] = page
+        self.scripts.pop(path, None)
+
+    def script(self, path: str, *pages: Page) -> None:
+        """Serve ``pages`` in turn, one per request, then the last one for good (the
+        control's request comes first, then the censored agent's)."""
+        self.scripts[path] = list(pages[:-1])
+        self.pages[path] = pages[-1]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(f"{request.host}{request.path}")
-        page = self.pages.get(request.path) or self.pages.get("*")
+        key = request.path if request.path in self.pages else "*"
+        queued = self.scripts.get(key)
+        page = queued.pop(0) if queued else self.pages.get(key)
         if page is None:
             raise web.HTTPNotFound()
         if page.hang:

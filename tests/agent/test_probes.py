@@ -20,8 +20,8 @@ from shared.schema import Blocking, ControlFacts, Measurement, NetworkFacts
 from tests.servers import (
     DnsResponder,
     HttpSite,
-    Page,
     LoopbackPki,
+    Page,
     html_page,
     make_pki,
     refused_port,
