@@ -14,6 +14,7 @@ Such a destination is vetoed before any packet is sent to it and the answer is
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from collector.api import decode_small_body, read_body, reply
 from collector.config import ControlConfig
 from collector.state import CONFIG, json_error, require_agent
 from shared.errors import ConfigError
-from shared.schema import MAX_URL_LENGTH
+from shared.schema import MAX_URL_LENGTH, ControlFacts
 
 CONTROL_BODY_LIMIT: Final = 4096
 MAX_CONTROL_TIMEOUT_S: Final = 30.0
@@ -54,6 +55,9 @@ class _ControlSetup:
 
 CONTROL_SETUP: Final = web.AppKey("control_setup", _ControlSetup)
 CONTROL_GATE: Final = web.AppKey("control_gate", _Gate)
+CONTROL_INFLIGHT: Final = web.AppKey(
+    "control_inflight", dict[str, "asyncio.Future[tuple[ControlFacts, list[str]]]"]
+)
 
 _NOT_ALLOWED: Final = (
     "the control only measures public destinations; this URL leads to a loopback, private, "
@@ -107,6 +111,23 @@ def control_setup(config: ControlConfig) -> _ControlSetup:
     return _ControlSetup(options=options, allow=allow)
 
 
+async def _measure(url: str, setup: _ControlSetup, gate: _Gate) -> tuple[ControlFacts, list[str]]:
+    refused: list[str] = []
+
+    def may_connect(address: str) -> bool:
+        if destination_allowed(address, setup.allow):
+            return True
+        refused.append(address)
+        return False
+
+    gate.active += 1
+    try:
+        facts = await measure_facts(url, setup.options, may_connect=may_connect)
+    finally:
+        gate.active -= 1
+    return facts, refused
+
+
 async def post_control(request: web.Request) -> web.Response:
     await require_agent(request)
     body = await read_body(request, CONTROL_BODY_LIMIT, compressed_ok=False)
@@ -123,27 +144,23 @@ async def post_control(request: web.Request) -> web.Response:
     setup = request.app[CONTROL_SETUP]
     if target.ip_literal is not None and not destination_allowed(target.ip_literal, setup.allow):
         raise json_error(400, "destination_not_allowed", _NOT_ALLOWED)
-    gate = request.app[CONTROL_GATE]
-    if gate.active >= gate.limit:
-        raise json_error(
-            503,
-            "overloaded",
-            f"{gate.limit} controls are running; retry in a few seconds",
-            {"Retry-After": str(RETRY_AFTER_S)},
-        )
-    refused: list[str] = []
-
-    def may_connect(address: str) -> bool:
-        if destination_allowed(address, setup.allow):
-            return True
-        refused.append(address)
-        return False
-
-    gate.active += 1
-    try:
-        facts = await measure_facts(url, setup.options, may_connect=may_connect)
-    finally:
-        gate.active -= 1
+    # Agents of one round ask for the same URLs at the same moment: requests for a URL whose
+    # control is already running share it instead of measuring again (and of being shed).
+    inflight = request.app[CONTROL_INFLIGHT]
+    shared = inflight.get(url)
+    if shared is None:
+        gate = request.app[CONTROL_GATE]
+        if gate.active >= gate.limit:
+            raise json_error(
+                503,
+                "overloaded",
+                f"{gate.limit} controls are running; retry in a few seconds",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
+        shared = asyncio.ensure_future(_measure(url, setup, gate))
+        inflight[url] = shared
+        shared.add_done_callback(lambda _: inflight.pop(url, None))
+    facts, refused = await asyncio.shield(shared)
     if refused:
         raise json_error(400, "destination_not_allowed", _NOT_ALLOWED)
     return reply(request, facts)
@@ -153,4 +170,5 @@ def add_routes(app: web.Application) -> None:
     """Add POST /api/v1/control to ``app`` (whose configuration is already set)."""
     app[CONTROL_SETUP] = control_setup(app[CONFIG].control)
     app[CONTROL_GATE] = _Gate(limit=MAX_CONTROLS_IN_FLIGHT)
+    app[CONTROL_INFLIGHT] = {}
     app.router.add_post("/api/v1/control", post_control)
