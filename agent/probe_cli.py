@@ -326,6 +326,11 @@ def run_probe(args: argparse.Namespace) -> int:
         print(f"filterwatch: {url!r}: {exc}", file=sys.stderr)
         return 2
     config, state_dir = _load(args)  # a ConfigError reaches the CLI, which exits 2
+    try:
+        _options(config)
+    except ValueError as exc:
+        print(f"filterwatch: probes: {exc}", file=sys.stderr)
+        return 2
     creds: Credentials | None = None
     not_enrolled: str | None = None
     try:

@@ -33,6 +33,7 @@ RESOLV_CONF: Final = Path("/etc/resolv.conf")
 DNS_SHARE: Final = 0.3  # of the measurement's time, at most
 LATE_WINDOW_S: Final = 0.25  # how long to listen for a second answer after the first
 _RETRIES: Final = 2  # UDP is lossy: the same query is sent again at most this often
+MAX_ANSWERS: Final = 32  # the wire schema takes 64; no real site needs more than a few
 
 _RCODE_FAILURES: Final = {
     dns.rcode.NXDOMAIN: Failure.DNS_NXDOMAIN_ERROR,
@@ -61,19 +62,22 @@ class Resolver:
 def parse_resolver(text: str, *, from_system: bool = False) -> Resolver:
     """``"ip"``, ``"ip:port"`` or ``"[ipv6]:port"`` -> ``Resolver``; ValueError if malformed."""
     text = text.strip()
-    host, port = text, 53
+    host, port_text = text, "53"
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"resolver {text!r}: expected [address]:port")
-            port = int(rest[1:])
+            port_text = rest[1:] if rest.startswith(":") else "bad"
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
+    try:
+        ipaddress.ip_address(host)  # a name will not do: the resolver must be an address
         port = int(port_text)
-    ipaddress.ip_address(host)  # raises ValueError for a name: the resolver must be an address
+    except ValueError:
+        raise ValueError(
+            f"resolver {text!r}: expected an IP address, address:port or [IPv6 address]:port"
+        ) from None
     if not 0 < port < 65536:
-        raise ValueError(f"resolver {text!r}: port out of range")
+        raise ValueError(f"resolver {text!r}: port {port} is out of range")
     return Resolver(ip=host, port=port, from_system=from_system)
 
 
@@ -138,7 +142,7 @@ def _addresses(msg: dns.message.Message) -> tuple[list[str], list[int]]:
             for rdata in rrset:
                 answers.append(rdata.address)
                 ttls.append(rrset.ttl)
-    return answers, ttls
+    return answers[:MAX_ANSWERS], ttls[:MAX_ANSWERS]
 
 
 def _reply_to(query: dns.message.Message, data: bytes) -> dns.message.Message | None:
@@ -238,6 +242,7 @@ async def _late_answers(
         # The same answer again (our own retransmission answered twice) is not evidence.
         if set(answers) != first:
             late.extend(a for a in answers if a not in late)
+            del late[MAX_ANSWERS:]
 
 
 async def system_lookup(host: str, port: int, until: float) -> tuple[list[str], Failure | None]:
@@ -253,7 +258,7 @@ async def system_lookup(host: str, port: int, until: float) -> tuple[list[str], 
     addresses: list[str] = []
     for *_, sockaddr in infos:
         ip = str(sockaddr[0])
-        if ip not in addresses:
+        if ip not in addresses and len(addresses) < MAX_ANSWERS:
             addresses.append(ip)
     return addresses, (None if addresses else Failure.DNS_NO_ANSWER)
 

@@ -35,7 +35,7 @@ from agent.probes.failures import classify, wire
 from agent.probes.headers import COMMON_SERVER_HEADERS, HEADERS_OF_NOTE, NEVER_RECORDED
 from agent.probes.tls import TlsContexts
 from shared.logging import scrub
-from shared.schema import Failure, HttpFacts
+from shared.schema import MAX_URL_LENGTH, Failure, HttpFacts
 
 USER_AGENT: Final = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -46,6 +46,7 @@ REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 MAX_HEADERS: Final = 32
 MAX_HEADER_VALUE: Final = 256
 MAX_TITLE: Final = 256
+MAX_HEADER_NAME: Final = 64
 _TITLE_RE: Final = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 _READ_CHUNK: Final = 64 * 1024
 
@@ -109,7 +110,7 @@ def recorded_headers(headers: CIMultiDictProxy[str] | list[tuple[str, str]]) -> 
     out: dict[str, str] = {}
     for name, value in items:
         key = name.lower()
-        if key in NEVER_RECORDED or key in out:
+        if key in NEVER_RECORDED or key in out or len(key) > MAX_HEADER_NAME:
             continue
         if key in HEADERS_OF_NOTE or key not in COMMON_SERVER_HEADERS:
             out[key] = scrub(value)[:MAX_HEADER_VALUE]
@@ -236,7 +237,7 @@ async def fetch(
                         body, truncated = await _read_capped(resp, body_cap)
                         return HttpOutcome(
                             facts={
-                                "url": scrub(str(resp.url)),
+                                "url": _recorded_url(resp.url),
                                 "status": resp.status,
                                 "body_length": len(body),
                                 "body_sha256": hashlib.sha256(body).hexdigest(),
@@ -253,10 +254,14 @@ async def fetch(
             return _failed(current, redirects, http_failure(exc))
 
 
+def _recorded_url(url: URL) -> str:
+    return scrub(str(url))[:MAX_URL_LENGTH]
+
+
 def _failed(url: URL, redirects: int, failure: Failure) -> HttpOutcome:
     return HttpOutcome(
         facts={
-            "url": scrub(str(url)),
+            "url": _recorded_url(url),
             "status": None,
             "body_length": None,
             "body_sha256": None,

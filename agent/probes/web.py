@@ -30,7 +30,14 @@ from yarl import URL
 
 from agent.blockpages import Fingerprints, default_fingerprints
 from agent.probes.deadline import Deadline
-from agent.probes.dns import DNS_SHARE, Resolver, choose_resolver, query_a, resolve
+from agent.probes.dns import (
+    DNS_SHARE,
+    Resolver,
+    choose_resolver,
+    parse_resolver,
+    query_a,
+    resolve,
+)
 from agent.probes.failures import wire
 from agent.probes.http import HttpOutcome, fetch
 from agent.probes.tcp import connect_all
@@ -73,6 +80,14 @@ class ProbeOptions:
     body_cap: int = 512 * 1024
     max_redirects: int = 10
     innocuous_sni: str = "example.com"
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be greater than 0, got {self.timeout_s}")
+        if self.resolver is not None:
+            parse_resolver(self.resolver)  # raises ValueError naming the resolver
+        if self.body_cap < 1 or self.max_redirects < 0:
+            raise ValueError("body_cap must be positive and max_redirects not negative")
 
 
 @dataclass(frozen=True, slots=True)
