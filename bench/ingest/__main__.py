@@ -1,0 +1,189 @@
+"""Ingest benchmark: end-to-end results/s over HTTP against the ceiling without HTTP.
+
+    .venv/bin/python -m bench.ingest [--batches 200] [--size 500] [--clients 4]
+
+A real collector (``filterwatch collector serve``, SQLite in WAL mode in a temporary
+directory) runs in its own process on 127.0.0.1; this process is the load generator. It
+pre-encodes the batches, enrolls an agent, then POSTs every batch and times the run from
+the first request to the last answer (each answer comes after its commit). In the same run
+it measures the ceiling: decode + validate + insert of the same batches in one process,
+with no HTTP. Nothing leaves the loopback interface.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from bench.ingest.workload import encoded_batches
+from collector.store.sqlite import SqliteStore
+from shared.schema import decode_batch, decode_measurement
+
+MSGPACK = "application/vnd.msgpack"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _filterwatch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "filterwatch", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+async def _post_all(url: str, token: str, agent_batches: list[bytes], clients: int) -> float:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in agent_batches:
+        queue.put_nowait(body)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": MSGPACK, "Accept": MSGPACK}
+    accepted = 0
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal accepted
+        while not queue.empty():
+            body = queue.get_nowait()
+            async with session.post(url + "/api/v1/batches", data=body, headers=headers) as resp:
+                if resp.status != 200:
+                    raise SystemExit(f"bench: batch refused: {resp.status} {await resp.text()}")
+                await resp.read()
+                accepted += 1
+
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    assert accepted == len(agent_batches)
+    return elapsed
+
+
+async def _enroll(url: str, code: str) -> tuple[str, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url + "/api/v1/enroll", json={"code": code}) as resp,
+    ):
+        body = await resp.json()
+    return body["agent_id"], body["token"]
+
+
+def end_to_end(work: Path, batches: int, size: int, clients: int) -> tuple[float, float, int]:
+    """(wall seconds, collector CPU seconds, results stored) for posting every batch."""
+    config = work / "collector.yaml"
+    config.write_text(
+        f"database: {{sqlite_path: {work / 'e2e.sqlite3'}}}\nlogging: {{json: true, level: info}}\n"
+    )
+    code = subprocess.run(
+        _filterwatch("collector", "enroll-code", "--config", str(config), "--uses", "1"),
+        check=True,
+        capture_output=True,
+        text=True,
+        env=_env(),
+    ).stdout.strip()
+    server = subprocess.Popen(
+        _filterwatch("collector", "serve", "--config", str(config), "--port", "0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().rsplit(" ", 1)[-1].strip()
+        agent_id, token = asyncio.run(_enroll(url, code))
+        bodies = encoded_batches(agent_id, batches, size, seed=2)
+        proc = psutil.Process(server.pid)
+        cpu_before = sum(proc.cpu_times()[:2])
+        elapsed = asyncio.run(_post_all(url, token, bodies, clients))
+        cpu = sum(proc.cpu_times()[:2]) - cpu_before
+    finally:
+        server.terminate()
+        server.wait(30)
+    stored = asyncio.run(_count(work / "e2e.sqlite3"))
+    return elapsed, cpu, stored
+
+
+async def _count(path: Path) -> int:
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        return await store.count_measurements()
+    finally:
+        await store.close()
+
+
+async def _ceiling(path: Path, bodies: list[bytes]) -> tuple[float, float, float, float]:
+    """(total, decode+validate, insert, CPU) seconds for the batches, no HTTP."""
+    store = SqliteStore(path)
+    await store.open()
+    decode_s = insert_s = 0.0
+    try:
+        cpu_started = time.process_time()  # the whole process: the writer thread included
+        started = time.perf_counter()
+        for body in bodies:
+            t0 = time.perf_counter()
+            env = decode_batch(body)
+            results = [decode_measurement(raw) for raw in env.results]
+            t1 = time.perf_counter()
+            await store.insert_measurements(env.agent_id, env.batch_id, results, time.time())
+            insert_s += time.perf_counter() - t1
+            decode_s += t1 - t0
+        total = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+    finally:
+        await store.close()
+    return total, decode_s, insert_s, cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--size", type=int, default=500, help="results per batch")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent uploads")
+    args = parser.parse_args(argv)
+    n = args.batches * args.size
+    with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
+        work = Path(tmp)
+        bodies = encoded_batches("ag-bench", args.batches, args.size, seed=1)
+        per_result = sum(len(b) for b in bodies) / n
+        total, decode_s, insert_s, ceiling_cpu = asyncio.run(
+            _ceiling(work / "ceiling.sqlite3", bodies)
+        )
+        e2e_s, e2e_cpu, stored = end_to_end(work, args.batches, args.size, args.clients)
+        load = os.getloadavg()[0]
+    if stored != n:
+        print(f"bench: {stored} results stored, expected {n}", file=sys.stderr)
+        return 1
+    ceiling = n / total
+    e2e = n / e2e_s
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        f"workload: {args.batches} batches x {args.size} results,"
+        f" {per_result:.0f} bytes/result msgpack, {args.clients} concurrent clients"
+    )
+    print(f"  decode+validate (msgspec)      {n / decode_s:>10,.0f} results/s")
+    print(f"  insert (SQLite WAL, 1 writer)  {n / insert_s:>10,.0f} results/s")
+    print(f"  ceiling, no HTTP               {ceiling:>10,.0f} results/s")
+    print(f"  end to end over HTTP           {e2e:>10,.0f} results/s  ({e2e_s:.2f} s)")
+    print(f"  ratio end to end / ceiling     {e2e / ceiling:>10.2f}")
+    # CPU time is steadier than wall time on a shared machine: results per CPU-second.
+    print(f"  ceiling per CPU-second         {n / ceiling_cpu:>10,.0f} results")
+    print(f"  collector per CPU-second       {n / e2e_cpu:>10,.0f} results (HTTP included)")
+    print(f"  load average during the run    {load:>10.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
