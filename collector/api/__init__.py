@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from collector.state import json_error
 
@@ -94,6 +95,10 @@ async def read_body(request: web.Request, limit: int, *, compressed_ok: bool = T
                 raise _too_large(limit)
     except zlib.error:
         raise json_error(400, "bad_encoding", "the body is not valid gzip/deflate data") from None
+    except (RequestPayloadError, ConnectionError):
+        # The client went away or broke the framing mid-body: nobody is likely to read the
+        # answer, but it is a bad request, not a failure of the collector.
+        raise json_error(400, "incomplete_body", "the request body ended early") from None
     if inflate is not None and (not inflate.eof or inflate.unused_data):
         raise json_error(
             400, "bad_encoding", "the compressed body is truncated or has trailing data"

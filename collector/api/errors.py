@@ -52,7 +52,9 @@ def _as_json(exc: web.HTTPException) -> web.HTTPException:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
     started = time.perf_counter()
-    status = 500
+    # Stays 499 ("client closed request") only if the handler is cancelled because the
+    # client hung up: cancellation is not caught here, just recorded as such.
+    status = 499
     metrics.in_flight.inc()
     try:
         response = await handler(request)
@@ -67,6 +69,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         raise _as_json(exc) from None
     except Exception:
+        status = 500
         route = _route(request)
         log.exception("request_failed", method=request.method, route=route)
         raise json_error(

@@ -267,3 +267,37 @@ async def test_ingest_beyond_the_in_flight_bound_gets_503(aiohttp_client: Any, c
     release.set()
     resp = await first
     assert (await resp.json())["accepted"] == 1
+
+
+async def test_body_cut_short_is_a_400_not_a_failure(client: Client) -> None:
+    """A client that promises more body than it sends and hangs up gets no 500 logged."""
+    from structlog.testing import capture_logs
+
+    from collector.api.ingest import INGEST_GATE
+
+    agent_id, token = await enroll(client)
+    body = encode(batch(agent_id, [record(0)]))
+    assert client.server.port is not None
+    with capture_logs() as events:
+        _, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+        writer.write(
+            b"POST /api/v1/batches HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + MSGPACK.encode()
+            + b"\r\nAuthorization: Bearer "
+            + token.encode()
+            + b"\r\nContent-Length: "
+            + str(len(body) + 1000).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        await writer.drain()
+        while client.app[INGEST_GATE].busy == 0:  # noqa: ASYNC110 - wait for the handler
+            await asyncio.sleep(0.01)
+        writer.close()
+        await writer.wait_closed()
+        while client.app[INGEST_GATE].busy:  # noqa: ASYNC110 - and for it to finish
+            await asyncio.sleep(0.01)
+    statuses = [e.get("status") for e in events if e["event"] == "http_request"]
+    assert len(statuses) == 1 and statuses[0] in (400, 499)  # refused, or cut off with it
+    assert not [e for e in events if e["event"] == "request_failed"]
+    assert await stored(client) == 0
