@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import secrets
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -112,14 +115,145 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+@dataclass(slots=True)
+class _Job:
+    future: Future[Any]
+    fn: Callable[[sqlite3.Connection], Any] | None = None
+    make_rows: Callable[[], Sequence[Row]] | None = None  # an insert, when set
+
+
+_STOP: Final = None
+_GROUP_JOBS: Final = 16  # inserts sharing one transaction, at most
+
+
+class _Writer:
+    """The one thread that writes, with its own connection.
+
+    Inserts that are waiting together share one transaction (group commit): with
+    synchronous=FULL every commit is an fsync, and concurrent batches pay for one. Each
+    insert still gets its own accepted/duplicate counts, and none is answered before the
+    transaction holding it has committed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._started: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+
+    async def start(self) -> None:
+        self._thread.start()
+        await asyncio.wrap_future(self._started)
+
+    async def stop(self) -> None:
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put(_Job(future, fn=fn))
+        return future
+
+    def submit_insert(self, make_rows: Callable[[], Sequence[Row]]) -> Future[InsertOutcome]:
+        future: Future[InsertOutcome] = Future()
+        self._queue.put(_Job(future, make_rows=make_rows))
+        return future
+
+    def _run(self) -> None:
+        try:
+            conn = _open_for_writing(self.path)
+        except Exception as exc:
+            self._started.set_exception(exc)
+            return
+        self._started.set_result(None)
+        pending: deque[_Job | None] = deque()
+        try:
+            while True:
+                job = pending.popleft() if pending else self._queue.get()
+                if job is None:
+                    break
+                if job.make_rows is None:
+                    _settle(job, job.fn, conn)
+                    continue
+                group = [job]
+                while len(group) < _GROUP_JOBS:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None or more.make_rows is None:
+                        pending.append(more)
+                        break
+                    group.append(more)
+                _insert_group(conn, group)
+        finally:
+            conn.close()
+
+
+def _settle(
+    job: _Job, fn: Callable[[sqlite3.Connection], Any] | None, conn: sqlite3.Connection
+) -> None:
+    assert fn is not None
+    try:
+        result = fn(conn)
+    except Exception as exc:
+        job.future.set_exception(exc)
+    else:
+        job.future.set_result(result)
+
+
+def _insert_group(conn: sqlite3.Connection, group: list[_Job]) -> None:
+    built: list[tuple[_Job, Sequence[Row]]] = []
+    for job in group:
+        assert job.make_rows is not None
+        try:
+            built.append((job, job.make_rows()))
+        except Exception as exc:
+            job.future.set_exception(exc)
+    if not built:
+        return
+    try:
+        with _transaction(conn):
+            counts = [
+                conn.executemany(_INSERT_SQL, rows).rowcount if rows else 0 for _, rows in built
+            ]
+    except Exception as exc:
+        if len(built) == 1:
+            built[0][0].future.set_exception(exc)
+            return
+        for job, rows in built:  # find the culprit: each insert on its own
+            _insert_group(conn, [_Job(job.future, make_rows=_constant(rows))])
+        return
+    for (job, rows), accepted in zip(built, counts, strict=True):
+        job.future.set_result(InsertOutcome(accepted=accepted, duplicates=len(rows) - accepted))
+
+
+def _constant(rows: Sequence[Row]) -> Callable[[], Sequence[Row]]:
+    def make() -> Sequence[Row]:
+        return rows
+
+    return make
+
+
+def _open_for_writing(path: Path) -> sqlite3.Connection:
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    try:
+        migrate_sqlite(conn)
+    except Exception:
+        conn.close()
+        raise
+    return conn
+
+
 class SqliteStore(Store):
     """The default store: one SQLite file in WAL mode."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer: _Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
-        self._write_conn: sqlite3.Connection | None = None
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -127,28 +261,16 @@ class SqliteStore(Store):
     # --- threads and connections ---
 
     async def open(self) -> None:
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        writer = _Writer(self.path)
+        await writer.start()
+        self._writer = writer
         self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="sqlite-reader")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self._open_writer)
-
-    def _open_writer(self) -> None:
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = connect(self.path)
-        try:
-            migrate_sqlite(conn)
-        except Exception:
-            conn.close()
-            raise
-        self._write_conn = conn
 
     async def close(self) -> None:
         writer, readers = self._writer, self._readers
         self._writer = self._readers = None
         if writer is not None:
-            await asyncio.get_running_loop().run_in_executor(writer, self._close_writer)
-            await asyncio.to_thread(writer.shutdown)
+            await writer.stop()
         if readers is not None:
             await asyncio.to_thread(readers.shutdown)
         with self._lock:
@@ -156,20 +278,14 @@ class SqliteStore(Store):
         for conn in conns:
             conn.close()
 
-    def _close_writer(self) -> None:
-        if self._write_conn is not None:
-            self._write_conn.close()
-            self._write_conn = None
+    def _live_writer(self) -> _Writer:
+        if self._writer is None:
+            raise RuntimeError("the store is not open")
+        return self._writer
 
     async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the writer thread; ``fn`` manages its own transaction."""
-        if self._writer is None:
-            raise RuntimeError("the store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._in_writer, fn)
-
-    def _in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        assert self._write_conn is not None
-        return fn(self._write_conn)
+        return await asyncio.wrap_future(self._live_writer().submit(fn))
 
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -223,15 +339,14 @@ class SqliteStore(Store):
         results: Sequence[Measurement | MeasurementWire],
         received_at: float,
     ) -> InsertOutcome:
-        def write(conn: sqlite3.Connection) -> InsertOutcome:
-            rows = [measurement_row(m, agent_id, batch_id, received_at) for m in results]
-            return insert_rows(conn, rows)
+        def make_rows() -> list[Row]:
+            return [measurement_row(m, agent_id, batch_id, received_at) for m in results]
 
-        return await self.run_write(write)
+        return await asyncio.wrap_future(self._live_writer().submit_insert(make_rows))
 
     async def insert_rows(self, rows: Sequence[Row]) -> InsertOutcome:
         """Insert rows already built by ``measurement_row``, committing before returning."""
-        return await self.run_write(partial(insert_rows, rows=rows))
+        return await asyncio.wrap_future(self._live_writer().submit_insert(lambda: rows))
 
     async def count_measurements(self) -> int:
         return await self.run_read(

@@ -122,3 +122,38 @@ async def test_analyst_tokens(store: SqliteStore) -> None:
     assert not await store.analyst_token_exists("x")
     await store.add_analyst_token("x")
     assert await store.analyst_token_exists("x")
+
+
+async def test_concurrent_inserts_share_commits_but_not_outcomes(store: SqliteStore) -> None:
+    """Inserts awaited together each get their own counts; overlapping ids are stored once."""
+    import asyncio
+
+    results = [decode_measurement(encode(record(i))) for i in range(30)]
+    outcomes = await asyncio.gather(
+        *(
+            store.insert_measurements("ag-1", f"b{k}", results[k * 5 : k * 5 + 10], 1.0)
+            for k in range(5)
+        )
+    )
+    assert sum(o.accepted for o in outcomes) == 30
+    assert sum(o.duplicates for o in outcomes) == 20
+    assert await store.count_measurements() == 30
+
+
+async def test_a_failing_insert_does_not_sink_its_group(store: SqliteStore) -> None:
+    """An insert that fails inside a shared transaction fails alone; the others commit."""
+    import asyncio
+
+    from collector.store.sqlite import measurement_row
+
+    good = [measurement_row(decode_measurement(encode(record(i))), "a", "b", 1.0) for i in range(3)]
+    bad = [("too", "few", "columns")]
+    outcomes = await asyncio.gather(
+        store.insert_rows(good[:2]),
+        store.insert_rows(bad),
+        store.insert_rows(good[2:]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], sqlite3.Error)
+    assert [o.accepted for o in (outcomes[0], outcomes[2])] == [2, 1]  # type: ignore[union-attr]
+    assert await store.count_measurements() == 3
