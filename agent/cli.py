@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.collector_api import ApiError, enroll, upload_channel
+from agent.collector_api import ApiError, enroll, ssl_context, upload_channel
 from agent.config import AgentConfig, default_config, load_agent_config
 from agent.spool import read_stats
 from agent.state import (
@@ -109,7 +109,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
     async def trade() -> tuple[str, str]:
         up = config.upload if config else None
-        channel = upload_channel(up.proxy if up else None, up.ca_file if up else None)
+        ctx = ssl_context(up.ca_file if up else None)
+        channel = upload_channel(up.proxy if up else None, ctx)
         try:
             return await enroll(channel.session, args.collector, args.code, channel.proxy)
         finally:

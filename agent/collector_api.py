@@ -60,9 +60,16 @@ def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return ctx
 
 
-def direct_session(ca_file: Path | None, limit: int = 4) -> aiohttp.ClientSession:
+TrustSource = ssl.SSLContext | Path | None  # a context, or a CA file to add to the system's
+
+
+def _context(trust: TrustSource) -> ssl.SSLContext:
+    return trust if isinstance(trust, ssl.SSLContext) else ssl_context(trust)
+
+
+def direct_session(trust: TrustSource, limit: int = 4) -> aiohttp.ClientSession:
     """A session that connects straight to the collector, ignoring proxy settings."""
-    connector = aiohttp.TCPConnector(ssl=ssl_context(ca_file), limit=limit)
+    connector = aiohttp.TCPConnector(ssl=_context(trust), limit=limit)
     return aiohttp.ClientSession(
         connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}
     )
@@ -79,9 +86,9 @@ class UploadChannel:
         await self.session.close()
 
 
-def upload_channel(proxy: str | None, ca_file: Path | None, limit: int = 8) -> UploadChannel:
+def upload_channel(proxy: str | None, trust: TrustSource, limit: int = 8) -> UploadChannel:
     """A session for uploads, through ``proxy`` when one is configured."""
-    ctx = ssl_context(ca_file)
+    ctx = _context(trust)
     headers = {"User-Agent": USER_AGENT}
     if proxy is not None and urlsplit(proxy).scheme.startswith("socks"):
         from aiohttp_socks import ProxyConnector

@@ -38,6 +38,7 @@ from agent.collector_api import (
     api_url,
     call,
     direct_session,
+    ssl_context,
     targets_from_answer,
     upload_channel,
 )
@@ -74,6 +75,9 @@ class Probing:
 
     measure: MeasureFn
     control: ControlFn
+    # Built once before the first round: what every measurement shares (TLS contexts with
+    # the system's roots). Left to the first measurements, each would build its own.
+    warm_up: Callable[[], Awaitable[object]] | None = None
 
 
 ProbingFactory = Callable[[AgentConfig, Credentials, UploadChannel], Probing]
@@ -83,6 +87,7 @@ def real_probing(config: AgentConfig, creds: Credentials, channel: UploadChannel
     """The probes of agent/probes, with the options from ``config``."""
     from agent.blockpages import load_fingerprints
     from agent.control_client import fetch_control
+    from agent.probes.tls import tls_contexts
     from agent.probes.web import ProbeOptions, measure
 
     p = config.probes
@@ -114,7 +119,7 @@ def real_probing(config: AgentConfig, creds: Credentials, channel: UploadChannel
             channel.session, creds.collector_url, creds.token, url, p.timeout_s + 5.0
         )
 
-    return Probing(measure_one, control_for)
+    return Probing(measure_one, control_for, lambda: tls_contexts(p.ca_file))
 
 
 class Agent:
@@ -143,8 +148,10 @@ class Agent:
         ensure_state_dir(self.state_dir)
         await self.spool.open()
         self.status.update(pid=os.getpid())
-        direct = direct_session(cfg.upload.ca_file)
-        channel = upload_channel(cfg.upload.proxy, cfg.upload.ca_file)
+        # One context for both sessions: loading the system's roots costs memory and time.
+        ctx = await asyncio.to_thread(ssl_context, cfg.upload.ca_file)
+        direct = direct_session(ctx)
+        channel = upload_channel(cfg.upload.proxy, ctx)
         try:
             identity = NetworkIdentity(
                 direct, self.creds.collector_url, self.creds.token, self.clock
@@ -160,6 +167,8 @@ class Agent:
                 self.status,
                 rng=self._rng,
             )
+            if probing.warm_up is not None:
+                await probing.warm_up()
             stats = await self.spool.stats()
             log.info(
                 "agent_started",

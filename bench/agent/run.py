@@ -147,13 +147,26 @@ class RunFigures:
     concurrency: int
     wall_s: float
     peak_rss_mb: float
+    cpu_s: float  # user + system time of the agent process
+    threads: int  # the most threads seen in the agent process
 
 
-def peak_rss_mb(pid: int) -> float:
+def proc_status(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def max_threads(pid: int, seen: list[int]) -> None:
+    while True:
+        seen.append(proc_status(pid, "Threads"))
+        await asyncio.sleep(0.2)
 
 
 async def run_agent(
@@ -190,15 +203,20 @@ async def run_agent(
         str(cfg_path),
         stderr=open(workdir / f"agent-{concurrency}.log", "wb"),  # noqa: SIM115, ASYNC230
     )
+    threads: list[int] = [0]
+    sampler = asyncio.create_task(max_threads(proc.pid, threads))
     try:
         async with asyncio.timeout(1800):
             await collector.done.wait()
-        rss = peak_rss_mb(proc.pid)
+        rss = proc_status(proc.pid, "VmHWM") / 1024
+        cpu = cpu_seconds(proc.pid)
     finally:
+        sampler.cancel()
         proc.send_signal(signal.SIGTERM)
         await proc.wait()
     assert collector.first_request is not None and collector.finished is not None
-    return RunFigures(len(targets), concurrency, collector.finished - collector.first_request, rss)
+    wall = collector.finished - collector.first_request
+    return RunFigures(len(targets), concurrency, wall, rss, cpu, max(threads))
 
 
 async def main(n_targets: int, sample: int) -> None:
@@ -238,11 +256,13 @@ async def main(n_targets: int, sample: int) -> None:
     )
     print(
         f"  concurrency {fast.concurrency:>3}: {fast.targets} targets in {fast.wall_s:.1f} s "
-        f"({fast.targets / fast.wall_s:.1f}/s), peak RSS {fast.peak_rss_mb:.1f} MB"
+        f"({fast.targets / fast.wall_s:.1f}/s), peak RSS {fast.peak_rss_mb:.1f} MB, "
+        f"CPU {fast.cpu_s:.1f} s, at most {fast.threads} threads"
     )
     print(
         f"  concurrency   1: {slow.targets} targets (a sample) in {slow.wall_s:.1f} s "
-        f"= {per_target * 1000:.0f} ms each, peak RSS {slow.peak_rss_mb:.1f} MB"
+        f"= {per_target * 1000:.0f} ms each, peak RSS {slow.peak_rss_mb:.1f} MB, "
+        f"CPU {slow.cpu_s:.1f} s, at most {slow.threads} threads"
     )
     print(
         f"  one at a time, extrapolated from the sample to {n_targets} targets: "
