@@ -394,3 +394,70 @@ async def test_sigkill_mid_round_loses_nothing_and_duplicates_nothing(
     assert len(set(ids) - spooled) <= 6
     assert await asyncio.to_thread(spooled_ids, spool) == set()
     assert '"agent_stopped"' in logs[1].read_text()
+
+
+@dataclass
+class Gauge:
+    """Counts the requests being answered at once, per host and in all, and the most seen."""
+
+    now: dict[str, int] = field(default_factory=dict)
+    most: dict[str, int] = field(default_factory=dict)
+    now_total: int = 0
+    most_total: int = 0
+
+    def app(self) -> web.Application:
+        async def page(request: web.Request) -> web.Response:
+            host = request.host
+            self.now[host] = self.now.get(host, 0) + 1
+            self.most[host] = max(self.most.get(host, 0), self.now[host])
+            self.now_total += 1
+            self.most_total = max(self.most_total, self.now_total)
+            try:
+                await asyncio.sleep(0.2)
+            finally:
+                self.now[host] -= 1
+                self.now_total -= 1
+            return web.Response(text="<title>busy</title>", content_type="text/html")
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", page)
+        return app
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "per_host_limit", "hosts", "expected_per_host", "expected_total"),
+    [(4, 1, 2, 1, 2), (3, 3, 1, 3, 3)],
+)
+async def test_concurrency_and_per_host_limits_hold(
+    aiohttp_server: ServerFactory,
+    tmp_path: Path,
+    concurrency: int,
+    per_host_limit: int,
+    hosts: int,
+    expected_per_host: int,
+    expected_total: int,
+) -> None:
+    """No host ever sees more than per_host_limit measurements at once and no more than
+    ``concurrency`` run in all, while the workers use the room they have."""
+    gauge = Gauge()
+    servers = [
+        await aiohttp_server(gauge.app(), host=host) for host in ("127.0.0.1", "127.0.0.2")[:hosts]
+    ]
+    urls = [str(s.make_url(f"/p{i}")) for s in servers for i in range(12 // hosts)]
+    double = CollectorDouble(targets=urls)
+    collector = await aiohttp_server(double.app())
+    recorder = Recorder()
+    config = agent_config(
+        str(collector.make_url("")),
+        tmp_path,
+        interval_s=3600,
+        concurrency=concurrency,
+        per_host_limit=per_host_limit,
+    )
+    _agent, stop, task = await start_agent(config, recorder)
+    async with asyncio.timeout(60):
+        await recorder.wait_for(12)
+    stop.set()
+    await task
+    assert max(gauge.most.values()) == expected_per_host
+    assert gauge.most_total == expected_total
