@@ -156,3 +156,14 @@ async def test_acknowledging_results_the_cap_dropped_is_harmless(tmp_path: Path)
 def test_read_stats_of_a_missing_spool_is_none(tmp_path: Path) -> None:
     """`agent status` before the first run finds no spool and says so."""
     assert read_stats(tmp_path / "nothing.db") is None
+
+
+async def test_status_reads_a_spool_that_is_being_written(tmp_path: Path) -> None:
+    """`agent status` can read the figures of a running agent's spool."""
+    spool = await opened(tmp_path / "s.db")
+    for _ in range(3):
+        await spool.put(measurement())
+    stats = await asyncio.to_thread(read_stats, tmp_path / "s.db")
+    assert stats is not None and stats.results == 3
+    assert stats.bytes == (await spool.stats()).bytes
+    await spool.close()
