@@ -1,4 +1,5 @@
-"""The filters every query takes (design.md section 2): --cc --asn --domain --since --until --bucket."""
+"""The filters every query takes (design.md section 2):
+--cc --asn --domain --since --until --bucket."""
 
 from __future__ import annotations
 
