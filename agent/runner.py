@@ -233,6 +233,28 @@ class Agent:
         probing: Probing,
         channel: UploadChannel,
     ) -> None:
+        """One round, cut short ``shutdown_grace_s`` after ``stop`` whatever it is doing."""
+        controls: dict[str, asyncio.Future[ControlFacts | None]] = {}
+        try:
+            async with asyncio.timeout(None) as deadline:
+                async with asyncio.TaskGroup() as tg:
+                    grace = tg.create_task(self._arm_grace(stop, deadline))
+                    await self._measure_round(stop, identity, probing, channel, controls)
+                    grace.cancel()
+        except TimeoutError:
+            log.warning("measurements_abandoned", reason="shutdown")
+        finally:
+            for fut in controls.values():
+                fut.cancel()
+
+    async def _measure_round(
+        self,
+        stop: asyncio.Event,
+        identity: NetworkIdentity,
+        probing: Probing,
+        channel: UploadChannel,
+        controls: dict[str, asyncio.Future[ControlFacts | None]],
+    ) -> None:
         targets = await self._targets(channel)
         if not targets:
             log.warning("no_targets")
@@ -246,8 +268,6 @@ class Agent:
         for t in order:
             queue.put_nowait(t)
         hosts: dict[str, asyncio.Semaphore] = {}
-        controls: dict[str, asyncio.Future[ControlFacts | None]] = {}
-        workers = min(self.config.concurrency, len(order))
         log.info("round_started", targets=len(order))
         measured = 0
 
@@ -265,18 +285,11 @@ class Agent:
                         measured += 1
 
         try:
-            async with asyncio.timeout(None) as deadline:
-                async with asyncio.TaskGroup() as tg:
-                    tasks = [tg.create_task(worker()) for _ in range(workers)]
-                    grace = tg.create_task(self._arm_grace(stop, deadline))
-                    await asyncio.wait(tasks)
-                    grace.cancel()
-        except TimeoutError:
-            log.warning("measurements_abandoned", reason="shutdown")
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(self.config.concurrency, len(order))):
+                    tg.create_task(worker())
         finally:
-            for fut in controls.values():
-                fut.cancel()
-        log.info("round_finished", measured=measured, skipped=queue.qsize())
+            log.info("round_finished", measured=measured, skipped=queue.qsize())
 
     async def _arm_grace(self, stop: asyncio.Event, deadline: asyncio.Timeout) -> None:
         await stop.wait()

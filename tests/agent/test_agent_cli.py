@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import stat
 import sys
 from collections.abc import Awaitable, Callable
@@ -131,3 +132,48 @@ async def test_status_shows_spool_uploads_errors_and_network(tmp_path: Path) -> 
     code, out, _ = await filterwatch("agent", "status", "--state-dir", str(state))
     assert "AS64500" in out and "connect_failed" in out and "2001-09-09" in out
     assert TOKEN not in out
+
+
+async def test_sigterm_stops_the_agent_even_while_the_collector_hangs(tmp_path: Path) -> None:
+    """SIGTERM ends `agent run` cleanly (exit 0) within its grace even when the collector
+    accepts connections and never answers."""
+    held: list[asyncio.StreamWriter] = []
+    connected = asyncio.Event()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # keep the connection open and say nothing
+        connected.set()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    state = tmp_path / "state"
+    save_credentials(state, Credentials(AGENT_ID, TOKEN, f"http://127.0.0.1:{port}"))
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"collector_url: http://127.0.0.1:{port}\nstate_dir: {state}\nshutdown_grace_s: 1\n"
+        "logging: {json: true, level: info}\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "filterwatch",
+        "agent",
+        "run",
+        "--config",
+        str(config),
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stderr is not None
+    async with asyncio.timeout(30):
+        while b"agent_started" not in await proc.stderr.readline():
+            pass
+        await connected.wait()  # the agent now waits for an answer that never comes
+        proc.send_signal(signal.SIGTERM)
+        rest = await proc.stderr.read()
+        assert await proc.wait() == 0
+    assert b"agent_stopped" in rest
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
