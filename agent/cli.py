@@ -17,6 +17,7 @@ from agent.config import AgentConfig, default_config, load_agent_config
 from agent.spool import read_stats
 from agent.state import (
     SPOOL_FILE,
+    AlreadyRunningError,
     Credentials,
     NotEnrolledError,
     StateError,
@@ -143,7 +144,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(config.logging.json, config.logging.level)
     from agent.runner import run_agent
 
-    asyncio.run(run_agent(config, creds, state_dir))
+    try:
+        asyncio.run(run_agent(config, creds, state_dir))
+    except (AlreadyRunningError, StateError) as exc:
+        return _fail(str(exc), 1)
     return 0
 
 

@@ -54,6 +54,7 @@ from agent.state import (
     ensure_state_dir,
     load_status,
     load_targets,
+    lock_state_dir,
     save_targets,
 )
 from agent.uploader import Uploader
@@ -144,8 +145,15 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Measure and upload until ``stop`` is set, then shut down within the grace."""
-        cfg = self.config
         ensure_state_dir(self.state_dir)
+        lock = lock_state_dir(self.state_dir)
+        try:
+            await self._run_locked(stop)
+        finally:
+            os.close(lock)
+
+    async def _run_locked(self, stop: asyncio.Event) -> None:
+        cfg = self.config
         await self.spool.open()
         self.status.update(pid=os.getpid())
         # One context for both sessions: loading the system's roots costs memory and time.

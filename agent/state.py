@@ -15,6 +15,7 @@ callers on the event loop still go through a thread.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +28,7 @@ CREDENTIALS_FILE = "credentials.json"
 TARGETS_FILE = "targets.json"
 STATUS_FILE = "status.json"
 SPOOL_FILE = "spool.sqlite3"
+LOCK_FILE = "agent.lock"
 
 
 class NotEnrolledError(FilterwatchError):
@@ -56,6 +58,25 @@ def ensure_state_dir(path: Path) -> Path:
     except OSError as exc:
         raise StateError(f"cannot create the state directory {path}: {exc.strerror}") from None
     return path
+
+
+class AlreadyRunningError(FilterwatchError):
+    """Another agent is already running with this state directory."""
+
+
+def lock_state_dir(path: Path) -> int:
+    """Hold the state directory for this process (two agents would measure everything
+    twice); the kernel lets go when the process ends, however it ends. Returns the
+    descriptor to keep open."""
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunningError(
+            f"another agent is already running with the state directory {path}"
+        ) from None
+    return fd
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.state import Credentials, Status, save_credentials, save_status
+from agent.state import Credentials, Status, lock_state_dir, save_credentials, save_status
 from tests.agent.collector_double import AGENT_ID, TOKEN, CollectorDouble
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
@@ -177,3 +177,16 @@ async def test_sigterm_stops_the_agent_even_while_the_collector_hangs(tmp_path: 
         writer.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_a_second_agent_on_the_same_state_dir_refuses_to_run(tmp_path: Path) -> None:
+    """Two agents sharing a state directory would measure everything twice: the second one
+    exits 1 and says why."""
+    state = tmp_path / "state"
+    save_credentials(state, Credentials(AGENT_ID, TOKEN, "http://127.0.0.1:9"))
+    fd = lock_state_dir(state)  # this test process plays the running agent
+    try:
+        code, _, err = await filterwatch("agent", "run", "--state-dir", str(state))
+    finally:
+        os.close(fd)
+    assert code == 1 and "already running" in err
