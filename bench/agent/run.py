@@ -102,6 +102,7 @@ class BenchCollector:
     finished: float | None = None
     stored: set[str] = field(default_factory=set)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    durations_ms: list[float] = field(default_factory=list)  # each measurement's total time
 
     def reset(self, targets: list[str]) -> None:
         self.targets = targets
@@ -109,6 +110,7 @@ class BenchCollector:
         self.first_request = self.finished = None
         self.stored = set()
         self.done = asyncio.Event()
+        self.durations_ms = []
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -133,6 +135,9 @@ class BenchCollector:
     async def post_batch(self, request: web.Request) -> web.Response:
         env = batch_envelope_from_wire(decode(await request.read()))
         new = {r["id"] for r in env.results} - self.stored
+        self.durations_ms.extend(
+            float(r["timings"].get("total_ms", 0.0)) for r in env.results if r["id"] in new
+        )
         self.stored |= new
         if len(self.stored) >= self.expected and not self.done.is_set():
             self.finished = time.perf_counter()
@@ -149,6 +154,8 @@ class RunFigures:
     peak_rss_mb: float
     cpu_s: float  # user + system time of the agent process
     threads: int  # the most threads seen in the agent process
+    p50_ms: float  # a measurement's own duration, median
+    p99_ms: float
 
 
 def proc_status(pid: int, key: str) -> int:
@@ -216,7 +223,9 @@ async def run_agent(
         await proc.wait()
     assert collector.first_request is not None and collector.finished is not None
     wall = collector.finished - collector.first_request
-    return RunFigures(len(targets), concurrency, wall, rss, cpu, max(threads))
+    ms = sorted(collector.durations_ms) or [0.0]
+    p50, p99 = ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    return RunFigures(len(targets), concurrency, wall, rss, cpu, max(threads), p50, p99)
 
 
 async def main(n_targets: int, sample: int) -> None:
@@ -263,6 +272,11 @@ async def main(n_targets: int, sample: int) -> None:
         f"  concurrency   1: {slow.targets} targets (a sample) in {slow.wall_s:.1f} s "
         f"= {per_target * 1000:.0f} ms each, peak RSS {slow.peak_rss_mb:.1f} MB, "
         f"CPU {slow.cpu_s:.1f} s, at most {slow.threads} threads"
+    )
+    print(
+        f"  a measurement's own time, median / 99th percentile: "
+        f"{fast.p50_ms:.0f} / {fast.p99_ms:.0f} ms at concurrency {fast.concurrency}, "
+        f"{slow.p50_ms:.0f} / {slow.p99_ms:.0f} ms one at a time"
     )
     print(
         f"  one at a time, extrapolated from the sample to {n_targets} targets: "
