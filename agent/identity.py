@@ -123,8 +123,10 @@ class NetworkIdentity:
         token: str,
         clock: Clock,
         timeout_s: float = 10.0,
+        check_every_s: float = ADDRESS_CHECK_EVERY_S,
     ) -> None:
         self._session = session
+        self._check_every_s = check_every_s
         self._collector_url = collector_url
         self._token = token
         self._clock = clock
@@ -147,7 +149,7 @@ class NetworkIdentity:
         """The network for a measurement starting now: asks again first if the local
         addresses changed since the last answer."""
         now = time.monotonic()
-        if now - self._checked_mono >= ADDRESS_CHECK_EVERY_S:
+        if now - self._checked_mono >= self._check_every_s:
             self._checked_mono = now
             if local_address_fingerprint(self._destinations) != self._fingerprint:
                 async with self._lock:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -33,6 +35,7 @@ from shared.config import config_from_mapping
 from shared.schema import ControlFacts, Measurement, NetworkFacts
 from tests.agent.collector_double import AGENT_ID, TOKEN, CollectorDouble
 from tests.agent.sites import site_app
+from tests.conftest import skip_or_fail_in_ci
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 ROOT = Path(__file__).resolve().parents[2]
@@ -461,3 +464,56 @@ async def test_concurrency_and_per_host_limits_hold(
     await task
     assert max(gauge.most.values()) == expected_per_host
     assert gauge.most_total == expected_total
+
+
+ADDRESS_CHANGE_SCRIPT = """
+import asyncio, subprocess, sys
+from aiohttp import web
+from agent.collector_api import direct_session
+from agent.identity import Clock, NetworkIdentity
+from tests.conftest import skip_or_fail_in_ci
+from tests.agent.collector_double import TOKEN, CollectorDouble
+
+async def main():
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    double = CollectorDouble()
+    runner = web.AppRunner(double.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    session = direct_session(None)
+    identity = NetworkIdentity(session, f"http://127.0.0.1:{port}", TOKEN, Clock(), check_every_s=0)
+    await identity.current()
+    await identity.current()
+    calls = [double.whoami_calls]
+    veth = ["ip", "link", "add", "fw-a", "type", "veth", "peer", "name", "fw-b"]
+    subprocess.run(veth, check=True)
+    await identity.current()
+    calls.append(double.whoami_calls)
+    await session.close()
+    await runner.cleanup()
+    print(calls)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_change_of_local_addresses_asks_whoami_again(tmp_path: Path) -> None:
+    """The network is asked again as soon as the machine's interfaces change, and not
+    before (run in a network namespace of its own, where an interface is added)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        skip_or_fail_in_ci("needs root, unshare and ip to change interfaces in a namespace")
+    proc = await asyncio.create_subprocess_exec(
+        "unshare",
+        "--net",
+        sys.executable,
+        "-c",
+        ADDRESS_CHANGE_SCRIPT,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert json.loads(out.splitlines()[-1]) == [1, 2]
