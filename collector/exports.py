@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -23,9 +23,9 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from collector.store.base import EXPORT_COLUMNS, BucketCount
+from collector.store.queries import example_pair
 from shared.errors import FilterwatchError
 from shared.filters import Filters
-from shared.schema import Blocking
 
 FORMATS: Final = ("csv", "jsonl", "parquet")
 SUFFIXES: Final = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
@@ -34,7 +34,6 @@ MEDIA_TYPES: Final = {
     "jsonl": "application/x-ndjson",
     "parquet": "application/vnd.apache.parquet",
 }
-_VERDICTS: Final = tuple(b.value for b in Blocking)
 
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
 EXPORT_SCHEMA: Final = pa.schema(
@@ -140,7 +139,10 @@ class _Drain(io.RawIOBase):
 
 class ExportEncoder:
     """Turns chunks of export rows into the bytes of one export file, piece by piece:
-    ``encode(rows)`` for each chunk, then ``finish()``. Memory holds one chunk."""
+    ``encode(rows)`` for each chunk, then ``finish()``. Memory holds one chunk (for
+    Parquet, one row group of up to ``ROW_GROUP_ROWS`` rows, as Arrow columns)."""
+
+    ROW_GROUP_ROWS = 1 << 18  # big enough for fast scans, small enough to hold in memory
 
     def __init__(self, fmt: str) -> None:
         if fmt not in FORMATS:
@@ -149,6 +151,8 @@ class ExportEncoder:
         self._started = False
         self._drain: _Drain | None = None
         self._parquet: pq.ParquetWriter | None = None
+        self._group: list[pa.RecordBatch] = []
+        self._group_rows = 0
 
     def encode(self, rows: Sequence[dict[str, object]]) -> bytes:
         first = not self._started
@@ -162,8 +166,18 @@ class ExportEncoder:
             self._parquet = pq.ParquetWriter(self._drain, EXPORT_SCHEMA, compression="zstd")
         assert self._drain is not None
         if rows:
-            self._parquet.write_batch(arrow_batch(rows))
+            self._group.append(arrow_batch(rows))
+            self._group_rows += len(rows)
+            if self._group_rows >= self.ROW_GROUP_ROWS:
+                self._write_group()
         return self._drain.take()
+
+    def _write_group(self) -> None:
+        assert self._parquet is not None
+        if self._group:
+            table = pa.Table.from_batches(self._group, schema=EXPORT_SCHEMA)
+            self._parquet.write_table(table, row_group_size=max(1, table.num_rows))
+        self._group, self._group_rows = [], 0
 
     def finish(self) -> bytes:
         if self.fmt == "csv" and not self._started:
@@ -173,6 +187,7 @@ class ExportEncoder:
         if self._parquet is None:
             self.encode([])
         assert self._parquet is not None and self._drain is not None
+        self._write_group()
         self._parquet.close()
         return self._drain.take()
 
@@ -267,65 +282,86 @@ def _format_of(path: Path) -> str | None:
     return None
 
 
-def read_export(path: Path) -> pa.Table:
-    """The columns the analysis needs from one export file, as a table of ``_NEEDED`` with
-    measured_at in epoch seconds (float64)."""
+def _batches(path: Path, size: int) -> Iterator[pa.RecordBatch | pa.Table]:
+    """The columns the analysis needs from one export file, a slice at a time."""
     fmt = _format_of(path)
-    try:
-        if fmt == "parquet":
-            table = pq.read_table(path, columns=list(_NEEDED))
-        elif fmt == "csv":
-            table = pacsv.read_csv(
-                path,
-                convert_options=pacsv.ConvertOptions(
-                    column_types=_TEXT_SCHEMA,
-                    include_columns=list(_NEEDED),
-                    strings_can_be_null=True,
-                ),
-            )
-        else:
-            table = pajson.read_json(
-                path,
-                parse_options=pajson.ParseOptions(
-                    explicit_schema=_TEXT_SCHEMA, unexpected_field_behavior="ignore"
-                ),
-            )
-        measured = table["measured_at"]
-        if measured.type != TIMESTAMP:
-            measured = pc.cast(measured, TIMESTAMP)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, KeyError) as exc:
-        raise ExportReadError(f"{path}: {exc}") from None
+    if fmt == "parquet":
+        yield from pq.ParquetFile(path).iter_batches(batch_size=size, columns=list(_NEEDED))
+    elif fmt == "csv":
+        yield from pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            convert_options=pacsv.ConvertOptions(
+                column_types=_TEXT_SCHEMA,
+                include_columns=list(_NEEDED),
+                strings_can_be_null=True,
+            ),
+        )
+    else:
+        yield from pajson.open_json(
+            path,
+            read_options=pajson.ReadOptions(block_size=1 << 24),
+            parse_options=pajson.ParseOptions(
+                explicit_schema=_TEXT_SCHEMA, unexpected_field_behavior="ignore"
+            ),
+        )
+
+
+def _normalise(batch: pa.RecordBatch | pa.Table) -> pa.Table:
+    """``_NEEDED`` columns with measured_at as epoch seconds (float64)."""
+    measured = batch.column("measured_at")
+    if measured.type != TIMESTAMP:
+        measured = pc.cast(measured, TIMESTAMP)
     seconds = pc.divide(pc.cast(pc.cast(measured, pa.int64()), pa.float64()), 1_000_000.0)
-    columns = {"measured_at": seconds}
+    columns: dict[str, Any] = {}
     for name in _NEEDED:
-        column, wanted = table[name], _TEXT_SCHEMA.field(name).type
-        if name != "measured_at":
-            columns[name] = column if column.type == wanted else column.cast(wanted)
-    return pa.table({name: columns[name] for name in _NEEDED})
+        if name == "measured_at":
+            columns[name] = seconds
+            continue
+        column, wanted = batch.column(name), _TEXT_SCHEMA.field(name).type
+        columns[name] = column if column.type == wanted else pc.cast(column, wanted)
+    return pa.table(columns)
+
+
+def read_slices(path: Path, size: int = 1 << 16) -> Iterator[pa.Table]:
+    """One export file as normalised tables of about ``size`` rows; errors name the file."""
+    iterator = _batches(path, size)
+    while True:
+        try:
+            batch = next(iterator, None)
+            if batch is None:
+                return
+            table = _normalise(batch)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError, OSError, KeyError) as exc:
+            raise ExportReadError(f"{path}: {exc}") from None
+        yield table
+
+
+def read_export(path: Path) -> pa.Table:
+    """One whole export file, normalised (see ``read_slices``)."""
+    slices = list(read_slices(path))
+    return pa.concat_tables(slices) if slices else _empty()
+
+
+def _empty() -> pa.Table:
+    return pa.table(
+        {n: pa.array([], pa.float64() if n == "measured_at" else _TEXT_SCHEMA.field(n).type)
+         for n in _NEEDED}
+    )  # fmt: skip
 
 
 def read_exports(
     sources: Sequence[Sequence[Path]], on_file: Callable[[Path], None] | None = None
 ) -> pa.Table:
-    """All files of ``sources`` in one table, each measurement id once.
-
-    A source is one export: a file, or the files of one partitioned directory. Ids are
-    unique within an export (the store's primary key), so duplicates are looked for only
-    when several sources are merged (several collectors, or overlapping exports), which
-    spares the hash of every id in the common case of one export.
-    """
+    """All files of ``sources`` in one table, each measurement id once (see
+    ``count_exports``, which does not hold every row at once when it can avoid it)."""
     tables = []
     for files in sources:
         for path in files:
             tables.append(read_export(path))
             if on_file is not None:
                 on_file(path)
-    if not tables:
-        return pa.table(
-            {n: pa.array([], pa.float64() if n == "measured_at" else _TEXT_SCHEMA.field(n).type)
-             for n in _NEEDED}
-        )  # fmt: skip
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables(tables) if tables else _empty()
     return drop_duplicate_ids(table) if len(sources) > 1 else table
 
 
@@ -338,71 +374,149 @@ def drop_duplicate_ids(table: pa.Table) -> pa.Table:
     return table.take(pc.take(first["__row_min"], keep))
 
 
-def bucket_counts(table: pa.Table, filters: Filters) -> list[BucketCount]:
-    """Per (cc, asn, domain, bucket) counts of ``table`` (from ``read_exports``), the same
-    numbers as ``collector.store.queries.aggregate_sqlite`` on the same measurements."""
-    mask = pc.and_(pc.is_valid(table["cc"]), pc.is_valid(table["asn"]))
-    if filters.cc is not None:
-        mask = pc.and_(mask, pc.equal(table["cc"], filters.cc))
-    if filters.asn is not None:
-        mask = pc.and_(mask, pc.equal(table["asn"], filters.asn))
-    if filters.domain is not None:
-        mask = pc.and_(mask, pc.equal(table["domain"], filters.domain))
-    if filters.since is not None:
-        mask = pc.and_(mask, pc.greater_equal(table["measured_at"], filters.since))
-    if filters.until is not None:
-        mask = pc.and_(mask, pc.less(table["measured_at"], filters.until))
-    table = table.filter(mask)
-    width = float(filters.bucket_s)
-    bucket = pc.multiply(pc.floor(pc.divide(table["measured_at"], width)), width)
-    blocking = table["blocking"]
-    ok = pc.equal(blocking, "ok")
-    columns: dict[str, Any] = {
-        "cc": table["cc"],
-        "asn": table["asn"],
-        "domain": table["domain"],
-        "bucket": bucket,
-        "network_name": table["network_name"],
-        "agent": table["agent"],
-        "ok_agent": pc.if_else(ok, table["agent"], pa.scalar(None, pa.string())),
-        "ok_id": pc.if_else(ok, table["measurement_id"], pa.scalar(None, pa.string())),
-    }
-    # Verdicts as small integer codes counted per group: one pass instead of nine columns.
-    codes = pc.index_in(blocking, value_set=pa.array(_VERDICTS))
-    for i, verdict in enumerate(_VERDICTS):
-        columns[f"n_{verdict}"] = pc.cast(pc.equal(codes, i), pa.int64())
-    grouped = (
-        pa.table(columns)
-        .group_by(["cc", "asn", "domain", "bucket"], use_threads=True)
-        .aggregate(
-            [
-                ("network_name", "max"),
-                ("agent", "count_distinct"),
-                ("ok_agent", "count_distinct"),
-                ("ok_id", "min"),
-                ("ok_id", "max"),
-                *[(f"n_{v}", "sum") for v in _VERDICTS],
-            ]
+class ArrowBucketCounter:
+    """Counts normalised export rows per (cc, asn, domain, bucket), slice by slice.
+
+    Slices are gathered to about ``flush_rows`` rows and grouped by Arrow per (cc, asn,
+    domain, bucket, verdict, agent) into small partial counts; at the end the partials are
+    grouped per bucket (distinct agents, counts per verdict, the smallest and largest `ok`
+    id, the largest network name: what the store's SQL computes). Memory holds one slice
+    and the partials, never every row.
+    """
+
+    def __init__(self, filters: Filters, flush_rows: int = 1 << 20) -> None:
+        self.filters = filters
+        self.flush_rows = flush_rows
+        self.rows = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._partials: list[pa.Table] = []
+
+    def add(self, table: pa.Table) -> None:
+        table = self._select(table)
+        self.rows += table.num_rows
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self.flush_rows:
+            self._flush()
+
+    def _select(self, table: pa.Table) -> pa.Table:
+        f = self.filters
+        mask = pc.and_(pc.is_valid(table["cc"]), pc.is_valid(table["asn"]))
+        if f.cc is not None:
+            mask = pc.and_(mask, pc.equal(table["cc"], f.cc))
+        if f.asn is not None:
+            mask = pc.and_(mask, pc.equal(table["asn"], f.asn))
+        if f.domain is not None:
+            mask = pc.and_(mask, pc.equal(table["domain"], f.domain))
+        if f.since is not None:
+            mask = pc.and_(mask, pc.greater_equal(table["measured_at"], f.since))
+        if f.until is not None:
+            mask = pc.and_(mask, pc.less(table["measured_at"], f.until))
+        return table.filter(mask)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        self._pending, self._pending_rows = [], 0
+        width = float(self.filters.bucket_s)
+        partial = (
+            pa.table(
+                {
+                    "cc": table["cc"],
+                    "asn": table["asn"],
+                    "domain": table["domain"],
+                    "bucket": pc.multiply(pc.floor(pc.divide(table["measured_at"], width)), width),
+                    "blocking": table["blocking"],
+                    "agent": table["agent"],
+                    "id": table["measurement_id"],
+                    "name": table["network_name"],
+                }
+            )
+            .group_by(["cc", "asn", "domain", "bucket", "blocking", "agent"])
+            .aggregate([("id", "count"), ("id", "min"), ("id", "max"), ("name", "max")])
         )
-    )
-    g = {name: grouped[name].to_pylist() for name in grouped.column_names}
-    sums = [g[f"n_{v}_sum"] for v in _VERDICTS]
-    out: list[BucketCount] = []
-    for i in range(grouped.num_rows):
-        ok_min, ok_max = g["ok_id_min"][i], g["ok_id_max"][i]
-        out.append(
-            BucketCount(
-                cc=g["cc"][i],
-                asn=g["asn"][i],
-                network_name=g["network_name_max"][i] or "",
-                domain=g["domain"][i],
-                bucket_start=g["bucket"][i],
-                counts={v: s[i] for v, s in zip(_VERDICTS, sums, strict=True) if s[i]},
-                agents=g["agent_count_distinct"][i],
-                accessible_agents=g["ok_agent_count_distinct"][i],
-                example_ids=(
-                    () if ok_min is None else (ok_min,) if ok_min == ok_max else (ok_min, ok_max)
-                ),
+        self._partials.append(partial)
+
+    def buckets(self) -> list[BucketCount]:
+        self._flush()
+        if not self._partials:
+            return []
+        p = pa.concat_tables(self._partials)
+        ok = pc.fill_null(pc.equal(p["blocking"], "ok"), False)
+        none = pa.scalar(None, pa.string())
+        columns: dict[str, Any] = {
+            "cc": p["cc"],
+            "asn": p["asn"],
+            "domain": p["domain"],
+            "bucket": p["bucket"],
+            "agent": p["agent"],
+            "ok_agent": pc.if_else(ok, p["agent"], none),
+            "ok_low": pc.if_else(ok, p["id_min"], none),
+            "ok_high": pc.if_else(ok, p["id_max"], none),
+            "name": p["name_max"],
+        }
+        verdicts = [v for v in pc.unique(p["blocking"]).to_pylist() if v is not None]
+        for v in verdicts:
+            columns[f"n:{v}"] = pc.if_else(pc.equal(p["blocking"], v), p["id_count"], 0)
+        grouped = (
+            pa.table(columns)
+            .group_by(["cc", "asn", "domain", "bucket"])
+            .aggregate(
+                [
+                    ("agent", "count_distinct"),
+                    ("ok_agent", "count_distinct"),
+                    ("ok_low", "min"),
+                    ("ok_high", "max"),
+                    ("name", "max"),
+                    *[(f"n:{v}", "sum") for v in verdicts],
+                ]
             )
         )
-    return out
+        g = {name: grouped[name].to_pylist() for name in grouped.column_names}
+        sums = [(v, g[f"n:{v}_sum"]) for v in verdicts]
+        out: list[BucketCount] = []
+        for i in range(grouped.num_rows):
+            out.append(
+                BucketCount(
+                    cc=g["cc"][i],
+                    asn=g["asn"][i],
+                    network_name=g["name_max"][i] or "",
+                    domain=g["domain"][i],
+                    bucket_start=g["bucket"][i],
+                    counts={v: n[i] for v, n in sums if n[i]},
+                    agents=g["agent_count_distinct"][i],
+                    accessible_agents=g["ok_agent_count_distinct"][i],
+                    example_ids=example_pair(g["ok_low_min"][i], g["ok_high_max"][i]),
+                )
+            )
+        return out
+
+
+def count_exports(
+    sources: Sequence[Sequence[Path]],
+    filters: Filters,
+    on_file: Callable[[Path], None] | None = None,
+) -> tuple[list[BucketCount], int]:
+    """(buckets, rows counted) of several exports. One export is read slice by slice; when
+    several are merged, their rows are first gathered to drop repeated measurement ids."""
+    counter = ArrowBucketCounter(filters)
+    if len(sources) > 1:
+        counter.add(read_exports(sources, on_file))
+        return counter.buckets(), counter.rows
+    for files in sources:
+        for path in files:
+            for table in read_slices(path):
+                counter.add(table)
+            if on_file is not None:
+                on_file(path)
+    return counter.buckets(), counter.rows
+
+
+def bucket_counts(table: pa.Table, filters: Filters) -> list[BucketCount]:
+    """Per (cc, asn, domain, bucket) counts of a normalised table (from ``read_exports``),
+    the same numbers as ``collector.store.queries.aggregate_sqlite`` on the same rows."""
+    counter = ArrowBucketCounter(filters)
+    counter.add(table)
+    return counter.buckets()

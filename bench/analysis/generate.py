@@ -78,8 +78,12 @@ def expected_leaks(measurements: int) -> list[tuple[str, int, tuple[str, ...], s
             if span.start < w[1] and w[0] < span.stop:
                 windows.remove(w)
                 windows.append(
-                    (min(w[0], span.start), max(w[1], span.stop), w[2] | set(leak.domains),
-                     w[3] or leak.end is None)
+                    (
+                        min(w[0], span.start),
+                        max(w[1], span.stop),
+                        w[2] | set(leak.domains),
+                        w[3] or leak.end is None,
+                    )
                 )
                 break
         else:
@@ -149,8 +153,16 @@ def generate(path: Path, measurements: int, seed: int = 7) -> int:
                 at = base + (a * 7 + d * 1.37) % 290
                 noise = rnd.random()
                 if noise < 0.01:
-                    tail: tuple[object, ...] = (None, "generic_timeout_error", None, None,
-                                                None, None, None, record)
+                    tail: tuple[object, ...] = (
+                        None,
+                        "generic_timeout_error",
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        record,
+                    )
                     blocking = "inconclusive"
                 elif cc == DOWN[0] and domain == DOWN[1] and hour in down_hours:
                     blocking = "site_down"
@@ -160,11 +172,31 @@ def generate(path: Path, measurements: int, seed: int = 7) -> int:
                     tail = ok_tail
                 else:
                     blocking = method
-                    tail = (0, "connection_reset", "ir-peyvandha" if method == "blockpage"
-                            else None, "10.10.34.34", None, None, 1, record)
+                    tail = (
+                        0,
+                        "connection_reset",
+                        "ir-peyvandha" if method == "blockpage" else None,
+                        "10.10.34.34",
+                        None,
+                        None,
+                        1,
+                        record,
+                    )
                 rows.append(
-                    (f"{counter:010d}", agent_id, batch, at, at + 30.0, cc, asn, name,
-                     f"https://{domain}/", domain, blocking, *tail)
+                    (
+                        f"{counter:010d}",
+                        agent_id,
+                        batch,
+                        at,
+                        at + 30.0,
+                        cc,
+                        asn,
+                        name,
+                        f"https://{domain}/",
+                        domain,
+                        blocking,
+                        *tail,
+                    )
                 )
                 counter += 1
         conn.executemany(sql, rows)

@@ -73,29 +73,40 @@ def analyse(
 
 
 def _canonical(buckets: Iterable[BucketCount]) -> list[BucketCount]:
-    """Buckets sorted by key, any repeated key folded into one, so input order never matters."""
-    by_key: dict[tuple[str, int, str, float], BucketCount] = {}
-    for b in buckets:
-        key = (b.cc, b.asn, b.domain, b.bucket_start)
-        seen = by_key.get(key)
-        if seen is None:
-            by_key[key] = b
-            continue
-        counts = dict(seen.counts)
-        for verdict, n in b.counts.items():
-            counts[verdict] = counts.get(verdict, 0) + n
-        by_key[key] = BucketCount(
-            cc=b.cc,
-            asn=b.asn,
-            network_name=max(seen.network_name, b.network_name),
-            domain=b.domain,
-            bucket_start=b.bucket_start,
-            counts=counts,
-            agents=seen.agents + b.agents,
-            accessible_agents=seen.accessible_agents + b.accessible_agents,
-            example_ids=tuple(sorted(set(seen.example_ids) | set(b.example_ids))),
-        )
-    return [by_key[k] for k in sorted(by_key)]
+    """Buckets sorted by key, any repeated key folded into one, so input order never matters.
+    (Sorting input that is already in order, as the store gives it, is a linear pass.)"""
+    ordered = sorted(buckets, key=lambda b: (b.cc, b.asn, b.domain, b.bucket_start))
+    out: list[BucketCount] = []
+    for b in ordered:
+        if out:
+            seen = out[-1]
+            if (seen.cc, seen.asn, seen.domain, seen.bucket_start) == (
+                b.cc,
+                b.asn,
+                b.domain,
+                b.bucket_start,
+            ):
+                out[-1] = _fold(seen, b)
+                continue
+        out.append(b)
+    return out
+
+
+def _fold(seen: BucketCount, b: BucketCount) -> BucketCount:
+    counts = dict(seen.counts)
+    for verdict, n in b.counts.items():
+        counts[verdict] = counts.get(verdict, 0) + n
+    return BucketCount(
+        cc=b.cc,
+        asn=b.asn,
+        network_name=max(seen.network_name, b.network_name),
+        domain=b.domain,
+        bucket_start=b.bucket_start,
+        counts=counts,
+        agents=seen.agents + b.agents,
+        accessible_agents=seen.accessible_agents + b.accessible_agents,
+        example_ids=tuple(sorted(set(seen.example_ids) | set(b.example_ids))),
+    )
 
 
 def _network_names(buckets: Sequence[BucketCount]) -> dict[_IspKey, str]:
