@@ -56,37 +56,68 @@ def _read_int(path: str) -> int | None:
         return None
 
 
-def check_prerequisites() -> list[str]:
-    """What stops the lab from running here, each with its fix; empty when all is well."""
-    problems: list[str] = []
+def missing_tools(search_path: str) -> list[str]:
+    """A problem, with its fix, for each Debian package whose tools are not on ``search_path``."""
     missing: dict[str, list[str]] = {}
     for tool, package in TOOLS.items():
-        if shutil.which(tool, path=tool_path()) is None:
+        if shutil.which(tool, path=search_path) is None:
             missing.setdefault(package, []).append(tool)
-    for package, tools in missing.items():
-        problems.append(
-            f"{', '.join(tools)} not found: install the Debian package {package} "
-            f"(apt-get install {package}) or run scripts/setup as root"
+    return [
+        f"{', '.join(tools)} not found: install the Debian package {package} "
+        f"(apt-get install {package}) or run scripts/setup as root"
+        for package, tools in missing.items()
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class UsernsSettings:
+    """The kernel settings that decide whether this user may make a user namespace."""
+
+    root: bool
+    max_user_namespaces: int | None  # /proc/sys/user/max_user_namespaces
+    unprivileged_userns_clone: int | None  # Debian and Ubuntu kernels only
+    apparmor_restrict_unprivileged_userns: int | None  # Ubuntu 23.10 and later
+
+    @classmethod
+    def read(cls) -> UsernsSettings:
+        return cls(
+            root=os.geteuid() == 0,
+            max_user_namespaces=_read_int("/proc/sys/user/max_user_namespaces"),
+            unprivileged_userns_clone=_read_int("/proc/sys/kernel/unprivileged_userns_clone"),
+            apparmor_restrict_unprivileged_userns=_read_int(
+                "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"
+            ),
         )
-    max_userns = _read_int("/proc/sys/user/max_user_namespaces")
-    if max_userns == 0:
+
+
+def userns_problems(settings: UsernsSettings) -> list[str]:
+    """Why user namespaces are off for this user, each with the command that fixes it."""
+    problems: list[str] = []
+    if settings.max_user_namespaces == 0:
         problems.append(
             "user namespaces are disabled (user.max_user_namespaces = 0): "
             "run `sysctl -w user.max_user_namespaces=15000` as root"
         )
-    if os.geteuid() != 0:
-        if _read_int("/proc/sys/kernel/unprivileged_userns_clone") == 0:
-            problems.append(
-                "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0): "
-                "run `sysctl -w kernel.unprivileged_userns_clone=1` as root, or run the lab as root"
-            )
-        if _read_int("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == 1:
-            problems.append(
-                "AppArmor restricts unprivileged user namespaces "
-                "(kernel.apparmor_restrict_unprivileged_userns = 1): run "
-                "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` as root, "
-                "or run the lab as root"
-            )
+    if settings.root:
+        return problems
+    if settings.unprivileged_userns_clone == 0:
+        problems.append(
+            "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0): "
+            "run `sysctl -w kernel.unprivileged_userns_clone=1` as root, or run the lab as root"
+        )
+    if settings.apparmor_restrict_unprivileged_userns == 1:
+        problems.append(
+            "AppArmor restricts unprivileged user namespaces "
+            "(kernel.apparmor_restrict_unprivileged_userns = 1): run "
+            "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` as root, "
+            "or run the lab as root"
+        )
+    return problems
+
+
+def check_prerequisites() -> list[str]:
+    """What stops the lab from running here, each with its fix; empty when all is well."""
+    problems = missing_tools(tool_path()) + userns_problems(UsernsSettings.read())
     if not problems:
         unshare = shutil.which("unshare", path=tool_path()) or "unshare"
         try:

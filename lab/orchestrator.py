@@ -209,7 +209,11 @@ class Lab:
 
     def _env(self) -> dict[str, str]:
         home = self.paths.root / "home"
+        # Only what the programs need: nothing of the caller's environment leaks into the
+        # lab but the interpreter's module path, when one is set.
+        extra = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}
         return {
+            **extra,
             "PATH": tool_path(),
             "HOME": str(home),
             "XDG_DATA_HOME": str(home / "data"),

@@ -1,0 +1,121 @@
+"""``filterwatch lab run`` and ``filterwatch demo`` before any namespace is made: bad
+scenarios and missing prerequisites give a clear message and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from lab.netns import UsernsSettings, missing_tools, userns_problems
+from lab.report import render
+
+
+def filterwatch(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "filterwatch", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def test_bad_scenario_exits_2_naming_file_and_key(tmp_path: Path) -> None:
+    """A scenario with a wrong key stops the run before anything is built, naming both."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\ncountry: IR\nround_seconds: 4\nrounds: 3\n"
+        "sites: [{url: https://a.example.org/}]\n"
+        "isps: [{name: A, asn: 1, censor: {dns_injection: [example.org]}}]\n"
+    )
+    done = filterwatch("lab", "run", str(path))
+    assert done.returncode == 2
+    assert str(path) in done.stderr
+    assert "isps[0].censor.dns_injection: unknown key" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_scenario_file_exits_2(tmp_path: Path) -> None:
+    """A scenario path that does not exist is reported, with exit status 2."""
+    done = filterwatch("lab", "run", str(tmp_path / "nowhere.yaml"), "--json")
+    assert done.returncode == 2
+    assert "no such file" in done.stderr
+
+
+def test_missing_tools_name_their_packages(tmp_path: Path) -> None:
+    """Without ip, nft, iptables and unshare, each package to install is named."""
+    problems = " ".join(missing_tools(str(tmp_path)))
+    for package in ("iproute2", "nftables", "iptables", "util-linux"):
+        assert f"apt-get install {package}" in problems
+
+
+def test_disabled_user_namespaces_name_the_sysctl() -> None:
+    """Disabled user namespaces are reported with the sysctl that enables them."""
+    off = UsernsSettings(
+        root=False,
+        max_user_namespaces=0,
+        unprivileged_userns_clone=0,
+        apparmor_restrict_unprivileged_userns=1,
+    )
+    text = " ".join(userns_problems(off))
+    assert "sysctl -w user.max_user_namespaces=15000" in text
+    assert "sysctl -w kernel.unprivileged_userns_clone=1" in text
+    assert "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0" in text
+
+
+def test_root_needs_only_user_namespaces_enabled() -> None:
+    """For root, only a zero user.max_user_namespaces stops the lab."""
+    root = UsernsSettings(
+        root=True,
+        max_user_namespaces=100,
+        unprivileged_userns_clone=0,
+        apparmor_restrict_unprivileged_userns=1,
+    )
+    assert userns_problems(root) == []
+
+
+def test_report_names_the_leaking_isp_in_plain_words() -> None:
+    """The demo's text says which ISP let which sites through, when, and where to look next."""
+    doc = {
+        "scenario": "iran-2013",
+        "rounds": 12,
+        "round_seconds": 5.0,
+        "round_1_start": "2013-09-16T10:00:00Z",
+        "isps": [{"name": "Shatel", "asn": 31549, "agents": 2, "vpn_agents": 0}],
+        "sites": ["https://twitter.com/"],
+        "leaks": [
+            {
+                "asn": 31549,
+                "network_name": "Shatel",
+                "domains": ["twitter.com"],
+                "start": "2013-09-16T10:00:15Z",
+                "end": "2013-09-16T10:00:40Z",
+                "agents": 2,
+                "confidence": 0.95,
+            }
+        ],
+        "uncorroborated": [],
+        "expected_leaks": [
+            {"isp": "Shatel", "asn": 31549, "domain": "twitter.com", "rounds": [4, 8]}
+        ],
+        "expected_uncorroborated": [],
+        "expected": 1,
+        "found": 1,
+        "missed": 0,
+        "false_leaks": 0,
+        "window_error_rounds": [
+            {"isp": "Shatel", "asn": 31549, "domain": "twitter.com", "start": 0, "end": 0}
+        ],
+        "uncorroborated_expected": 0,
+        "uncorroborated_found": 0,
+        "verdict_accuracy": 1.0,
+        "measurements_scored": 24,
+        "total_seconds": 80.0,
+        "setup_seconds": 15.0,
+    }
+    text = render(doc, demo=True)
+    assert "LEAK: Shatel (AS31549) let through twitter.com from 10:00:15Z to 10:00:40Z" in text
+    assert "(rounds 4-8)" in text
+    assert "found 1, missed 0, false 0" in text
+    assert "Where to look next" in text
