@@ -6,12 +6,15 @@ import json
 import random
 from collections.abc import Callable
 
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.analysis import AnalysisParams, Report, analyse
 from collector.analysis.stats import wilson_bounds
+from collector.exports import ArrowBucketCounter
+from shared.filters import Filters
 from tests.analysis.scenarios import (
     FIVE_ISPS,
     HOUR,
@@ -218,7 +221,28 @@ def test_order_of_measurements_never_changes_the_output(spec, rnd: random.Random
     buckets = reference_buckets(shuffled, HOUR)
     rnd.shuffle(buckets)
     assert analyse(buckets, HOUR).dumps(with_isps=True) == expected
+    # and through compare's own aggregation (Arrow), fed the shuffled rows in slices
+    counter = ArrowBucketCounter(Filters(bucket_s=HOUR), flush_rows=7)
+    for start in range(0, len(shuffled), 5):
+        counter.add(normalised_table(shuffled[start : start + 5]))
+    assert analyse(counter.buckets(), HOUR).dumps(with_isps=True) == expected
     json.loads(expected)
+
+
+def normalised_table(rows: list[dict[str, object]]) -> pa.Table:
+    """Rows as compare holds them after reading an export."""
+    return pa.table(
+        {
+            "measurement_id": pa.array([r["measurement_id"] for r in rows], pa.string()),
+            "measured_at": pa.array([r["measured_at"] for r in rows], pa.float64()),
+            "cc": pa.array([r["cc"] for r in rows], pa.string()),
+            "asn": pa.array([r["asn"] for r in rows], pa.int64()),
+            "network_name": pa.array([r["network_name"] for r in rows], pa.string()),
+            "agent": pa.array([r["agent"] for r in rows], pa.string()),
+            "domain": pa.array([r["domain"] for r in rows], pa.string()),
+            "blocking": pa.array([r["blocking"] for r in rows], pa.string()),
+        }
+    )
 
 
 def test_vpn_volunteer_with_many_rounds_per_bucket_is_one_agent() -> None:

@@ -65,6 +65,30 @@ def test_compare_on_every_format_equals_collector_leaks(
     assert "Leaks: 1" in table
 
 
+def test_compare_writes_an_html_report(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compare --format html --out writes one page with the event and the heatmaps."""
+    export = tmp_path / "e.jsonl"
+    run_cli(capsys, "collector", "export", "--format", "jsonl", "--out", str(export),
+            "--config", str(config_file))  # fmt: skip
+    page = tmp_path / "report" / "leaks.html"
+    run_cli(capsys, "compare", str(export), "--format", "html", "--out", str(page))
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.count("<svg") == 4
+    assert "AS31549 Shatel</b> (IR) let through" in text
+
+
+def test_compare_names_an_unreadable_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compare on a broken export exits 2 and names the file."""
+    broken = tmp_path / "broken.csv"
+    broken.write_text("measurement_id,measured_at\nx,not-a-time\n")
+    assert main(["compare", str(broken)]) == 2
+    assert "broken.csv" in capsys.readouterr().err
+
+
 def test_leaks_in_words_and_filters(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`collector leaks` says the event in words, and --asn narrows it to nothing elsewhere."""
     cfg = str(config_file)
