@@ -58,7 +58,9 @@ def _run(args: argparse.Namespace) -> int:
             done += 1
             progress.update(f"read {done}/{total} files ({path.name})", force=True)
 
-        buckets, rows = count_exports(sources, filters, on_file)
+        buckets, rows = count_exports(
+            sources, filters, on_file, lambda n: progress.update(f"read {n} measurements")
+        )
     except ExportReadError as exc:
         progress.done()
         print(f"filterwatch compare: {exc}", file=sys.stderr)

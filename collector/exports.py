@@ -498,6 +498,7 @@ def count_exports(
     sources: Sequence[Sequence[Path]],
     filters: Filters,
     on_file: Callable[[Path], None] | None = None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> tuple[list[BucketCount], int]:
     """(buckets, rows counted) of several exports. One export is read slice by slice; when
     several are merged, their rows are first gathered to drop repeated measurement ids."""
@@ -505,10 +506,14 @@ def count_exports(
     if len(sources) > 1:
         counter.add(read_exports(sources, on_file))
         return counter.buckets(), counter.rows
+    read = 0
     for files in sources:
         for path in files:
             for table in read_slices(path):
                 counter.add(table)
+                read += table.num_rows
+                if on_rows is not None:
+                    on_rows(read)
             if on_file is not None:
                 on_file(path)
     return counter.buckets(), counter.rows
