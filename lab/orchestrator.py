@@ -32,6 +32,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from agent.state import load_credentials, load_status
 from lab import censor, report, servers
 from lab.netns import LabError, Namespaces, build, tool_path
 from lab.plan import (
@@ -386,8 +387,6 @@ class Lab:
                 )
 
         await asyncio.gather(*(enroll(a) for a in agents))
-        from agent.state import load_credentials
-
         for agent in agents:
             self.agent_ids[load_credentials(self.paths.agent_dir(agent)).agent_id] = agent
         self.progress(f"enrolled {len(agents)} agents with one code, as volunteers do")
@@ -404,8 +403,6 @@ class Lab:
 
     async def _wait_ready(self) -> None:
         """Until every agent has measured and uploaded once (its status file says so)."""
-        from agent.state import load_status
-
         deadline = time.monotonic() + READY_TIMEOUT_S
         pending = set(self.agents)
         while pending:
@@ -613,6 +610,7 @@ async def run_lab(
             for i in scenario.isps
         ],
         "sites": [s.url for s in scenario.sites],
+        "measurements_expected": len(lab.plan.agents) * len(scenario.sites) * scenario.rounds,
         "setup_seconds": round(setup_s, 1),
         "total_seconds": round(time.time() - started, 1),
     }

@@ -54,6 +54,13 @@ def _event_line(event: dict[str, Any], doc: dict[str, Any]) -> str:
     )
 
 
+def _missing(doc: dict[str, Any]) -> str:
+    wanted = doc.get("measurements_expected")
+    if not wanted or doc["measurements_scored"] >= wanted:
+        return ""
+    return f" ({wanted - doc['measurements_scored']} of {wanted} never arrived)"
+
+
 def render(doc: dict[str, Any], *, demo: bool = False, kept: Path | None = None) -> str:
     """The text ``filterwatch lab run`` and ``filterwatch demo`` print."""
     agents = sum(i["agents"] + i["vpn_agents"] for i in doc["isps"])
@@ -108,7 +115,8 @@ def render(doc: dict[str, Any], *, demo: bool = False, kept: Path | None = None)
             "no measurements"
             if accuracy is None
             else f"{accuracy * 100:.1f}% of {doc['measurements_scored']} measurements"
-        ),
+        )
+        + _missing(doc),
         f"  run time {doc['total_seconds']:.0f}s (set-up {doc['setup_seconds']:.0f}s)",
     ]
     if kept is not None:
