@@ -128,6 +128,9 @@ async def main(run_dir: Path, scenario_path: Path, host_address: str, host_port:
             "tls_vpn": await tls(ns, vpn.netns, fb, "www.facebook.com", ca),
             "http_censored_host": await http_get(ns, agent.netns, bbc, "www.bbc.com"),
             "http_vpn": await http_get(ns, vpn.netns, bbc, "www.bbc.com"),
+            "http_passthrough": await http_get(
+                ns, agent.netns, plan.site("www.irna.ir").address, "www.irna.ir"
+            ),
             "ip_blocked": await tcp(ns, agent.netns, tw, 443),
             "ip_blocked_vpn": await tcp(ns, vpn.netns, tw, 443),
             "blockpage_server": await http_get(ns, agent.netns, plan.blockpage_ip, "www.bbc.com"),

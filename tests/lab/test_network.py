@@ -36,6 +36,7 @@ sites:
   - url: https://twitter.com/
   - url: http://www.bbc.com/persian
   - url: https://en.wikipedia.org/
+  - url: http://www.irna.ir/
 isps:
   - name: TCI
     asn: 58224
@@ -163,6 +164,14 @@ def test_http_host_filtering_serves_the_blockpage(lab_network: dict[str, Any]) -
     page = lab_network["seen"]["http_censored_host"]
     assert page.startswith("HTTP/1.1 403")
     assert '<iframe src="http://10.10.34.34:80?' in page
+
+
+def test_http_proxy_passes_other_hosts_on(lab_network: dict[str, Any]) -> None:
+    """Plain-HTTP requests for hosts the censor does not list reach the real site through
+    the router's transparent proxy."""
+    page = lab_network["seen"]["http_passthrough"]
+    assert page.startswith("HTTP/1.1 200")
+    assert "<title>www.irna.ir - lab site</title>" in page
 
 
 def test_ip_blocking_drops_connections(lab_network: dict[str, Any]) -> None:
