@@ -66,6 +66,9 @@ _TEXT_SCHEMA: Final = pa.schema(
 )
 
 
+_DICTIONARY: Final = ("cc", "domain", "agent", "blocking")  # few distinct values each
+
+
 class ExportReadError(FilterwatchError):
     """An export file could not be read."""
 
@@ -286,7 +289,10 @@ def _batches(path: Path, size: int) -> Iterator[pa.RecordBatch | pa.Table]:
     """The columns the analysis needs from one export file, a slice at a time."""
     fmt = _format_of(path)
     if fmt == "parquet":
-        yield from pq.ParquetFile(path).iter_batches(batch_size=size, columns=list(_NEEDED))
+        # Repetitive columns stay dictionary-encoded, as Parquet stores them: far cheaper
+        # to decode and to group by than millions of strings.
+        parquet = pq.ParquetFile(path, read_dictionary=list(_DICTIONARY))
+        yield from parquet.iter_batches(batch_size=size, columns=list(_NEEDED))
     elif fmt == "csv":
         yield from pacsv.open_csv(
             path,
@@ -319,11 +325,16 @@ def _normalise(batch: pa.RecordBatch | pa.Table) -> pa.Table:
             columns[name] = seconds
             continue
         column, wanted = batch.column(name), _TEXT_SCHEMA.field(name).type
-        columns[name] = column if column.type == wanted else pc.cast(column, wanted)
+        if column.type == wanted or (
+            name in _DICTIONARY and column.type == pa.dictionary(pa.int32(), wanted)
+        ):
+            columns[name] = column
+        else:
+            columns[name] = pc.cast(column, wanted)
     return pa.table(columns)
 
 
-def read_slices(path: Path, size: int = 1 << 16) -> Iterator[pa.Table]:
+def read_slices(path: Path, size: int = 1 << 18) -> Iterator[pa.Table]:
     """One export file as normalised tables of about ``size`` rows; errors name the file."""
     iterator = _batches(path, size)
     while True:
@@ -338,9 +349,16 @@ def read_slices(path: Path, size: int = 1 << 16) -> Iterator[pa.Table]:
 
 
 def read_export(path: Path) -> pa.Table:
-    """One whole export file, normalised (see ``read_slices``)."""
+    """One whole export file, normalised (see ``read_slices``), with plain string columns
+    so that files of different formats concatenate."""
     slices = list(read_slices(path))
-    return pa.concat_tables(slices) if slices else _empty()
+    if not slices:
+        return _empty()
+    table = pa.concat_tables(slices).unify_dictionaries()
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, pc.cast(table[i], pa.string()))
+    return table
 
 
 def _empty() -> pa.Table:
@@ -418,7 +436,7 @@ class ArrowBucketCounter:
     def _flush(self) -> None:
         if not self._pending:
             return
-        table = pa.concat_tables(self._pending)
+        table = pa.concat_tables(self._pending).unify_dictionaries()
         self._pending, self._pending_rows = [], 0
         width = float(self.filters.bucket_s)
         partial = (
@@ -437,6 +455,9 @@ class ArrowBucketCounter:
             .group_by(["cc", "asn", "domain", "bucket", "blocking", "agent"])
             .aggregate([("id", "count"), ("id", "min"), ("id", "max"), ("name", "max")])
         )
+        for i, field in enumerate(partial.schema):
+            if pa.types.is_dictionary(field.type):
+                partial = partial.set_column(i, field.name, pc.cast(partial[i], pa.string()))
         self._partials.append(partial)
 
     def buckets(self) -> list[BucketCount]:
