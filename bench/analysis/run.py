@@ -27,8 +27,8 @@ from bench.analysis.generate import expected_leaks, generate  # noqa: E402
 FILTERWATCH = str(Path(sys.executable).with_name("filterwatch"))
 
 
-def timed(argv: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MiB, stdout) of a child process."""
+def timed(argv: list[str]) -> tuple[float, float, float, str]:
+    """(wall seconds, CPU seconds, peak RSS in MiB, stdout) of a child process."""
     with tempfile.TemporaryFile() as out:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, cwd=ROOT)
@@ -39,7 +39,7 @@ def timed(argv: list[str]) -> tuple[float, float, str]:
         text = out.read().decode()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited with {proc.returncode}")
-    return wall, usage.ru_maxrss / 1024, text
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text
 
 
 def found(text: str) -> list[tuple[str, int, tuple[str, ...], str, str | None]]:
@@ -69,7 +69,7 @@ def main() -> int:
         print(f"generated {count} measurements in {time.perf_counter() - start:.1f} s")
     if not export.exists():
         partial = export.with_suffix(".partial.parquet")
-        wall, rss, _ = timed([FILTERWATCH, "collector", "export", "--format", "parquet",
+        wall, _, rss, _ = timed([FILTERWATCH, "collector", "export", "--format", "parquet",
                               "--out", str(partial), "--config", str(config)])  # fmt: skip
         partial.rename(export)
         print(f"exported to Parquet in {wall:.1f} s (peak {rss:.0f} MiB)")
@@ -84,15 +84,19 @@ def main() -> int:
         ("compare (Parquet export)",
          [FILTERWATCH, "compare", str(export), "--format", "json", "--bucket", args.bucket]),
     ):  # fmt: skip
-        wall, rss, text = timed(argv)
+        load = os.getloadavg()[0]
+        wall, cpu, rss, text = timed(argv)
         got = found(text)
         exact = got == expected
         ok = ok and exact
-        rows.append((label, wall, rss, len(got), exact))
+        rows.append((label, wall, cpu, rss, load, len(got), exact))
     print(f"{n} measurements, {len(expected)} injected leak events, buckets of {args.bucket}")
-    for label, wall, rss, events, exact in rows:
+    for label, wall, cpu, rss, load, events, exact in rows:
         verdict = "exactly the injected leaks" if exact else "MISMATCH"
-        print(f"  {label:32s} {wall:6.2f} s  peak {rss:6.0f} MiB  {events} events: {verdict}")
+        print(
+            f"  {label:32s} wall {wall:6.2f} s  cpu {cpu:6.2f} s  peak {rss:6.0f} MiB"
+            f"  (load {load:.1f})  {events} events: {verdict}"
+        )
     return 0 if ok else 1
 
 

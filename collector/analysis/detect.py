@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from collector.analysis.model import (
     BLOCKED_METHODS,
@@ -21,6 +22,7 @@ from collector.analysis.stats import wilson_bounds
 from collector.store.base import BucketCount
 
 _IspKey = tuple[str, int]  # (cc, asn)
+_KEY = attrgetter("cc", "asn", "domain", "bucket_start")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,19 +77,12 @@ def analyse(
 def _canonical(buckets: Iterable[BucketCount]) -> list[BucketCount]:
     """Buckets sorted by key, any repeated key folded into one, so input order never matters.
     (Sorting input that is already in order, as the store gives it, is a linear pass.)"""
-    ordered = sorted(buckets, key=lambda b: (b.cc, b.asn, b.domain, b.bucket_start))
+    ordered = sorted(buckets, key=_KEY)
     out: list[BucketCount] = []
     for b in ordered:
-        if out:
-            seen = out[-1]
-            if (seen.cc, seen.asn, seen.domain, seen.bucket_start) == (
-                b.cc,
-                b.asn,
-                b.domain,
-                b.bucket_start,
-            ):
-                out[-1] = _fold(seen, b)
-                continue
+        if out and _KEY(out[-1]) == _KEY(b):
+            out[-1] = _fold(out[-1], b)
+            continue
         out.append(b)
     return out
 
