@@ -495,6 +495,8 @@ class ArrowBucketCounter:
                 ]
             )
         )
+        # In the store's order, so that the analysis' own sort has nothing left to do.
+        grouped = grouped.sort_by([(k, "ascending") for k in ("cc", "asn", "domain", "bucket")])
         g = {name: grouped[name].to_pylist() for name in grouped.column_names}
         sums = [(v, g[f"n:{v}_sum"]) for v in verdicts]
         out: list[BucketCount] = []

@@ -57,20 +57,18 @@ def analyse(
 ) -> Report:
     """Leak events and the per-ISP table for ``buckets`` of width ``bucket_s`` seconds."""
     params = params or AnalysisParams()
-    merged = _canonical(buckets)
-    names = _network_names(merged)
-    points = _points(merged, params)
-    country_last: dict[str, float] = {}
-    for b in merged:
-        country_last[b.cc] = max(country_last.get(b.cc, b.bucket_start), b.bucket_start)
+    survey = _survey(_canonical(buckets))
+    points = _points(survey, params)
 
     runs: list[_Run] = []
     for (cc, asn, domain), series in sorted(points.items()):  # sorted: deterministic
-        runs.extend(_detect(series, (cc, asn), domain, bucket_s, country_last[cc], params))
+        last = survey.country_last[cc]
+        runs.extend(_detect(series, (cc, asn), domain, bucket_s, last, params))
 
+    names = survey.names
     leaks = _merge([r for r in runs if r.corroborated], names, bucket_s, params)
     uncorroborated = _merge([r for r in runs if not r.corroborated], names, bucket_s, params)
-    isps = _isp_table(merged, names, leaks, params)
+    isps = _isp_table(survey, leaks, params)
     return Report(leaks=leaks, uncorroborated=uncorroborated, isps=isps)
 
 
@@ -104,21 +102,79 @@ def _fold(seen: BucketCount, b: BucketCount) -> BucketCount:
     )
 
 
-def _network_names(buckets: Sequence[BucketCount]) -> dict[_IspKey, str]:
-    names: dict[_IspKey, str] = {}
-    for b in buckets:
-        key = (b.cc, b.asn)
-        names[key] = max(names.get(key, ""), b.network_name)
-    return names
-
-
 def _blocked(counts: dict[str, int]) -> int:
     return sum(n for verdict, n in counts.items() if verdict in BLOCKED_METHODS)
 
 
-def _points(
-    buckets: Sequence[BucketCount], params: AnalysisParams
-) -> dict[tuple[str, int, str], list[_Point]]:
+@dataclass(slots=True)
+class _IspTotals:
+    counts: dict[str, int]
+    max_agents: int = 0
+    domains: int = 0
+
+
+@dataclass(slots=True)
+class _Survey:
+    """One pass over the sorted buckets: what every later step needs from all of them."""
+
+    facts: list[tuple[BucketCount, int, int, tuple[str, str, float]]]  # (b, ok, blocked, place)
+    measured: dict[tuple[str, str, float], int]  # ISPs with conclusive data per place
+    blocking: dict[tuple[str, str, float], int]  # of which block
+    isps: dict[_IspKey, _IspTotals]
+    names: dict[_IspKey, str]
+    country_last: dict[str, float]
+
+
+def _survey(buckets: Sequence[BucketCount]) -> _Survey:
+    """Per bucket its `ok` and blocked counts (site_down and inconclusive count for
+    neither), per (cc, domain, bucket) how many ISPs measured and blocked, per ISP its
+    totals. Buckets come sorted by (cc, asn, domain, bucket), so an ISP's buckets are
+    contiguous and its totals add up without a lookup per bucket."""
+    blocked_verdicts = BLOCKED_METHODS
+    facts: list[tuple[BucketCount, int, int, tuple[str, str, float]]] = []
+    measured: dict[tuple[str, str, float], int] = {}
+    blocking: dict[tuple[str, str, float], int] = {}
+    isps: dict[_IspKey, _IspTotals] = {}
+    names: dict[_IspKey, str] = {}
+    country_last: dict[str, float] = {}
+    isp_key: _IspKey | None = None
+    totals = _IspTotals(counts={})
+    domain = ""
+    for b in buckets:
+        key = (b.cc, b.asn)
+        if key != isp_key:
+            isp_key, domain = key, ""
+            totals = isps[key] = _IspTotals(counts={})
+            names[key] = b.network_name
+        elif b.network_name > names[key]:
+            names[key] = b.network_name
+        if b.domain != domain:
+            domain = b.domain
+            totals.domains += 1
+        if b.agents > totals.max_agents:
+            totals.max_agents = b.agents
+        if b.bucket_start > country_last.get(b.cc, -1.0):
+            country_last[b.cc] = b.bucket_start
+        counts = b.counts
+        isp_counts = totals.counts
+        ok = blocked = 0
+        for verdict, n in counts.items():
+            isp_counts[verdict] = isp_counts.get(verdict, 0) + n
+            if verdict == "ok":
+                ok = n
+            elif verdict in blocked_verdicts:
+                blocked += n
+        if ok + blocked == 0:
+            continue  # site_down / inconclusive only: says nothing either way
+        place = (b.cc, b.domain, b.bucket_start)
+        facts.append((b, ok, blocked, place))
+        measured[place] = measured.get(place, 0) + 1
+        if blocked > ok:
+            blocking[place] = blocking.get(place, 0) + 1
+    return _Survey(facts, measured, blocking, isps, names, country_last)
+
+
+def _points(survey: _Survey, params: AnalysisParams) -> dict[tuple[str, int, str], list[_Point]]:
     """Series of points per (cc, asn, domain), each bucket judged against the other ISPs.
 
     An ISP "blocks" a domain in a bucket when most of its conclusive measurements are
@@ -126,41 +182,32 @@ def _points(
     dilute the baseline it is compared with. Series that never rise above the opening
     drift cannot open a leak and are left out (most of them, on real data).
     """
-    facts: list[tuple[BucketCount, int, int]] = []
-    # (cc, domain, bucket) -> ISPs with conclusive data, and how many of them block
-    measured: dict[tuple[str, str, float], int] = defaultdict(int)
-    blocking: dict[tuple[str, str, float], int] = defaultdict(int)
-    for b in buckets:
-        ok = b.counts.get("ok", 0)
-        blocked = _blocked(b.counts)
-        if ok + blocked == 0:
-            continue  # site_down / inconclusive only: says nothing either way
-        facts.append((b, ok, blocked))
-        place = (b.cc, b.domain, b.bucket_start)
-        measured[place] += 1
-        if blocked > ok:
-            blocking[place] += 1
-
+    measured, blocking = survey.measured, survey.blocking
+    min_others, share, drift, z = (
+        params.min_other_isps,
+        params.consensus_share,
+        params.open_drift,
+        params.z,
+    )
     raw: dict[tuple[str, int, str], list[tuple[BucketCount, int, int, float, int, int]]]
     raw = defaultdict(list)
     worth_a_look: set[tuple[str, int, str]] = set()
-    for b, ok, blocked in facts:
-        place = (b.cc, b.domain, b.bucket_start)
+    for b, ok, blocked, place in survey.facts:
         others = measured[place] - 1
-        if others < params.min_other_isps:
+        if others < min_others:
             continue  # no baseline to compare with: neutral
-        others_blocking = blocking[place] - (1 if blocked > ok else 0)
+        others_blocking = blocking.get(place, 0) - (1 if blocked > ok else 0)
         lower = 0.0  # not accessible, or the country does not block it: no leak here
-        if ok and others_blocking > params.consensus_share * others:
+        if ok and others_blocking > share * others:
             # Both the measurements and the agents must show the site accessible beyond
             # the bound: a VPN volunteer's many results are still one agent's word.
             lower = min(
-                wilson_bounds(ok, ok + blocked, params.z)[0],
-                wilson_bounds(b.accessible_agents, b.agents, params.z)[0],
+                wilson_bounds(ok, ok + blocked, z)[0],
+                wilson_bounds(b.accessible_agents, b.agents, z)[0],
             )
         key = (b.cc, b.asn, b.domain)
         raw[key].append((b, ok, ok + blocked, lower, others_blocking, others))
-        if lower > params.open_drift:
+        if lower > drift:
             worth_a_look.add(key)
 
     return {
@@ -313,27 +360,15 @@ def _event(key: _IspKey, name: str, group: Sequence[_Run], params: AnalysisParam
 
 
 def _isp_table(
-    buckets: Sequence[BucketCount],
-    names: dict[_IspKey, str],
-    leaks: Sequence[LeakEvent],
-    params: AnalysisParams,
+    survey: _Survey, leaks: Sequence[LeakEvent], params: AnalysisParams
 ) -> tuple[IspRow, ...]:
-    totals: dict[_IspKey, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    max_agents: dict[_IspKey, int] = defaultdict(int)
-    domains: dict[_IspKey, set[str]] = defaultdict(set)
-    for b in buckets:
-        key = (b.cc, b.asn)
-        for verdict, n in b.counts.items():
-            totals[key][verdict] += n
-        max_agents[key] = max(max_agents[key], b.agents)
-        domains[key].add(b.domain)
     leaking: dict[_IspKey, set[str]] = defaultdict(set)
     for event in leaks:
         leaking[(event.cc, event.asn)].update(event.domains)
-
     rows: list[IspRow] = []
-    for key in sorted(totals):
-        counts = totals[key]
+    for key in sorted(survey.isps):
+        totals = survey.isps[key]
+        counts = totals.counts
         ok = counts.get("ok", 0)
         blocked = _blocked(counts)
         methods: dict[str, int] = defaultdict(int)
@@ -344,7 +379,7 @@ def _isp_table(
             IspRow(
                 cc=key[0],
                 asn=key[1],
-                network_name=names[key],
+                network_name=survey.names[key],
                 measurements=sum(counts.values()),
                 accessible=ok,
                 blocked=blocked,
@@ -353,8 +388,8 @@ def _isp_table(
                 accessible_lower=lower,
                 accessible_upper=upper,
                 methods=dict(methods),
-                max_agents=max_agents[key],
-                domains=len(domains[key]),
+                max_agents=totals.max_agents,
+                domains=totals.domains,
                 leaking_domains=tuple(sorted(leaking[key])),
             )
         )
