@@ -453,37 +453,48 @@ class ArrowBucketCounter:
                 }
             )
             .group_by(["cc", "asn", "domain", "bucket", "blocking", "agent"])
-            .aggregate([("id", "count"), ("id", "min"), ("id", "max"), ("name", "max")])
+            .aggregate([("id", "count"), ("id", "min_max"), ("name", "max")])
         )
-        for i, field in enumerate(partial.schema):
-            if pa.types.is_dictionary(field.type):
-                partial = partial.set_column(i, field.name, pc.cast(partial[i], pa.string()))
+        ids = partial["id_min_max"].combine_chunks()
+        partial = partial.drop_columns(["id_min_max"])
+        partial = partial.append_column("id_min", ids.field("min"))
+        partial = partial.append_column("id_max", ids.field("max"))
+        for name in _DICTIONARY:  # the same types from every format, for concatenation
+            i = partial.schema.get_field_index(name)
+            if not pa.types.is_dictionary(partial.schema.field(i).type):
+                partial = partial.set_column(i, name, pc.dictionary_encode(partial[i]))
         self._partials.append(partial)
 
     def buckets(self) -> list[BucketCount]:
         self._flush()
         if not self._partials:
             return []
-        p = pa.concat_tables(self._partials)
+        p = pa.concat_tables(self._partials).unify_dictionaries().combine_chunks()
+        # Group on small integers rather than strings: codes of cc and domain that follow
+        # the strings' order (so sorting the codes sorts the names), the agent's index.
+        cc_codes, cc_names = _ranked_codes(p["cc"])
+        domain_codes, domain_names = _ranked_codes(p["domain"])
+        agent = _single(p["agent"]).indices
         ok = pc.fill_null(pc.equal(p["blocking"], "ok"), False)
         none = pa.scalar(None, pa.string())
         columns: dict[str, Any] = {
-            "cc": p["cc"],
+            "cc": cc_codes,
             "asn": p["asn"],
-            "domain": p["domain"],
+            "domain": domain_codes,
             "bucket": p["bucket"],
-            "agent": p["agent"],
-            "ok_agent": pc.if_else(ok, p["agent"], none),
+            "agent": agent,
+            "ok_agent": pc.if_else(ok, agent, pa.scalar(None, agent.type)),
             "ok_low": pc.if_else(ok, p["id_min"], none),
             "ok_high": pc.if_else(ok, p["id_max"], none),
             "name": p["name_max"],
         }
-        verdicts = [v for v in pc.unique(p["blocking"]).to_pylist() if v is not None]
+        blocking = pc.cast(_single(p["blocking"]).dictionary, pa.string()).to_pylist()
+        verdicts = sorted(v for v in blocking if v is not None)
         for v in verdicts:
             columns[f"n:{v}"] = pc.if_else(pc.equal(p["blocking"], v), p["id_count"], 0)
         grouped = (
             pa.table(columns)
-            .group_by(["cc", "asn", "domain", "bucket"])
+            .group_by(["cc", "asn", "domain", "bucket"], use_threads=False)
             .aggregate(
                 [
                     ("agent", "count_distinct"),
@@ -497,24 +508,62 @@ class ArrowBucketCounter:
         )
         # In the store's order, so that the analysis' own sort has nothing left to do.
         grouped = grouped.sort_by([(k, "ascending") for k in ("cc", "asn", "domain", "bucket")])
-        g = {name: grouped[name].to_pylist() for name in grouped.column_names}
-        sums = [(v, g[f"n:{v}_sum"]) for v in verdicts]
+        plain = ("cc", "asn", "domain", "bucket", "agent_count_distinct",
+                 "ok_agent_count_distinct", "ok_low_min", "ok_high_max", "name_max")  # fmt: skip
+        g = {name: grouped[name].to_pylist() for name in plain}
+        # Counts per verdict, filled column by column where non-zero: most buckets have one.
+        counts: list[dict[str, int]] = [{} for _ in range(grouped.num_rows)]
+        for v in verdicts:
+            column = grouped[f"n:{v}_sum"]
+            where = pc.indices_nonzero(column).to_pylist()
+            values = pc.take(column, pa.array(where, pa.uint64())).to_pylist()
+            for i, n in zip(where, values, strict=True):
+                counts[i][v] = n
         out: list[BucketCount] = []
-        for i in range(grouped.num_rows):
+        for i, (cc, asn, domain, bucket, agents, ok_agents, low, high, name) in enumerate(
+            zip(
+                g["cc"],
+                g["asn"],
+                g["domain"],
+                g["bucket"],
+                g["agent_count_distinct"],
+                g["ok_agent_count_distinct"],
+                g["ok_low_min"],
+                g["ok_high_max"],
+                g["name_max"],
+                strict=True,
+            )
+        ):
             out.append(
                 BucketCount(
-                    cc=g["cc"][i],
-                    asn=g["asn"][i],
-                    network_name=g["name_max"][i] or "",
-                    domain=g["domain"][i],
-                    bucket_start=g["bucket"][i],
-                    counts={v: n[i] for v, n in sums if n[i]},
-                    agents=g["agent_count_distinct"][i],
-                    accessible_agents=g["ok_agent_count_distinct"][i],
-                    example_ids=example_pair(g["ok_low_min"][i], g["ok_high_max"][i]),
+                    cc=cc_names[cc],
+                    asn=asn,
+                    network_name=name or "",
+                    domain=domain_names[domain],
+                    bucket_start=bucket,
+                    counts=counts[i],
+                    agents=agents,
+                    accessible_agents=ok_agents,
+                    example_ids=example_pair(low, high),
                 )
             )
         return out
+
+
+def _single(column: pa.ChunkedArray) -> pa.DictionaryArray:
+    """The one chunk of a combined dictionary column (an empty one if there are none)."""
+    if column.num_chunks == 1:
+        return column.chunk(0)
+    return pa.chunked_array(column.chunks, column.type).combine_chunks()
+
+
+def _ranked_codes(column: pa.ChunkedArray) -> tuple[pa.Array, list[str]]:
+    """Integer codes of a dictionary column in the order of its strings, and the strings."""
+    array = _single(column)
+    values = pc.cast(array.dictionary, pa.string())
+    order = pc.sort_indices(values)
+    rank = pc.sort_indices(order)  # the inverse permutation: string index -> its rank
+    return pc.take(rank, array.indices), pc.take(values, order).to_pylist()
 
 
 def count_exports(
