@@ -508,46 +508,44 @@ class ArrowBucketCounter:
         )
         # In the store's order, so that the analysis' own sort has nothing left to do.
         grouped = grouped.sort_by([(k, "ascending") for k in ("cc", "asn", "domain", "bucket")])
-        plain = ("cc", "asn", "domain", "bucket", "agent_count_distinct",
-                 "ok_agent_count_distinct", "ok_low_min", "ok_high_max", "name_max")  # fmt: skip
-        g = {name: grouped[name].to_pylist() for name in plain}
-        # Counts per verdict, filled column by column where non-zero: most buckets have one.
-        counts: list[dict[str, int]] = [{} for _ in range(grouped.num_rows)]
-        for v in verdicts:
-            column = grouped[f"n:{v}_sum"]
-            where = pc.indices_nonzero(column).to_pylist()
-            values = pc.take(column, pa.array(where, pa.uint64())).to_pylist()
-            for i, n in zip(where, values, strict=True):
-                counts[i][v] = n
         out: list[BucketCount] = []
-        for i, (cc, asn, domain, bucket, agents, ok_agents, low, high, name) in enumerate(
-            zip(
-                g["cc"],
-                g["asn"],
-                g["domain"],
-                g["bucket"],
-                g["agent_count_distinct"],
-                g["ok_agent_count_distinct"],
-                g["ok_low_min"],
-                g["ok_high_max"],
-                g["name_max"],
-                strict=True,
-            )
-        ):
-            out.append(
-                BucketCount(
-                    cc=cc_names[cc],
-                    asn=asn,
-                    network_name=name or "",
-                    domain=domain_names[domain],
-                    bucket_start=bucket,
-                    counts=counts[i],
-                    agents=agents,
-                    accessible_agents=ok_agents,
-                    example_ids=example_pair(low, high),
-                )
+        for offset in range(0, grouped.num_rows, 1 << 16):  # a slice at a time: less memory
+            out.extend(
+                _to_bucket_counts(grouped.slice(offset, 1 << 16), verdicts, cc_names, domain_names)
             )
         return out
+
+
+def _to_bucket_counts(
+    grouped: pa.Table, verdicts: Sequence[str], cc_names: list[str], domain_names: list[str]
+) -> list[BucketCount]:
+    plain = ("cc", "asn", "domain", "bucket", "agent_count_distinct",
+             "ok_agent_count_distinct", "ok_low_min", "ok_high_max", "name_max")  # fmt: skip
+    g = [grouped[name].to_pylist() for name in plain]
+    # Counts per verdict, filled column by column where non-zero: most buckets have one.
+    counts: list[dict[str, int]] = [{} for _ in range(grouped.num_rows)]
+    for v in verdicts:
+        column = grouped[f"n:{v}_sum"]
+        where = pc.indices_nonzero(column).to_pylist()
+        values = pc.take(column, pa.array(where, pa.uint64())).to_pylist()
+        for i, n in zip(where, values, strict=True):
+            counts[i][v] = n
+    return [
+        BucketCount(
+            cc=cc_names[cc],
+            asn=asn,
+            network_name=name or "",
+            domain=domain_names[domain],
+            bucket_start=bucket,
+            counts=bucket_counts,
+            agents=agents,
+            accessible_agents=ok_agents,
+            example_ids=example_pair(low, high),
+        )
+        for (cc, asn, domain, bucket, agents, ok_agents, low, high, name), bucket_counts in zip(
+            zip(*g, strict=True), counts, strict=True
+        )
+    ]
 
 
 def _single(column: pa.ChunkedArray) -> pa.DictionaryArray:
