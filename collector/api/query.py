@@ -64,12 +64,17 @@ async def export(request: web.Request) -> web.StreamResponse:
     encoder = ExportEncoder(fmt)
     await response.prepare(request)
     rows: Any
-    async for rows in request.app[STORE].export_rows(
-        filters, request.app[PSEUDONYM_KEY], _EXPORT_CHUNK
-    ):
-        data = await asyncio.to_thread(encoder.encode, rows)
-        if data:
-            await response.write(data)
+    stream = request.app[STORE].export_rows(filters, request.app[PSEUDONYM_KEY], _EXPORT_CHUNK)
+    try:
+        async for rows in stream:
+            data = await asyncio.to_thread(encoder.encode, rows)
+            if data:
+                await response.write(data)
+    finally:
+        # A client that goes away mid-export releases the store's reader at once.
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
     await response.write(await asyncio.to_thread(encoder.finish))
     await response.write_eof()
     return response
