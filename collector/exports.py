@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -436,8 +437,22 @@ class ArrowBucketCounter:
     def _flush(self) -> None:
         if not self._pending:
             return
-        table = pa.concat_tables(self._pending).unify_dictionaries()
+        table = pa.concat_tables(self._pending)
         self._pending, self._pending_rows = [], 0
+        self._partials.append(self.partial_of(table))
+
+    def add_selected_partial(self, partial: pa.Table, rows: int) -> None:
+        """Take a partial made by ``partial_of(select(table))`` elsewhere (another thread)."""
+        self.rows += rows
+        self._partials.append(partial)
+
+    def select(self, table: pa.Table) -> pa.Table:
+        return self._select(table)
+
+    def partial_of(self, table: pa.Table) -> pa.Table:
+        """Partial counts of selected rows per (cc, asn, domain, bucket, verdict, agent).
+        Thread-safe: Arrow does the work and releases the GIL."""
+        table = table.unify_dictionaries()
         width = float(self.filters.bucket_s)
         partial = (
             pa.table(
@@ -452,7 +467,7 @@ class ArrowBucketCounter:
                     "name": table["network_name"],
                 }
             )
-            .group_by(["cc", "asn", "domain", "bucket", "blocking", "agent"])
+            .group_by(["cc", "asn", "domain", "bucket", "blocking", "agent"], use_threads=False)
             .aggregate([("id", "count"), ("id", "min_max"), ("name", "max")])
         )
         ids = partial["id_min_max"].combine_chunks()
@@ -463,7 +478,7 @@ class ArrowBucketCounter:
             i = partial.schema.get_field_index(name)
             if not pa.types.is_dictionary(partial.schema.field(i).type):
                 partial = partial.set_column(i, name, pc.dictionary_encode(partial[i]))
-        self._partials.append(partial)
+        return partial
 
     def buckets(self) -> list[BucketCount]:
         self._flush()
@@ -570,8 +585,9 @@ def count_exports(
     on_file: Callable[[Path], None] | None = None,
     on_rows: Callable[[int], None] | None = None,
 ) -> tuple[list[BucketCount], int]:
-    """(buckets, rows counted) of several exports. One export is read slice by slice; when
-    several are merged, their rows are first gathered to drop repeated measurement ids."""
+    """(buckets, rows counted) of several exports. One export is read slice by slice
+    (Parquet row groups on two threads); when several are merged, their rows are first
+    gathered to drop repeated measurement ids."""
     counter = ArrowBucketCounter(filters)
     if len(sources) > 1:
         counter.add(read_exports(sources, on_file))
@@ -579,14 +595,78 @@ def count_exports(
     read = 0
     for files in sources:
         for path in files:
-            for table in read_slices(path):
-                counter.add(table)
-                read += table.num_rows
-                if on_rows is not None:
-                    on_rows(read)
+            if _format_of(path) == "parquet":
+                read = _count_parquet(path, counter, read, on_rows)
+            else:
+                for table in read_slices(path):
+                    counter.add(table)
+                    read += table.num_rows
+                    if on_rows is not None:
+                        on_rows(read)
             if on_file is not None:
                 on_file(path)
     return counter.buckets(), counter.rows
+
+
+def _count_parquet(
+    path: Path,
+    counter: ArrowBucketCounter,
+    read: int,
+    on_rows: Callable[[int], None] | None,
+    *,
+    workers: int = 2,
+    rows_per_task: int = 1 << 20,
+) -> int:
+    """Partial counts of one Parquet file, runs of row groups read and grouped on
+    ``workers`` threads (Arrow releases the GIL), at most ``workers`` runs in memory."""
+    try:
+        parquet = pq.ParquetFile(path, read_dictionary=list(_DICTIONARY))
+        metadata = parquet.metadata
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ExportReadError(f"{path}: {exc}") from None
+    runs: list[list[int]] = [[]]
+    size = 0
+    for i in range(metadata.num_row_groups):
+        if size >= rows_per_task:
+            runs.append([])
+            size = 0
+        runs[-1].append(i)
+        size += metadata.row_group(i).num_rows
+
+    def task(groups: list[int]) -> tuple[pa.Table, int, int]:
+        local = pq.ParquetFile(path, read_dictionary=list(_DICTIONARY))
+        try:
+            raw = local.read_row_groups(groups, columns=list(_NEEDED), use_threads=False)
+            table = counter.select(_normalise(raw))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError, OSError, KeyError) as exc:
+            raise ExportReadError(f"{path}: {exc}") from None
+        return counter.partial_of(table), table.num_rows, raw.num_rows
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="compare") as pool:
+        pending: list[Future[tuple[pa.Table, int, int]]] = []
+        for groups in runs:
+            if not groups:
+                continue
+            pending.append(pool.submit(task, groups))
+            if len(pending) >= workers:
+                read = _take(pending.pop(0), counter, read, on_rows)
+        for future in pending:
+            read = _take(future, counter, read, on_rows)
+    return read
+
+
+def _take(
+    future: Future[tuple[pa.Table, int, int]],
+    counter: ArrowBucketCounter,
+    read: int,
+    on_rows: Callable[[int], None] | None,
+) -> int:
+    partial, selected, raw = future.result()
+    counter.add_selected_partial(partial, selected)
+    read += raw
+    if on_rows is not None:
+        on_rows(read)
+    return read
 
 
 def bucket_counts(table: pa.Table, filters: Filters) -> list[BucketCount]:
