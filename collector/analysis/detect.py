@@ -66,8 +66,8 @@ def analyse(
         runs.extend(_detect(series, (cc, asn), domain, bucket_s, last, params))
 
     names = survey.names
-    leaks = _merge([r for r in runs if r.corroborated], names, bucket_s, params)
-    uncorroborated = _merge([r for r in runs if not r.corroborated], names, bucket_s, params)
+    leaks = _merge([r for r in runs if r.corroborated], names, params)
+    uncorroborated = _merge([r for r in runs if not r.corroborated], names, params)
     isps = _isp_table(survey, leaks, params)
     return Report(leaks=leaks, uncorroborated=uncorroborated, isps=isps)
 
@@ -293,7 +293,7 @@ def _detect(
 
 
 def _merge(
-    runs: Sequence[_Run], names: dict[_IspKey, str], bucket_s: float, params: AnalysisParams
+    runs: Sequence[_Run], names: dict[_IspKey, str], params: AnalysisParams
 ) -> tuple[LeakEvent, ...]:
     """One event per ISP and stretch of time: runs of one ISP that overlap become one
     event listing all their domains (the 2013 story: facebook.com and twitter.com)."""
@@ -325,9 +325,12 @@ def _event(key: _IspKey, name: str, group: Sequence[_Run], params: AnalysisParam
     points = [p for run in group for p in run.points]
     measurements = sum(p.conclusive for p in points)
     accessible = sum(p.accessible for p in points)
-    # The weakest baseline seen during the event: the most cautious statement of it.
+    # The weakest baseline among the buckets that showed the leak: the most cautious
+    # statement of it (a bucket inside the window where the country did not block is
+    # not a baseline for a leak).
+    evidence = [p for p in points if p.lower > 0.0] or points
     weakest = min(
-        points,
+        evidence,
         key=lambda p: (
             p.isps_blocking / p.isps_measured,
             p.isps_measured,

@@ -36,6 +36,12 @@ class AnalysisParams:
     min_other_isps: int = 1  # other ISPs with conclusive data needed for a consensus
     max_examples: int = 5
 
+    def __post_init__(self) -> None:
+        if self.min_agents < 1 or self.min_other_isps < 1:
+            raise ValueError("min_agents and min_other_isps must be at least 1")
+        if not (self.open_threshold > 0 and self.close_threshold > 0 and self.z > 0):
+            raise ValueError("thresholds and z must be positive")
+
 
 @dataclass(frozen=True, slots=True)
 class LeakEvent:
