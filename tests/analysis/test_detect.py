@@ -256,3 +256,18 @@ def test_vpn_volunteer_with_many_rounds_per_bucket_is_one_agent() -> None:
     rows = make_rows(isps, ("facebook.com",), 12 * 12, verdict, bucket_s=300.0)
     report = analyse(reference_buckets(rows, HOUR), HOUR)
     assert (report.leaks, report.uncorroborated) == ((), ())
+
+
+def test_one_bucket_where_the_country_does_not_block_neither_splits_nor_weakens() -> None:
+    """A bucket inside a leak where every ISP lets the site through does not split the
+    event, and the event's baseline is the one of the buckets that showed the leak."""
+
+    def verdict(isp: Isp, domain: str, b: int, agent: int) -> str:
+        if b == 4 or (isp.asn == 44244 and 2 <= b <= 7):
+            return "ok"
+        return "dns"
+
+    report = run(verdict)
+    assert windows(report.leaks) == [(44244, ("facebook.com",), at(2), at(8))]
+    event = report.leaks[0]
+    assert (event.isps_blocking, event.isps_measured) == (4, 4)
