@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
 from shared.config import config_from_mapping, load_config
+from shared.logging import LoggingConfig
 
 # At the default concurrency the agent measures 1,000 slow targets more than 20 times faster
 # than one at a time while staying under 60 MB of memory (see bench/agent and the README).
@@ -77,12 +77,6 @@ class SpoolConfig:
     def __post_init__(self) -> None:
         if self.max_bytes < 64 * 1024:
             raise ValueError(f"spool.max_bytes must be at least 65536, got {self.max_bytes}")
-
-
-@dataclass(frozen=True, slots=True)
-class LoggingConfig:
-    json: bool | None = None  # None: JSON lines unless standard error is a terminal
-    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 @dataclass(frozen=True, slots=True)

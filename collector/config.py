@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from shared.config import config_from_mapping, load_config
+from shared.logging import LoggingConfig
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
@@ -62,12 +62,6 @@ class ControlConfig:
                 raise ValueError(f"allow_ranges: {cidr!r} is not a CIDR range") from None
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class LoggingConfig:
-    json: bool | None = None  # None: JSON lines unless standard error is a terminal
-    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 @dataclass(frozen=True, slots=True)

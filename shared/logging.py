@@ -11,7 +11,8 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 import structlog
 
@@ -20,6 +21,14 @@ _IPV6: Final = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}
 _SECRET_KEYS: Final = frozenset(
     {"token", "authorization", "password", "secret", "code", "analyst_token", "dsn"}
 )
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """The ``logging`` section of the agent's and the collector's configuration."""
+
+    json: bool | None = None  # None: JSON lines unless standard error is a terminal
+    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 def scrub(text: str) -> str:
