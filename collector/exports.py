@@ -2,9 +2,10 @@
 export rows into the analysis input.
 
 Writers take rows in chunks and keep at most one chunk (one Parquet row group) in memory.
-Readers turn any mix of files into one Arrow table of the columns the analysis needs, and
-``bucket_counts`` counts it per (cc, asn, domain, bucket) with Arrow's group_by, exactly as
-the store's SQL does, so compare and the collector feed the analysis the same input.
+Readers give the columns the analysis needs, slice by slice, from any mix of files;
+``ArrowBucketCounter`` (behind ``count_exports``) counts them per (cc, asn, domain, bucket)
+with Arrow's group_by, exactly as the store's SQL does, so compare and the collector feed
+the analysis the same input.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ EXPORT_SCHEMA: Final = pa.schema(
 )
 assert tuple(EXPORT_SCHEMA.names) == EXPORT_COLUMNS
 
-# What compare reads: the columns the aggregation needs, measured_at as a string to parse.
+# What compare reads: the columns the aggregation needs (CSV and JSONL give measured_at as
+# text; it becomes epoch seconds, float64, in ``_normalise``).
 _NEEDED: Final = ("measurement_id", "measured_at", "cc", "asn", "network_name", "agent",
                   "domain", "blocking")  # fmt: skip
 _TEXT_SCHEMA: Final = pa.schema(
@@ -412,14 +414,15 @@ class ArrowBucketCounter:
         self._partials: list[pa.Table] = []
 
     def add(self, table: pa.Table) -> None:
-        table = self._select(table)
+        table = self.select(table)
         self.rows += table.num_rows
         self._pending.append(table)
         self._pending_rows += table.num_rows
         if self._pending_rows >= self.flush_rows:
             self._flush()
 
-    def _select(self, table: pa.Table) -> pa.Table:
+    def select(self, table: pa.Table) -> pa.Table:
+        """The rows of ``table`` the filters keep (and only those with a known network)."""
         f = self.filters
         mask = pc.and_(pc.is_valid(table["cc"]), pc.is_valid(table["asn"]))
         if f.cc is not None:
@@ -445,9 +448,6 @@ class ArrowBucketCounter:
         """Take a partial made by ``partial_of(select(table))`` elsewhere (another thread)."""
         self.rows += rows
         self._partials.append(partial)
-
-    def select(self, table: pa.Table) -> pa.Table:
-        return self._select(table)
 
     def partial_of(self, table: pa.Table) -> pa.Table:
         """Partial counts of selected rows per (cc, asn, domain, bucket, verdict, agent).
