@@ -115,19 +115,21 @@ def test_export_of_filtered_store_holds_only_matching_rows(story, tmp_path: Path
     assert lines[0]["measured_at"].endswith("Z") and lines[0]["accessible"] in (True, False)
 
 
-def test_day_partitions_are_a_dataset(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_day_partitions_are_a_dataset(tmp_path: Path, fmt: str) -> None:
     """--partition-by-day writes day=YYYY-MM-DD folders that pyarrow.dataset reads as one
-    table, and compare reads the folder."""
+    table, and compare reads the folder as one export."""
     rows = make_rows(FIVE_ISPS[:2], ("facebook.com",), 30, story_verdict)  # 30 h: two days
     conn = store_with(tmp_path / "s.sqlite3", rows)
-    out = _export(conn, "parquet", tmp_path / "parts", partition_by_day=True)
+    out = _export(conn, fmt, tmp_path / "parts", partition_by_day=True)
     days = sorted(p.name for p in out.iterdir())
     assert days == ["day=2013-09-16", "day=2013-09-17"]
-    dataset = ds.dataset(out, format="parquet", partitioning="hive")
-    assert dataset.to_table().num_rows == len(rows)
-    assert _sorted(bucket_counts(read_exports([export_files([out])]), FILTERS)) == aggregate_sqlite(
-        conn, FILTERS
-    )
+    assert sorted(p.name for p in out.glob("*/*")) == [f"part-0.{fmt}"] * 2
+    if fmt != "jsonl":  # pyarrow.dataset reads CSV and Parquet partitions
+        dataset = ds.dataset(out, format=fmt, partitioning="hive")
+        assert dataset.to_table().num_rows == len(rows)
+    counted = bucket_counts(read_exports([export_files([out])]), FILTERS)
+    assert _sorted(counted) == aggregate_sqlite(conn, FILTERS)
     conn.close()
 
 
