@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import compress
 from typing import Any
 
 from collector.store.base import EXPORT_COLUMNS, BucketCount
@@ -100,23 +101,22 @@ def aggregate_sql(filters: Filters, dialect: Dialect) -> tuple[str, list[Any]]:
 
 
 def fold_series(cc: str, asn: int, domain: str, rows: Iterable[Sequence[Any]]) -> list[BucketCount]:
-    """``BucketCount`` of one (cc, asn, domain) from rows of ``aggregate_sql`` (any row
-    type that converts to a tuple: sqlite3 tuples, asyncpg records)."""
-    out: list[BucketCount] = []
+    """``BucketCount`` of one (cc, asn, domain) from rows of ``aggregate_sql`` (sqlite3
+    tuples or asyncpg records: anything that unpacks)."""
     verdicts = _VERDICTS
+    out: list[BucketCount] = []
     for record in rows:
-        row = tuple(record)
-        low, high = row[4], row[5]
+        start, name, agents, ok_agents, low, high, *counts = record
         out.append(
             BucketCount(
                 cc=cc,
                 asn=asn,
-                network_name=row[1],
+                network_name=name,
                 domain=domain,
-                bucket_start=float(row[0]),
-                counts={v: n for v, n in zip(verdicts, row[6:], strict=True) if n},
-                agents=row[2],
-                accessible_agents=row[3],
+                bucket_start=float(start),
+                counts=dict(compress(zip(verdicts, counts, strict=True), counts)),  # non-zero
+                agents=agents,
+                accessible_agents=ok_agents,
                 example_ids=example_pair(low, high),
             )
         )
