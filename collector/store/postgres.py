@@ -68,8 +68,17 @@ _INSERT_SQL: Final = (
 
 
 def postgres_sql(migration: Migration) -> list[str]:
-    """A migration's statements in PostgreSQL's spelling."""
-    return [re.sub(r"\bBLOB\b", "BYTEA", stmt) for stmt in migration.statements()]
+    """A migration's statements in PostgreSQL's spelling.
+
+    Measurement ids compare bytewise (COLLATE "C"), as in SQLite, so that MIN and MAX pick
+    the same example ids whatever the database's locale.
+    """
+    out = []
+    for stmt in migration.statements():
+        stmt = re.sub(r"\bBLOB\b", "BYTEA", stmt)
+        stmt = re.sub(r"\bmeasurement_id(\s+)TEXT\b", r'measurement_id\1TEXT COLLATE "C"', stmt)
+        out.append(stmt)
+    return out
 
 
 class PostgresStore(Store):
