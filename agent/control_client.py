@@ -74,8 +74,15 @@ async def request_control(
 
 
 async def fetch_control(
-    session: aiohttp.ClientSession, collector_url: str, token: str, url: str, timeout_s: float
+    session: aiohttp.ClientSession,
+    collector_url: str,
+    token: str,
+    url: str,
+    timeout_s: float,
+    proxy: str | None = None,
 ) -> ControlFacts | None:
-    """The control's facts for ``url``, or None when the collector cannot give them."""
-    answer = await request_control(session, collector_url, token, url, timeout_s)
+    """The control's facts for ``url``, or None when the collector cannot give them.
+    ``proxy``: the upload proxy, since the control comes from the same, maybe blocked,
+    collector."""
+    answer = await request_control(session, collector_url, token, url, timeout_s, proxy)
     return answer.facts

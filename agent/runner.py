@@ -117,7 +117,12 @@ def real_probing(config: AgentConfig, creds: Credentials, channel: UploadChannel
 
     async def control_for(url: str) -> ControlFacts | None:
         return await fetch_control(
-            channel.session, creds.collector_url, creds.token, url, p.timeout_s + 5.0
+            channel.session,
+            creds.collector_url,
+            creds.token,
+            url,
+            p.timeout_s + 5.0,
+            proxy=channel.proxy,
         )
 
     return Probing(measure_one, control_for, lambda: tls_contexts(p.ca_file))

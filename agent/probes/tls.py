@@ -51,16 +51,29 @@ def _make_contexts(ca_file: Path | None) -> TlsContexts:
     return TlsContexts(verifying=verifying, lenient=lenient)
 
 
-_CONTEXTS: dict[Path | None, TlsContexts] = {}
+# One build per CA file, shared by every caller: the first measurements of a round start
+# together, and each building its own contexts (the system roots, twice) cost tens of MB.
+_BUILT: dict[Path | None, TlsContexts] = {}
+_BUILDING: dict[tuple[int, Path | None], asyncio.Future[TlsContexts]] = {}
 
 
 async def tls_contexts(ca_file: Path | None) -> TlsContexts:
     """The contexts for ``ca_file``, built once (in a thread: loading roots reads files)."""
-    contexts = _CONTEXTS.get(ca_file)
-    if contexts is None:
-        contexts = await asyncio.to_thread(_make_contexts, ca_file)
-        _CONTEXTS[ca_file] = contexts
-    return contexts
+    built = _BUILT.get(ca_file)
+    if built is not None:
+        return built
+    key = (id(asyncio.get_running_loop()), ca_file)  # a future belongs to its loop
+    building = _BUILDING.get(key)
+    if building is None:
+        building = asyncio.ensure_future(asyncio.to_thread(_make_contexts, ca_file))
+        _BUILDING[key] = building
+    try:
+        built = await asyncio.shield(building)
+    finally:
+        if building.done():
+            _BUILDING.pop(key, None)
+    _BUILT[ca_file] = built
+    return built
 
 
 async def _drive(sock: socket.socket, ctx: ssl.SSLContext, sni: str | None) -> ssl.SSLObject:

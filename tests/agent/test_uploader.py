@@ -223,3 +223,23 @@ async def test_whoami_never_uses_a_proxy_from_the_environment(
     finally:
         await session.close()
     assert relayed == [] and double.whoami_calls == 1
+
+
+async def test_controls_go_through_the_upload_proxy(
+    rig: Rig, aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    """The control comes from the collector too, so with an HTTP upload proxy the daemon
+    asks for it through the proxy (a blocked collector is blocked for controls as well)."""
+    from agent.config import AgentConfig
+    from agent.runner import real_probing
+    from agent.state import Credentials
+
+    relayed: list[str] = []
+    proxy = await aiohttp_server(forward_proxy(relayed))
+    await rig.channel.close()
+    rig.channel = upload_channel(str(proxy.make_url("")), None)
+    collector_url = str(rig.server.make_url("/"))
+    config = AgentConfig(collector_url=collector_url, state_dir=tmp_path / "state")
+    probing = real_probing(config, Credentials(AGENT_ID, TOKEN, collector_url), rig.channel)
+    await probing.control("http://127.0.0.1:9/")  # the double has no control: None
+    assert relayed == ["/api/v1/control"]
