@@ -14,7 +14,10 @@ collector stores them as they came and reads only a few of their fields.
 
 from __future__ import annotations
 
+import random
 import re
+import secrets
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypedDict
@@ -31,6 +34,21 @@ MAX_ID_LENGTH: Final = 64
 MAX_URL_LENGTH: Final = 2048
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CC_RE: Final = re.compile(r"^[A-Z]{2}$")
+
+
+def new_measurement_id(at: float | None = None, rng: random.Random | None = None) -> str:
+    """A new measurement id: 32 hex digits laid out like a UUIDv7 (RFC 9562), a 48-bit
+    millisecond timestamp then 74 random bits.
+
+    Time-ordered ids land at the end of the stores' primary-key index instead of all over
+    it: with random ids SQLite inserted about 40 % fewer rows per second (bench/ingest).
+    ``rng`` makes ids reproducible for benchmarks; agents use the system's randomness.
+    """
+    ms = int((time.time() if at is None else at) * 1000) & ((1 << 48) - 1)
+    bits = rng.getrandbits(74) if rng is not None else int.from_bytes(secrets.token_bytes(10)) >> 6
+    rand_a, rand_b = bits >> 62, bits & ((1 << 62) - 1)
+    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    return f"{value:032x}"
 
 
 class Blocking(StrEnum):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -52,6 +51,7 @@ from shared.schema import (
     NetworkFacts,
     TcpFacts,
     TlsFacts,
+    new_measurement_id,
 )
 
 MAX_ADDRESSES: Final = 8  # connects per measurement: enough for round-robin DNS, no more
@@ -278,7 +278,7 @@ async def measure(
         body=response.body if response is not None else None,
     )
     return Measurement(
-        id=uuid.uuid4().hex,
+        id=new_measurement_id(),
         measured_at=measured_at,
         url=url,
         domain=run.target.host,

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from shared.codec import encode
-from shared.schema import SCHEMA_VERSION
+from shared.schema import SCHEMA_VERSION, new_measurement_id
 
 _SITES = [
     ("https://www.facebook.com/", "www.facebook.com", "157.240.1.35"),
@@ -50,7 +50,7 @@ def measurement(rng: random.Random, measured_at: float) -> dict[str, Any]:
         "failure": "connection_reset" if blocked else None,
     }
     return {
-        "id": uuid.UUID(int=rng.getrandbits(128)).hex,
+        "id": new_measurement_id(measured_at, rng),
         "measured_at": measured_at,
         "url": url,
         "domain": domain,

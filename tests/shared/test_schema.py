@@ -128,3 +128,22 @@ def test_envelope_keeps_results_undecoded() -> None:
     assert decode_measurement(env.results[0]).blocking.value == "dns"
     with pytest.raises(SchemaError):
         decode_measurement(env.results[1])
+
+
+def test_new_measurement_ids_are_uuid7_ordered_by_time_and_unique() -> None:
+    """Measurement ids are UUIDv7-shaped hex, sort by their millisecond, and do not repeat."""
+    import random
+    import uuid
+
+    from shared.schema import new_measurement_id
+
+    ids = [new_measurement_id(1_700_000_000.0 + i / 100) for i in range(1000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 1000
+    parsed = uuid.UUID(ids[0])
+    assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+    assert int(ids[0][:12], 16) == 1_700_000_000_000
+    same_ms = {new_measurement_id(1.0) for _ in range(1000)}
+    assert len(same_ms) == 1000
+    seeded = [new_measurement_id(5.0, random.Random(3)) for _ in range(2)]
+    assert seeded[0] == seeded[1]
