@@ -13,11 +13,9 @@ from collector.config import CollectorConfig
 from collector.metrics import CONTENT_TYPE_LATEST, Metrics
 from collector.netdb import NetDb, load_netdb
 from collector.state import CONFIG, METRICS, NETDB, PSEUDONYM_KEY, STORE, TARGETS
-from collector.store.base import Store
+from collector.store.base import PSEUDONYM_SECRET, Store
 from collector.store.sqlite import SqliteStore
 from collector.targets import load_targets
-
-PSEUDONYM_SECRET = "export_pseudonym_key"
 
 
 def make_store(config: CollectorConfig) -> Store:

@@ -489,7 +489,9 @@ class ArrowBucketCounter:
         # the strings' order (so sorting the codes sorts the names), the agent's index.
         cc_codes, cc_names = _ranked_codes(p["cc"])
         domain_codes, domain_names = _ranked_codes(p["domain"])
-        agent = _single(p["agent"]).indices
+        agent_column = _single(p["agent"])
+        agent = agent_column.indices
+        agent_names = pc.cast(agent_column.dictionary, pa.string()).to_pylist()
         ok = pc.fill_null(pc.equal(p["blocking"], "ok"), False)
         none = pa.scalar(None, pa.string())
         columns: dict[str, Any] = {
@@ -513,7 +515,7 @@ class ArrowBucketCounter:
             .aggregate(
                 [
                     ("agent", "count_distinct"),
-                    ("ok_agent", "count_distinct"),
+                    ("ok_agent", "distinct"),
                     ("ok_low", "min"),
                     ("ok_high", "max"),
                     ("name", "max"),
@@ -526,16 +528,22 @@ class ArrowBucketCounter:
         out: list[BucketCount] = []
         for offset in range(0, grouped.num_rows, 1 << 16):  # a slice at a time: less memory
             out.extend(
-                _to_bucket_counts(grouped.slice(offset, 1 << 16), verdicts, cc_names, domain_names)
+                _to_bucket_counts(
+                    grouped.slice(offset, 1 << 16), verdicts, cc_names, domain_names, agent_names
+                )
             )
         return out
 
 
 def _to_bucket_counts(
-    grouped: pa.Table, verdicts: Sequence[str], cc_names: list[str], domain_names: list[str]
+    grouped: pa.Table,
+    verdicts: Sequence[str],
+    cc_names: list[str],
+    domain_names: list[str],
+    agent_names: list[str],
 ) -> list[BucketCount]:
     plain = ("cc", "asn", "domain", "bucket", "agent_count_distinct",
-             "ok_agent_count_distinct", "ok_low_min", "ok_high_max", "name_max")  # fmt: skip
+             "ok_agent_distinct", "ok_low_min", "ok_high_max", "name_max")  # fmt: skip
     g = [grouped[name].to_pylist() for name in plain]
     # Counts per verdict, filled column by column where non-zero: most buckets have one.
     counts: list[dict[str, int]] = [{} for _ in range(grouped.num_rows)]
@@ -554,7 +562,7 @@ def _to_bucket_counts(
             bucket_start=bucket,
             counts=bucket_counts,
             agents=agents,
-            accessible_agents=ok_agents,
+            accessible_agent_ids=tuple(sorted(agent_names[i] for i in ok_agents if i is not None)),
             example_ids=example_pair(low, high),
         )
         for (cc, asn, domain, bucket, agents, ok_agents, low, high, name), bucket_counts in zip(

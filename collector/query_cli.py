@@ -116,7 +116,7 @@ def _store(config: Any) -> Any:
 def _export_chunks(config: Any, filters: Filters) -> Iterator[Sequence[dict[str, object]]]:
     """The store's export rows, chunk by chunk, pulled through one event loop: the writer
     runs here, synchronously, and memory holds one chunk at a time."""
-    from collector.app import PSEUDONYM_SECRET
+    from collector.store.base import PSEUDONYM_SECRET
 
     loop = asyncio.new_event_loop()
     store = _store(config)

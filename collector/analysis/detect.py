@@ -33,7 +33,7 @@ class _Point:
     bucket_start: float
     accessible: int
     conclusive: int
-    accessible_agents: int
+    accessible_agent_ids: tuple[str, ...]
     example_ids: tuple[str, ...]
     lower: float  # Wilson lower bound of the accessible share; 0 when the country does not block
     isps_blocking: int  # other ISPs of the country that block the domain in this bucket
@@ -97,7 +97,9 @@ def _fold(seen: BucketCount, b: BucketCount) -> BucketCount:
         bucket_start=b.bucket_start,
         counts=counts,
         agents=seen.agents + b.agents,
-        accessible_agents=seen.accessible_agents + b.accessible_agents,
+        accessible_agent_ids=tuple(
+            sorted(set(seen.accessible_agent_ids) | set(b.accessible_agent_ids))
+        ),
         example_ids=tuple(sorted(set(seen.example_ids) | set(b.example_ids))),
     )
 
@@ -217,7 +219,7 @@ def _points(survey: _Survey, params: AnalysisParams) -> dict[tuple[str, int, str
                 bucket_start=b.bucket_start,
                 accessible=ok,
                 conclusive=conclusive,
-                accessible_agents=b.accessible_agents,
+                accessible_agent_ids=b.accessible_agent_ids,
                 example_ids=b.example_ids,
                 lower=lower,
                 isps_blocking=others_blocking,
@@ -263,7 +265,7 @@ def _detect(
                 start=kept[0].bucket_start,
                 end=end,
                 points=kept,
-                corroborated=any(p.accessible_agents >= params.min_agents for p in kept),
+                corroborated=any(len(p.accessible_agent_ids) >= params.min_agents for p in kept),
             )
         )
 
@@ -354,7 +356,7 @@ def _event(key: _IspKey, name: str, group: Sequence[_Run], params: AnalysisParam
         end=None if any(e is None for e in ends) else max(e for e in ends if e is not None),
         measurements=measurements,
         accessible=accessible,
-        agents=max(p.accessible_agents for p in points),
+        agents=len({agent for p in points for agent in p.accessible_agent_ids}),
         isps_blocking=weakest.isps_blocking,
         isps_measured=weakest.isps_measured,
         confidence=lower * weakest.isps_blocking / weakest.isps_measured,

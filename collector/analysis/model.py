@@ -55,7 +55,7 @@ class LeakEvent:
     end: float | None  # end of the last leaking bucket; None while ongoing
     measurements: int  # conclusive measurements of these domains on this ISP in the window
     accessible: int  # of which were `ok`
-    agents: int  # most distinct agents that saw the sites accessible within one bucket
+    agents: int  # distinct agents that saw the sites accessible during the event
     isps_blocking: int  # weakest country baseline seen during the event (other ISPs)
     isps_measured: int
     confidence: float
@@ -98,7 +98,7 @@ class IspRow:
     accessible_lower: float  # Wilson bounds of accessible / (accessible + blocked)
     accessible_upper: float
     methods: dict[str, int]  # METHOD_NAMES -> blocked measurements by that method
-    max_agents: int  # most distinct agents seen in one bucket
+    max_agents: int  # most distinct agents seen in one bucket (of any domain)
     domains: int  # domains measured
     leaking_domains: tuple[str, ...]  # domains in this ISP's corroborated leak events
 

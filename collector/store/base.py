@@ -39,9 +39,19 @@ class BucketCount:
     bucket_start: float  # UTC epoch seconds, a multiple of the bucket width
     counts: dict[str, int]  # blocking value -> number of measurements
     agents: int  # distinct agents in the bucket
-    accessible_agents: int  # distinct agents with at least one `ok` in the bucket
+    # The agents with at least one `ok` in the bucket, sorted: agent ids in a store,
+    # pseudonyms in exports. Only their number and their union over an event are used.
+    accessible_agent_ids: tuple[str, ...]
     example_ids: tuple[str, ...]  # a few measurement ids with blocking == ok (evidence)
 
+    @property
+    def accessible_agents(self) -> int:
+        """Distinct agents with at least one `ok` in the bucket."""
+        return len(self.accessible_agent_ids)
+
+
+# The store's secret that keys agent pseudonyms (exports, and the analysis' agent sets).
+PSEUDONYM_SECRET = "export_pseudonym_key"
 
 # Export columns, in order (design.md section 5).
 EXPORT_COLUMNS: tuple[str, ...] = (
@@ -93,7 +103,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def aggregate(self, filters: Filters) -> list[BucketCount]:
-        """Per (cc, asn, domain, bucket) counts computed in SQL (never row by row in Python)."""
+        """Per (cc, asn, domain, bucket) counts computed in SQL (never row by row in Python);
+        agents appear by their pseudonyms (``PSEUDONYM_SECRET``), as in exports."""
 
     @abc.abstractmethod
     def export_rows(

@@ -18,7 +18,13 @@ from typing import Any, Final
 import asyncpg
 
 from collector.store import queries
-from collector.store.base import AgentRecord, BucketCount, InsertOutcome, Store
+from collector.store.base import (
+    PSEUDONYM_SECRET,
+    AgentRecord,
+    BucketCount,
+    InsertOutcome,
+    Store,
+)
 from collector.store.migrate import Migration, MigrationError, load_migrations
 from collector.store.sqlite import measurement_row
 from shared.filters import Filters
@@ -157,6 +163,7 @@ class PostgresStore(Store):
     async def aggregate(self, filters: Filters) -> list[BucketCount]:
         keys_sql, keys_params = queries.keys_sql(filters, queries.POSTGRES)
         sql, params = queries.aggregate_sql(filters, queries.POSTGRES)
+        pseudonym = queries.Pseudonyms(await self.secret(PSEUDONYM_SECRET))
         out: list[BucketCount] = []
         async with self.pool.acquire() as conn:
             statement = await conn.prepare(sql)
@@ -164,7 +171,7 @@ class PostgresStore(Store):
                 mine = list(params)
                 mine[2:5] = (cc, int(asn), domain)
                 rows = await statement.fetch(*mine)
-                out.extend(queries.fold_series(cc, int(asn), domain, rows))
+                out.extend(queries.fold_series(cc, int(asn), domain, rows, pseudonym))
         return out
 
     async def export_rows(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from itertools import compress
 from typing import Any
 
@@ -30,11 +31,13 @@ class Dialect:
 
     placeholder: Callable[[int], str]
     floor: str = "FLOOR({})"
+    # The distinct values of a column joined by commas (agent ids and pseudonyms have none).
+    distinct_list: str = "GROUP_CONCAT(DISTINCT {})"
 
 
 SQLITE = Dialect(placeholder=lambda n: "?")
 SQLITE_NO_MATH = Dialect(placeholder=lambda n: "?", floor="CAST({} AS INTEGER)")  # epoch > 0
-POSTGRES = Dialect(placeholder=lambda n: f"${n}")
+POSTGRES = Dialect(placeholder=lambda n: f"${n}", distinct_list="STRING_AGG(DISTINCT {}, ',')")
 
 
 def _where(
@@ -89,7 +92,7 @@ def aggregate_sql(filters: Filters, dialect: Dialect) -> tuple[str, list[Any]]:
     counts = ", ".join(f"COUNT(*) FILTER (WHERE blocking = '{v}')" for v in _VERDICTS)
     sql = (
         "SELECT bucket_start, COALESCE(MAX(network_name), ''), COUNT(DISTINCT agent_id),"
-        " COUNT(DISTINCT agent_id) FILTER (WHERE blocking = 'ok'),"
+        f" {dialect.distinct_list.format('agent_id')} FILTER (WHERE blocking = 'ok'),"
         " MIN(measurement_id) FILTER (WHERE blocking = 'ok'),"
         f" MAX(measurement_id) FILTER (WHERE blocking = 'ok'), {counts}"
         f" FROM (SELECT {bucket} AS bucket_start, network_name, agent_id, blocking,"
@@ -100,13 +103,37 @@ def aggregate_sql(filters: Filters, dialect: Dialect) -> tuple[str, list[Any]]:
     return sql, params
 
 
-def fold_series(cc: str, asn: int, domain: str, rows: Iterable[Sequence[Any]]) -> list[BucketCount]:
+class Pseudonyms:
+    """Agent ids to their export pseudonyms, each computed once: the analysis sees agents
+    by the same names whether it counts a store or its exports."""
+
+    def __init__(self, key: bytes) -> None:
+        from collector.state import agent_pseudonym  # aiohttp-heavy module: only when used
+
+        self._make = partial(agent_pseudonym, key)
+        self._known: dict[str, str] = {}
+
+    def __call__(self, agent_id: str) -> str:
+        known = self._known.get(agent_id)
+        if known is None:
+            known = self._known[agent_id] = self._make(agent_id)
+        return known
+
+
+def fold_series(
+    cc: str,
+    asn: int,
+    domain: str,
+    rows: Iterable[Sequence[Any]],
+    pseudonym: Callable[[str], str],
+) -> list[BucketCount]:
     """``BucketCount`` of one (cc, asn, domain) from rows of ``aggregate_sql`` (sqlite3
-    tuples or asyncpg records: anything that unpacks)."""
+    tuples or asyncpg records: anything that unpacks), agents named by ``pseudonym``."""
     verdicts = _VERDICTS
     out: list[BucketCount] = []
     for record in rows:
         start, name, agents, ok_agents, low, high, *counts = record
+        ok_agent_ids = tuple(sorted(map(pseudonym, ok_agents.split(",")))) if ok_agents else ()
         out.append(
             BucketCount(
                 cc=cc,
@@ -116,7 +143,7 @@ def fold_series(cc: str, asn: int, domain: str, rows: Iterable[Sequence[Any]]) -
                 bucket_start=float(start),
                 counts=dict(compress(zip(verdicts, counts, strict=True), counts)),  # non-zero
                 agents=agents,
-                accessible_agents=ok_agents,
+                accessible_agent_ids=ok_agent_ids,
                 example_ids=example_pair(low, high),
             )
         )
@@ -147,7 +174,7 @@ def _database_file(conn: sqlite3.Connection) -> str | None:
 
 
 def aggregate_sqlite(
-    conn: sqlite3.Connection, filters: Filters, workers: int = 2
+    conn: sqlite3.Connection, filters: Filters, pseudonym_key: bytes, workers: int = 2
 ) -> list[BucketCount]:
     """Per (cc, asn, domain, bucket) counts for ``filters``, computed by SQLite.
 
@@ -158,13 +185,14 @@ def aggregate_sqlite(
     sql, params = keys_sql(filters, dialect)
     keys = [(cc, int(asn), domain) for cc, asn, domain in conn.execute(sql, params)]
     sql, params = aggregate_sql(filters, dialect)
+    pseudonym = Pseudonyms(pseudonym_key)
 
     def run(c: sqlite3.Connection, share: Sequence[tuple[str, int, str]]) -> list[BucketCount]:
         out: list[BucketCount] = []
         mine = list(params)
         for cc, asn, domain in share:
             mine[2:5] = (cc, asn, domain)
-            out.extend(fold_series(cc, asn, domain, c.execute(sql, mine)))
+            out.extend(fold_series(cc, asn, domain, c.execute(sql, mine), pseudonym))
         return out
 
     path = _database_file(conn)

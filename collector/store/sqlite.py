@@ -25,7 +25,13 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from collector.store import queries
-from collector.store.base import AgentRecord, BucketCount, InsertOutcome, Store
+from collector.store.base import (
+    PSEUDONYM_SECRET,
+    AgentRecord,
+    BucketCount,
+    InsertOutcome,
+    Store,
+)
 from collector.store.migrate import migrate_sqlite
 from shared.filters import Filters
 from shared.schema import Measurement, MeasurementWire
@@ -359,7 +365,10 @@ class SqliteStore(Store):
         )
 
     async def aggregate(self, filters: Filters) -> list[BucketCount]:
-        return await self.run_read(partial(queries.aggregate_sqlite, filters=filters))
+        key = await self.secret(PSEUDONYM_SECRET)
+        return await self.run_read(
+            partial(queries.aggregate_sqlite, filters=filters, pseudonym_key=key)
+        )
 
     async def export_rows(
         self, filters: Filters, pseudonym_key: bytes, chunk: int = 5000

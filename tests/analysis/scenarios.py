@@ -65,8 +65,13 @@ def make_rows(
     return rows
 
 
-def reference_buckets(rows: Sequence[dict[str, object]], bucket_s: float) -> list[BucketCount]:
-    """The aggregation the store and compare must both match, written the obvious way."""
+def reference_buckets(
+    rows: Sequence[dict[str, object]],
+    bucket_s: float,
+    agent_name: Callable[[str], str] = str,
+) -> list[BucketCount]:
+    """The aggregation the store and compare must both match, written the obvious way
+    (``agent_name``: how the source names agents, e.g. the store's pseudonyms)."""
     groups: dict[tuple[str, int, str, float], list[dict[str, object]]] = defaultdict(list)
     for row in rows:
         start = math.floor(float(row["measured_at"]) / bucket_s) * bucket_s  # type: ignore[arg-type]
@@ -86,7 +91,9 @@ def reference_buckets(rows: Sequence[dict[str, object]], bucket_s: float) -> lis
                 bucket_start=start,
                 counts=dict(counts),
                 agents=len({r["agent"] for r in members}),
-                accessible_agents=len({r["agent"] for r in members if r["blocking"] == "ok"}),
+                accessible_agent_ids=tuple(
+                    sorted({agent_name(str(r["agent"])) for r in members if r["blocking"] == "ok"})
+                ),
                 example_ids=tuple(sorted({ok_ids[0], ok_ids[-1]})) if ok_ids else (),
             )
         )

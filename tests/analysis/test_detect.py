@@ -271,3 +271,18 @@ def test_one_bucket_where_the_country_does_not_block_neither_splits_nor_weakens(
     assert windows(report.leaks) == [(44244, ("facebook.com",), at(2), at(8))]
     event = report.leaks[0]
     assert (event.isps_blocking, event.isps_measured) == (4, 4)
+
+
+def test_event_agents_counts_distinct_agents_over_the_whole_event() -> None:
+    """An ISP of four volunteers, three of whom see the site each hour but not the same
+    three, gives one event whose `agents` is four: distinct over the event, not per hour."""
+    isps = (*FIVE_ISPS[:4], Isp("Rightel", 57218, 4))
+
+    def verdict(isp: Isp, domain: str, b: int, agent: int) -> str:
+        if isp.asn == 57218 and 3 <= b <= 6:
+            return "tls" if agent == b % 4 else "ok"
+        return "tls"
+
+    report = run(verdict, isps=isps)
+    assert windows(report.leaks) == [(57218, ("facebook.com",), at(3), at(7))]
+    assert report.leaks[0].to_json()["agents"] == 4

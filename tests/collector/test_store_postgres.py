@@ -14,7 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from collector.store.base import PSEUDONYM_SECRET, BucketCount
 from collector.store.postgres import PostgresStore
+from collector.store.queries import Pseudonyms
 from collector.store.sqlite import SqliteStore
 from shared.filters import Filters
 from shared.schema import Measurement, measurement_from_wire
@@ -155,7 +157,21 @@ async def test_aggregation_and_export_match_sqlite(store: PostgresStore, tmp_pat
             await store.insert_measurements(f"agent{i}", f"b{i}", chunk, base)
             await lite.insert_measurements(f"agent{i}", f"b{i}", chunk, base)
         filters = Filters(cc="IR", bucket_s=600.0)
-        assert await store.aggregate(filters) == await lite.aggregate(filters)
+        agents = ("agent0", "agent1")  # each store names them by its own pseudonym key
+
+        async def by_agent_id(s: Any) -> list[BucketCount]:
+            named = Pseudonyms(await s.secret(PSEUDONYM_SECRET))
+            real = {named(a): a for a in agents}
+            return [
+                dataclasses.replace(
+                    b, accessible_agent_ids=tuple(real[i] for i in b.accessible_agent_ids)
+                )
+                for b in await s.aggregate(filters)
+            ]
+
+        from_pg = await by_agent_id(store)
+        assert from_pg == await by_agent_id(lite)
+        assert any(len(b.accessible_agent_ids) == 1 for b in from_pg)
         key = b"k" * 32
         pg_rows = [r async for chunk in store.export_rows(filters, key, chunk=7) for r in chunk]
         lite_rows = [r async for chunk in lite.export_rows(filters, key, chunk=7) for r in chunk]

@@ -16,7 +16,7 @@ from collector.exports import (
     read_exports,
     write_export,
 )
-from collector.store.queries import aggregate_sqlite, export_chunks_sqlite
+from collector.store.queries import Pseudonyms, aggregate_sqlite, export_chunks_sqlite
 from shared.filters import Filters, build_filters
 from tests.analysis.scenarios import (
     FIVE_ISPS,
@@ -60,7 +60,7 @@ def test_sql_aggregation_matches_the_plain_reference(story) -> None:  # type: ig
     """The store's GROUP BY gives exactly the counts a plain Python count of the rows gives."""
     conn, rows = story
     located = [r for r in rows if r["cc"] is not None]
-    assert aggregate_sqlite(conn, FILTERS) == reference_buckets(located, HOUR)
+    assert aggregate_sqlite(conn, FILTERS, KEY) == reference_buckets(located, HOUR, Pseudonyms(KEY))
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
@@ -72,7 +72,7 @@ def test_each_format_gives_the_collectors_answer(story, tmp_path: Path, fmt: str
     table = read_exports([export_files([out])])
     assert table.num_rows == 12 * 4 * 15 + 1
     from_export = bucket_counts(table, FILTERS)
-    from_store = aggregate_sqlite(conn, FILTERS)
+    from_store = aggregate_sqlite(conn, FILTERS, KEY)
     assert _sorted(from_export) == from_store
     expected = analyse(from_store, HOUR).dumps(with_isps=True)
     assert analyse(from_export, HOUR).dumps(with_isps=True) == expected
@@ -86,7 +86,7 @@ def test_mixed_formats_and_overlapping_files_drop_duplicates(story, tmp_path: Pa
     files = [_export(conn, fmt, tmp_path / f"e.{fmt}") for fmt in ("csv", "jsonl", "parquet")]
     table = read_exports([export_files([f]) for f in files])
     assert table.num_rows == 12 * 4 * 15 + 1
-    assert _sorted(bucket_counts(table, FILTERS)) == aggregate_sqlite(conn, FILTERS)
+    assert _sorted(bucket_counts(table, FILTERS)) == aggregate_sqlite(conn, FILTERS, KEY)
 
 
 def test_filters_apply_the_same_to_store_and_exports(story, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -98,7 +98,7 @@ def test_filters_apply_the_same_to_store_and_exports(story, tmp_path: Path) -> N
     )  # fmt: skip
     out = _export(conn, "parquet", tmp_path / "all.parquet")
     from_export = _sorted(bucket_counts(read_exports([[out]]), filters))
-    from_store = aggregate_sqlite(conn, filters)
+    from_store = aggregate_sqlite(conn, filters, KEY)
     assert from_export == from_store
     assert {b.domain for b in from_store} == {"twitter.com"}
     assert len(from_store) == 5 * 6  # five ISPs, six hours in buckets of 30 min (one used)
@@ -129,7 +129,7 @@ def test_day_partitions_are_a_dataset(tmp_path: Path, fmt: str) -> None:
         dataset = ds.dataset(out, format=fmt, partitioning="hive")
         assert dataset.to_table().num_rows == len(rows)
     counted = bucket_counts(read_exports([export_files([out])]), FILTERS)
-    assert _sorted(counted) == aggregate_sqlite(conn, FILTERS)
+    assert _sorted(counted) == aggregate_sqlite(conn, FILTERS, KEY)
     conn.close()
 
 
