@@ -164,7 +164,7 @@ async def test_aggregation_and_export_match_sqlite(store: PostgresStore, tmp_pat
             real = {named(a): a for a in agents}
             return [
                 dataclasses.replace(
-                    b, accessible_agent_ids=tuple(real[i] for i in b.accessible_agent_ids)
+                    b, accessible_agent_ids=tuple(sorted(real[i] for i in b.accessible_agent_ids))
                 )
                 for b in await s.aggregate(filters)
             ]
