@@ -64,6 +64,7 @@ def leaks_command(args: argparse.Namespace) -> int:
 def _leaks(args: argparse.Namespace) -> int:
     from collector.analysis import analyse
     from collector.report_text import events_text
+    from collector.store.base import PSEUDONYM_SECRET
 
     filters = filters_from_args(args)
     config = _config(args)
@@ -72,7 +73,7 @@ def _leaks(args: argparse.Namespace) -> int:
         store = _store(config)
         await store.open()
         try:
-            return await store.aggregate(filters)
+            return await store.aggregate(filters, await store.secret(PSEUDONYM_SECRET))
         finally:
             await store.close()
 

@@ -30,7 +30,7 @@ def _filters(request: web.Request) -> Filters:
 async def _report(request: web.Request) -> Report:
     await require_analyst(request)
     filters = _filters(request)
-    buckets = await request.app[STORE].aggregate(filters)
+    buckets = await request.app[STORE].aggregate(filters, request.app[PSEUDONYM_KEY])
     return await asyncio.to_thread(analyse, buckets, filters.bucket_s)
 
 

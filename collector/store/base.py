@@ -102,9 +102,9 @@ class Store(abc.ABC):
     async def count_measurements(self) -> int: ...
 
     @abc.abstractmethod
-    async def aggregate(self, filters: Filters) -> list[BucketCount]:
+    async def aggregate(self, filters: Filters, pseudonym_key: bytes) -> list[BucketCount]:
         """Per (cc, asn, domain, bucket) counts computed in SQL (never row by row in Python);
-        agents appear by their pseudonyms (``PSEUDONYM_SECRET``), as in exports."""
+        agents appear by their pseudonyms under ``pseudonym_key``, as in exports."""
 
     @abc.abstractmethod
     def export_rows(

@@ -19,7 +19,6 @@ import asyncpg
 
 from collector.store import queries
 from collector.store.base import (
-    PSEUDONYM_SECRET,
     AgentRecord,
     BucketCount,
     InsertOutcome,
@@ -160,10 +159,10 @@ class PostgresStore(Store):
     async def count_measurements(self) -> int:
         return int(await self.pool.fetchval("SELECT COUNT(*) FROM measurements"))
 
-    async def aggregate(self, filters: Filters) -> list[BucketCount]:
+    async def aggregate(self, filters: Filters, pseudonym_key: bytes) -> list[BucketCount]:
         keys_sql, keys_params = queries.keys_sql(filters, queries.POSTGRES)
         sql, params = queries.aggregate_sql(filters, queries.POSTGRES)
-        pseudonym = queries.Pseudonyms(await self.secret(PSEUDONYM_SECRET))
+        pseudonym = queries.Pseudonyms(pseudonym_key)
         out: list[BucketCount] = []
         async with self.pool.acquire() as conn:
             statement = await conn.prepare(sql)
@@ -178,14 +177,14 @@ class PostgresStore(Store):
         self, filters: Filters, pseudonym_key: bytes, chunk: int = 5000
     ) -> AsyncIterator[list[dict[str, object]]]:
         sql, params = queries.export_sql(filters, queries.POSTGRES)
-        pseudonyms: dict[str, str] = {}
+        pseudonym = queries.Pseudonyms(pseudonym_key)
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
             cursor = await conn.cursor(sql, *params)
             while True:
                 batch = await cursor.fetch(chunk)
                 if not batch:
                     return
-                yield [queries.export_row(tuple(r), pseudonyms, pseudonym_key) for r in batch]
+                yield [queries.export_row(tuple(r), pseudonym) for r in batch]
 
     # --- enrollment and credentials ---
     async def add_enroll_code(

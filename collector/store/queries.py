@@ -233,16 +233,10 @@ def iso_measured_at(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def export_row(values: Sequence[Any], pseudonyms: dict[str, str], key: bytes) -> dict[str, object]:
+def export_row(values: Sequence[Any], pseudonym: Pseudonyms) -> dict[str, object]:
     """One export row (EXPORT_COLUMNS) from the stored values of ``export_sql``."""
     row = dict(zip(EXPORT_COLUMNS, values, strict=True))
-    agent_id = str(row["agent"])
-    pseudonym = pseudonyms.get(agent_id)
-    if pseudonym is None:
-        from collector.state import agent_pseudonym  # aiohttp-heavy module: only on export
-
-        pseudonym = pseudonyms[agent_id] = agent_pseudonym(key, agent_id)
-    row["agent"] = pseudonym
+    row["agent"] = pseudonym(str(row["agent"]))
     row["measured_at"] = iso_measured_at(float(values[1]))
     for flag in ("accessible", "control_ok"):
         if row[flag] is not None:
@@ -257,12 +251,12 @@ def export_chunks_sqlite(
     streams, so memory holds one chunk however large the store."""
     sql, params = export_sql(filters, SQLITE)
     cursor = conn.execute(sql, params)
-    pseudonyms: dict[str, str] = {}
+    pseudonym = Pseudonyms(pseudonym_key)
     try:
         while True:
             batch = cursor.fetchmany(chunk)
             if not batch:
                 return
-            yield [export_row(values, pseudonyms, pseudonym_key) for values in batch]
+            yield [export_row(values, pseudonym) for values in batch]
     finally:
         cursor.close()

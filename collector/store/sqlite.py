@@ -26,7 +26,6 @@ import msgspec
 
 from collector.store import queries
 from collector.store.base import (
-    PSEUDONYM_SECRET,
     AgentRecord,
     BucketCount,
     InsertOutcome,
@@ -364,10 +363,9 @@ class SqliteStore(Store):
             lambda c: int(c.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
         )
 
-    async def aggregate(self, filters: Filters) -> list[BucketCount]:
-        key = await self.secret(PSEUDONYM_SECRET)
+    async def aggregate(self, filters: Filters, pseudonym_key: bytes) -> list[BucketCount]:
         return await self.run_read(
-            partial(queries.aggregate_sqlite, filters=filters, pseudonym_key=key)
+            partial(queries.aggregate_sqlite, filters=filters, pseudonym_key=pseudonym_key)
         )
 
     async def export_rows(

@@ -160,13 +160,14 @@ async def test_aggregation_and_export_match_sqlite(store: PostgresStore, tmp_pat
         agents = ("agent0", "agent1")  # each store names them by its own pseudonym key
 
         async def by_agent_id(s: Any) -> list[BucketCount]:
-            named = Pseudonyms(await s.secret(PSEUDONYM_SECRET))
+            key = await s.secret(PSEUDONYM_SECRET)
+            named = Pseudonyms(key)
             real = {named(a): a for a in agents}
             return [
                 dataclasses.replace(
                     b, accessible_agent_ids=tuple(sorted(real[i] for i in b.accessible_agent_ids))
                 )
-                for b in await s.aggregate(filters)
+                for b in await s.aggregate(filters, key)
             ]
 
         from_pg = await by_agent_id(store)
