@@ -71,4 +71,8 @@ def make_app(config: CollectorConfig, store: Store | None = None) -> web.Applica
     ingest.add_routes(app)
     control.add_routes(app)
     query.add_routes(app)
+    if config.dashboard.enabled:
+        from collector.dashboard.views import add_dashboard  # the template engine: only if used
+
+        add_dashboard(app)
     return app

@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.dashboard.config import DashboardConfig
 from shared.config import config_from_mapping, load_config
 from shared.logging import LoggingConfig
 
@@ -74,6 +75,7 @@ class CollectorConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
 
 def load_collector_config(path: Path | str | None) -> CollectorConfig:
