@@ -17,6 +17,7 @@ import jinja2
 import structlog
 from aiohttp import web
 from markupsafe import Markup
+from yarl import URL
 
 from collector.dashboard import charts
 from collector.dashboard.data import (
@@ -54,6 +55,11 @@ _CC_RE: Final = re.compile(r"^[A-Z]{2}$")
 _DOMAIN_RE: Final = re.compile(r"^[a-z0-9.-]{1,253}$")
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _PSEUDONYM_RE: Final = re.compile(r"^[0-9a-f]{16}$")
+
+REFUSED: Final = (
+    "That is not an analyst token of this collector. Check it, or make one with"
+    " `filterwatch collector analyst-token`."
+)
 
 Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
@@ -157,6 +163,8 @@ async def _login_page(request: web.Request, message: str | None, status: int) ->
         pre = secrets.token_urlsafe(24)
     csrf = await request.app[SESSIONS].login_csrf(request, pre)
     signed_out = request.query.get("signed_out") == "1"
+    if message is None and request.query.get("refused") == "1":
+        message = REFUSED
     response = _page(
         request,
         "login.html",
@@ -194,12 +202,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     token = form.get("token", "").strip()
     if not await sessions.token_accepted(request, token):
         log.info("dashboard_sign_in_refused")
-        return await _login_page(
-            request,
-            "That is not an analyst token of this collector. Check it, or make one with"
-            " `filterwatch collector analyst-token`.",
-            401,
-        )
+        # Post/Redirect/Get: the message is shown by the form's GET, so a reload does not
+        # send the token again (and the browser logs no failed load).
+        query = {"refused": "1"}
+        target = _safe_next(form.get("next"))
+        if target != "/":
+            query["next"] = target
+        raise web.HTTPSeeOther(str(URL("/login").with_query(query)))
     cookie, expires = await sessions.open(request, token)
     log.info("dashboard_signed_in")
     response = web.HTTPSeeOther(_safe_next(form.get("next")))
@@ -615,6 +624,13 @@ async def revoke_sessions(request: web.Request, session: Session) -> web.StreamR
     raise web.HTTPSeeOther("/agents#sessions")
 
 
+async def favicon(request: web.Request) -> web.StreamResponse:
+    # Browsers ask for /favicon.ico on pages without a <link rel=icon> (the JSON views).
+    return web.FileResponse(
+        HERE / "static" / "favicon.svg", headers={"Content-Type": "image/svg+xml"}
+    )
+
+
 # --- set-up ---
 
 
@@ -653,6 +669,7 @@ def add_dashboard(app: web.Application) -> None:
     app.on_response_prepare.append(add_page_headers)
     r = app.router
     r.add_get("/", overview)
+    r.add_get("/favicon.ico", favicon)
     r.add_get("/login", login_form)
     r.add_post("/login", login)
     r.add_get("/logout", logout_form)
