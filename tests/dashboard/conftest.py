@@ -74,10 +74,14 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
+def _require_chromium() -> None:
     if not CHROMIUM.exists():
         skip_or_fail_in_ci(f"{CHROMIUM} is not installed (apt-get install chromium)")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    _require_chromium()
     try:
         from playwright.async_api import async_playwright
     except ImportError:

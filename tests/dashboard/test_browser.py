@@ -9,8 +9,8 @@ import os
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from collector.state import STORE
 from tests.dashboard import dataset
@@ -67,8 +67,9 @@ async def test_country_page_marks_the_leaking_isp_and_the_event_tells_it(
     await tab.shot("country", full_page=True)
     readme_shot = os.environ.get("FILTERWATCH_README_SCREENSHOT")
     if readme_shot:
-        await page.set_viewport_size({"width": 1000, "height": 700})
-        await page.screenshot(path=readme_shot, full_page=True)
+        await page.set_viewport_size({"width": 960, "height": 700})
+        clip = {"x": 0, "y": 0, "width": 960, "height": 860}
+        await page.screenshot(path=readme_shot, full_page=True, clip=clip)
         await page.set_viewport_size({"width": 1280, "height": 900})
 
     await page.click("#events .finding.leak.open a")
