@@ -199,6 +199,8 @@ class CountryView:
     findings: tuple[Finding, ...]
     agents_alive: int
     computed_at: float
+    # Parts of the page made once per snapshot (the grid's HTML), filled by the pages' code.
+    fragments: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def leaks(self) -> list[Finding]:
@@ -447,12 +449,14 @@ class DashboardData:
         bucket_s: float,
         refresh_s: float,
         clock: Callable[[], float] = time.time,
+        prepare: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self.source = source
         self.window_s = window_s
         self.bucket_s = bucket_s
         self.refresh_s = refresh_s
         self.clock = clock
+        self.prepare = prepare  # runs on the worker thread once per snapshot
         self._snapshot: Snapshot | None = None
         self._refreshing: asyncio.Task[Snapshot] | None = None
 
@@ -480,16 +484,23 @@ class DashboardData:
         filters = Filters(since=since, until=until, bucket_s=self.bucket_s)
         buckets = await self.source.buckets(filters)
         coverage = await self.source.coverage(now - 2 * self.bucket_s)
-        snap = await asyncio.to_thread(
-            build_snapshot,
-            buckets,
-            coverage,
-            since=since,
-            until=until,
-            bucket_s=self.bucket_s,
-            computed_at=now,
-        )
+        snap = await asyncio.to_thread(self._build, buckets, coverage, since, until, now)
         self._snapshot = snap
+        return snap
+
+    def _build(
+        self,
+        buckets: Sequence[BucketCount],
+        coverage: dict[tuple[str, int], int],
+        since: float,
+        until: float,
+        now: float,
+    ) -> Snapshot:
+        snap = build_snapshot(
+            buckets, coverage, since=since, until=until, bucket_s=self.bucket_s, computed_at=now
+        )
+        if self.prepare is not None:
+            self.prepare(snap)
         return snap
 
     async def country(self, cc: str) -> CountryView | None:

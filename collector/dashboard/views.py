@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -27,6 +28,7 @@ from collector.dashboard.data import (
     DashboardData,
     Finding,
     IspSeries,
+    Snapshot,
 )
 from collector.dashboard.records import Records
 from collector.dashboard.security import (
@@ -277,19 +279,37 @@ async def country(request: web.Request, session: Session) -> web.StreamResponse:
             "No measurements from this country in the window.",
             session,
         )
-    recent = [f for f in view.findings if f.category == "leak"]
+    grid = view.fragments.get("grid")
+    if grid is None:  # a snapshot made without the pages' preparation (not in the app)
+        grid = await asyncio.to_thread(_render_grid, aiohttp_jinja2.get_env(request.app), view)
     return _page(
         request,
         "country.html",
         {
             "session": session,
             "view": view,
-            "recent": recent,
+            "grid": grid,
             "blind_spot": BLIND_SPOT,
             "min_agents": MIN_AGENTS,
             "live_url": f"/live.json?cc={view.cc}",
         },
     )
+
+
+def _render_grid(env: jinja2.Environment, view: CountryView) -> Markup:
+    html = env.get_template("_grid.html").render(view=view, blind_spot=BLIND_SPOT)
+    return Markup(html)
+
+
+def _prepare(env: jinja2.Environment) -> Callable[[Snapshot], None]:
+    """What each new snapshot gets on its worker thread: every country's grid, rendered
+    (by the template engine, escaping as ever) before any page asks for it."""
+
+    def prepare(snapshot: Snapshot) -> None:
+        for view in snapshot.countries.values():
+            view.fragments["grid"] = _render_grid(env, view)
+
+    return prepare
 
 
 def _outlines(view: CountryView, domain: str | None) -> list[charts.Outline]:
@@ -664,6 +684,7 @@ def add_dashboard(app: web.Application) -> None:
         window_s=config.window_s,
         bucket_s=config.bucket_s,
         refresh_s=config.refresh_s,
+        prepare=_prepare(env),
     )
     app.cleanup_ctx.append(_data_ctx)
     app.on_response_prepare.append(add_page_headers)
