@@ -150,8 +150,11 @@ class Records:
         return changed > 0
 
     async def revoke_all_sessions(self, now: float) -> int:
+        """End every live session; how many there were."""
         return await self._write(
-            "UPDATE dashboard_sessions SET revoked_at = ? WHERE revoked_at IS NULL", [now]
+            "UPDATE dashboard_sessions SET revoked_at = ? WHERE revoked_at IS NULL"
+            " AND expires_at > ?",
+            [now, now],
         )
 
     # --- agents ---
