@@ -24,10 +24,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import structlog
+
 from collector.analysis import AnalysisParams, Report, analyse
 from collector.analysis.model import BLOCKED_METHODS, METHOD_NAMES
 from collector.store.base import BucketCount
 from shared.filters import Filters
+
+log = structlog.get_logger("collector.dashboard")
 
 MIN_AGENTS = AnalysisParams().min_agents
 BLIND_SPOT = "a leak here could not be confirmed: recruit volunteers on this network"
@@ -438,6 +442,12 @@ def build_snapshot(
     return Snapshot(countries=countries, since=since, until=until, computed_at=computed_at)
 
 
+def _log_failure(task: asyncio.Task[Snapshot]) -> None:
+    # A background refresh that failed: the pages keep the last snapshot, the log says why.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("dashboard_refresh_failed", error=repr(task.exception()))
+
+
 class DashboardData:
     """The cached snapshot and the on-demand views (a domain, an event's evidence)."""
 
@@ -468,6 +478,7 @@ class DashboardData:
         task = self._refreshing
         if task is None or task.done():
             task = self._refreshing = asyncio.create_task(self._compute())
+            task.add_done_callback(_log_failure)
         if current is not None:
             return current
         return await asyncio.shield(task)

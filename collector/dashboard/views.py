@@ -659,22 +659,32 @@ async def _data_ctx(app: web.Application) -> Any:
     await app[DATA].close()
 
 
+ENV_OPTIONS: Final[dict[str, Any]] = {
+    "loader": jinja2.PackageLoader("collector.dashboard", "templates"),
+    "autoescape": jinja2.select_autoescape(["html"], default=True),
+    "undefined": jinja2.StrictUndefined,
+    "trim_blocks": True,
+    "lstrip_blocks": True,
+}
+
+
+def configure_env(env: jinja2.Environment, app: web.Application | None = None) -> None:
+    """The filters and globals the templates use (``static`` needs the app's router)."""
+    env.filters["utc"] = utc
+    env.filters["pct"] = lambda share: "-" if share is None else f"{share:.0%}"
+    if app is not None:
+        env.globals["static"] = lambda name: str(app.router["static"].url_for(filename=name))
+    else:
+        env.globals["static"] = lambda name: f"/static/{name}"
+
+
 def add_dashboard(app: web.Application) -> None:
     """Serve the dashboard from ``app`` (its store must be the app's STORE)."""
     config = app[CONFIG].dashboard
     if not config.enabled:
         return
-    env = aiohttp_jinja2.setup(
-        app,
-        loader=jinja2.PackageLoader("collector.dashboard", "templates"),
-        autoescape=jinja2.select_autoescape(["html"], default=True),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["utc"] = utc
-    env.filters["pct"] = lambda share: "-" if share is None else f"{share:.0%}"
-    env.globals["static"] = lambda name: str(app.router["static"].url_for(filename=name))
+    env = aiohttp_jinja2.setup(app, **ENV_OPTIONS)
+    configure_env(env, app)
     records = Records(app[STORE])
     app[RECORDS] = records
     app[SESSIONS] = Sessions(records, config.session_ttl_s)
