@@ -45,6 +45,20 @@ class Source(Protocol):
     async def coverage(self, since: float) -> dict[tuple[str, int], int]: ...
 
 
+class RecordSource(Source, Protocol):
+    """A source that also has the monitor's stored event records (stable ids, revisions)."""
+
+    async def records(self, since: float) -> dict[str, list[dict[str, Any]]] | None:
+        """Per country the JSON of every record still going on at or after ``since``
+        (None: this collector keeps no records, so the pages run the analysis)."""
+
+    async def records_version(self) -> int | None:
+        """Changes whenever a record does (the sequence of its latest revision)."""
+
+    async def record(self, ident: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """One record's JSON and its revisions, oldest first."""
+
+
 # --- findings ---
 
 
@@ -125,6 +139,21 @@ class Finding:
     @property
     def isp_label(self) -> str:
         return f"{self.network_name or 'unnamed network'} (AS{self.asn})"
+
+
+_KIND_CATEGORIES: dict[str, str] = {"lapse": "leak", "uncorroborated": "uncorroborated"}
+
+
+def record_finding(doc: dict[str, Any], revisions: Sequence[dict[str, Any]] = ()) -> Finding:
+    """A stored record (its JSON, as ``GET /api/v1/events`` gives it) as a finding."""
+    kind = str(doc.get("kind") or "lapse")
+    category = _KIND_CATEGORIES.get(kind, "divergence")
+    finding = Finding.from_json(
+        {**doc, "revisions": list(revisions)} if revisions else doc, category
+    )
+    if revisions:
+        finding.doc.pop("revisions", None)
+    return finding
 
 
 def findings_of(report: Report | dict[str, Any]) -> list[Finding]:
@@ -402,6 +431,7 @@ class Snapshot:
     since: float
     until: float
     computed_at: float
+    version: int | None = None  # of the records it was made from
 
 
 def window(now: float, window_s: float, bucket_s: float) -> tuple[float, float]:
@@ -419,16 +449,24 @@ def build_snapshot(
     until: float,
     bucket_s: float,
     computed_at: float,
-    analyse_fn: Callable[[Sequence[BucketCount], float], Report] | None = None,
+    records: dict[str, list[dict[str, Any]]] | None = None,
+    version: int | None = None,
 ) -> Snapshot:
-    """Every country's view from one aggregation of the window. Pure (and CPU-bound)."""
-    run = analyse_fn or (lambda bs, width: analyse(bs, width))
+    """Every country's view from one aggregation of the window and, where the collector
+    keeps them, the monitor's records (else the analysis of those buckets). Pure."""
     by_cc: dict[str, list[BucketCount]] = defaultdict(list)
     for b in buckets:
         by_cc[b.cc].append(b)
     countries = {}
     for cc, mine in sorted(by_cc.items()):
-        findings = findings_of(run(mine, bucket_s))
+        if records is not None:
+            findings = [
+                record_finding(doc)
+                for doc in records.get(cc, ())
+                if doc.get("status") != "retracted"
+            ]
+        else:
+            findings = findings_of(analyse(mine, bucket_s))
         countries[cc] = country_view(
             cc,
             mine,
@@ -439,7 +477,9 @@ def build_snapshot(
             bucket_s=bucket_s,
             computed_at=computed_at,
         )
-    return Snapshot(countries=countries, since=since, until=until, computed_at=computed_at)
+    return Snapshot(
+        countries=countries, since=since, until=until, computed_at=computed_at, version=version
+    )
 
 
 def _log_failure(task: asyncio.Task[Snapshot]) -> None:
@@ -473,7 +513,7 @@ class DashboardData:
     async def snapshot(self) -> Snapshot:
         """The latest snapshot; a stale one starts a refresh and is served meanwhile."""
         current = self._snapshot
-        if current is not None and self.clock() - current.computed_at <= self.refresh_s:
+        if current is not None and await self._fresh(current):
             return current
         task = self._refreshing
         if task is None or task.done():
@@ -482,6 +522,11 @@ class DashboardData:
         if current is not None:
             return current
         return await asyncio.shield(task)
+
+    async def _fresh(self, snap: Snapshot) -> bool:
+        if self.clock() - snap.computed_at > self.refresh_s:
+            return False
+        return snap.version is None or snap.version == await self._records_version()
 
     async def close(self) -> None:
         task = self._refreshing
@@ -493,11 +538,23 @@ class DashboardData:
         now = self.clock()
         since, until = window(now, self.window_s, self.bucket_s)
         filters = Filters(since=since, until=until, bucket_s=self.bucket_s)
+        version = await self._records_version()
+        records = await self._records(since)
         buckets = await self.source.buckets(filters)
         coverage = await self.source.coverage(now - 2 * self.bucket_s)
-        snap = await asyncio.to_thread(self._build, buckets, coverage, since, until, now)
+        snap = await asyncio.to_thread(
+            self._build, buckets, coverage, since, until, now, records, version
+        )
         self._snapshot = snap
         return snap
+
+    async def _records(self, since: float) -> dict[str, list[dict[str, Any]]] | None:
+        fetch = getattr(self.source, "records", None)
+        return None if fetch is None else await fetch(since)
+
+    async def _records_version(self) -> int | None:
+        fetch = getattr(self.source, "records_version", None)
+        return None if fetch is None else await fetch()
 
     def _build(
         self,
@@ -506,9 +563,18 @@ class DashboardData:
         since: float,
         until: float,
         now: float,
+        records: dict[str, list[dict[str, Any]]] | None = None,
+        version: int | None = None,
     ) -> Snapshot:
         snap = build_snapshot(
-            buckets, coverage, since=since, until=until, bucket_s=self.bucket_s, computed_at=now
+            buckets,
+            coverage,
+            since=since,
+            until=until,
+            bucket_s=self.bucket_s,
+            computed_at=now,
+            records=records,
+            version=version,
         )
         if self.prepare is not None:
             self.prepare(snap)
@@ -518,6 +584,13 @@ class DashboardData:
         return (await self.snapshot()).countries.get(cc)
 
     async def finding(self, ident: str) -> Finding | None:
+        """The finding with this id: the record with its revisions where the collector keeps
+        records (also one no longer in the window, or retracted), else the analysis'."""
+        fetch = getattr(self.source, "record", None)
+        if fetch is not None:
+            got = await fetch(ident)
+            if got is not None:
+                return record_finding(*got)
         for view in (await self.snapshot()).countries.values():
             found = view.finding(ident)
             if found is not None:
