@@ -81,6 +81,11 @@ def _page(
     config = request.app[CONFIG].dashboard
     context.setdefault("poll_ms", int(config.poll_s * 1000))
     context.setdefault("live_url", None)
+    live = context["live_url"]
+    if live is not None and _keeps_records(request.app):
+        cc = live.partition("cc=")[2]
+        context["stream_url"] = "/live/stream" + (f"?cc={cc}" if cc else "")
+    context.setdefault("stream_url", None)
     return aiohttp_jinja2.render_template(template, request, context, status=status)
 
 
@@ -113,14 +118,16 @@ def signed_in(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamR
     async def wrapped(request: web.Request) -> web.StreamResponse:
         session = await request.app[SESSIONS].current(request)
         if session is None:
-            if request.method == "GET" and not request.path.endswith(".json"):
-                target = request.path_qs if request.path != "/" else None
-                location = "/login" if target is None else f"/login?next={_quote(target)}"
-                raise web.HTTPSeeOther(location)
-            raise web.HTTPUnauthorized(
-                text=json.dumps({"error": "unauthorized", "detail": "sign in at /login"}),
-                content_type="application/json",
-            )
+            path = request.path
+            if path.endswith(".json") or path.startswith(("/live", "/charts/")):
+                raise web.HTTPUnauthorized(
+                    text=json.dumps({"error": "unauthorized", "detail": "sign in at /login"}),
+                    content_type="application/json",
+                )
+            # Pages and their forms (a form posted after the session ended) go to sign-in.
+            target = request.path_qs if request.method == "GET" and path != "/" else None
+            location = "/login" if target is None else f"/login?next={_quote(target)}"
+            raise web.HTTPSeeOther(location)
         return await handler(request, session)
 
     return wrapped
@@ -529,6 +536,64 @@ async def live(request: web.Request, session: Session) -> web.StreamResponse:
     )
 
 
+def _keeps_records(app: web.Application) -> bool:
+    monitor = getattr(app[CONFIG], "monitor", None)
+    return bool(monitor is not None and monitor.enabled and hasattr(app[STORE], "revisions_after"))
+
+
+async def live_stream(request: web.Request) -> web.StreamResponse:
+    """The monitor's changes as Server-Sent Events for signed-in pages: the records' own
+    stream (GET /api/v1/events/stream) wants a bearer token, which a page cannot send, so
+    this one reads the same revisions from the store under the session. Each message only
+    names the record and the change; the page then fetches what it shows."""
+    sessions = request.app[SESSIONS]
+    session = await sessions.current(request)
+    if session is None:
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "unauthorized", "detail": "sign in at /login"}),
+            content_type="application/json",
+        )
+    if not _keeps_records(request.app):
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": "not_found", "detail": "this collector keeps no records"}),
+            content_type="application/json",
+        )
+    cc = request.query.get("cc", "").upper() or None
+    store: Any = request.app[STORE]
+    seq = int(await store.last_seq())
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    await response.write(b"retry: 3000\n\n")
+    quiet = 0.0
+    while True:
+        revisions = await store.revisions_after(seq)
+        for r in revisions:
+            seq = r.seq
+            event = r.payload["event"]
+            if cc is not None and event.get("cc") != cc:
+                continue
+            data = json.dumps({"id": event.get("id"), "type": r.type, "cc": event.get("cc")})
+            await response.write(f"id: {seq}\nevent: change\ndata: {data}\n\n".encode())
+            quiet = 0.0
+        if revisions:
+            continue
+        await asyncio.sleep(1.0)
+        quiet += 1.0
+        if quiet >= 15.0:
+            # A comment keeps proxies from closing the stream; a session that ended, ends it.
+            if await sessions.current(request) is None:
+                break
+            await response.write(b": keepalive\n\n")
+            quiet = 0.0
+    return response
+
+
 # --- operators: agents and sessions ---
 
 
@@ -712,6 +777,7 @@ def add_dashboard(app: web.Application) -> None:
     r.add_get("/charts/heatmap.svg", heatmap_chart)
     r.add_get("/charts/evidence.svg", evidence_chart)
     r.add_get("/live.json", live)
+    r.add_get("/live/stream", live_stream)
     r.add_get("/agents", agents_page)
     r.add_post("/agents/revoke", revoke_agent)
     r.add_post("/sessions/revoke", revoke_sessions)

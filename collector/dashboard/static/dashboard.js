@@ -102,6 +102,20 @@
 
     timer = setInterval(tick, every);
     tick();
+
+    // Where the collector keeps the monitor's records, their changes arrive at once over
+    // Server-Sent Events; the page then asks (a few times, while the collector's snapshot
+    // catches up) whether what it shows changed.
+    var stream = main.getAttribute("data-stream-url");
+    if (stream && window.EventSource) {
+      var source = new EventSource(stream);
+      source.addEventListener("change", function () {
+        tick();
+        setTimeout(tick, 700);
+        setTimeout(tick, 2000);
+      });
+      window.addEventListener("pagehide", function () { source.close(); });
+    }
   }
 
   function download(blob, filename) {
