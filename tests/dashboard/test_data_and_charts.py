@@ -96,6 +96,7 @@ def test_divergences_are_rendered_when_the_analysis_gives_them() -> None:
         blind_spot="b",
         min_agents=2,
         live_url=None,
+        stream_url=None,
         poll_ms=1000,
     )
     assert "Diverging (lagging):" in page

@@ -77,6 +77,18 @@ async def test_pages_need_a_session(collector: Collector) -> None:
             assert (await resp.json())["error"] == "unauthorized"
 
 
+async def test_a_form_posted_without_a_session_goes_to_sign_in(collector: Collector) -> None:
+    """A revocation posted after the session ended changes nothing and leads to sign-in."""
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            collector.url("/agents/revoke"), data={"agent": "0" * 16}, allow_redirects=False
+        ) as resp,
+    ):
+        assert resp.status == 303 and resp.headers["Location"] == "/login"
+    assert not any(a.revoked for a in await Records(collector.app[STORE]).enrolled_agents())
+
+
 async def test_the_session_cookie_is_httponly_strict_and_expires(collector: Collector) -> None:
     """Signing in sets an HttpOnly, SameSite=Strict cookie with a Max-Age, not Secure over
     plain HTTP; the store keeps only its hash."""
