@@ -409,10 +409,17 @@ def event_words(f: Finding) -> str:
         window = f"from {start} to {end} UTC"
     volunteers = "volunteer" if f.agents == 1 else "volunteers"
     if f.category == "divergence":
-        return (
-            f"{f.isp_label} differs from the rest of the country on {names} ({f.kind})"
-            f" {window}; {f.agents} distinct {volunteers} saw it."
-        )
+        what = {
+            "unfiltered": "does not block",
+            "lagging": "blocks later than the rest of the country, or not yet,",
+            "partial": "blocks only part of the time",
+        }.get(f.kind, "differs from the rest of the country on")
+        sentence = f"{f.isp_label} {what} {names} {window}"
+        share = f.doc.get("blocked_share")
+        if isinstance(share, int | float):
+            sentence += f" ({share:.0%} of its conclusive measurements blocked)"
+        others = f"{f.isps_blocking} of {f.isps_measured} other ISPs block {it}"
+        return f"{sentence}, while {others}; {f.agents} distinct {volunteers} measured it."
     verb = ("has let" if ongoing else "let") if f.category == "leak" else "may have let"
     block = "block" if ongoing else "blocked"
     sentence = (
@@ -421,6 +428,12 @@ def event_words(f: Finding) -> str:
     )
     if f.category == "uncorroborated":
         sentence += f" Fewer than {MIN_AGENTS} volunteers saw it, so it is not confirmed."
+    lifted = f.doc.get("then_lifted_nationally_at")
+    if isinstance(lifted, str):
+        sentence += (
+            f" The rest of the country lifted the block too from {lifted}: a national"
+            " unblocking rolling out, not a fault of this ISP."
+        )
     return sentence
 
 

@@ -86,6 +86,10 @@ def test_divergences_are_rendered_when_the_analysis_gives_them() -> None:
     (found,) = view.divergences
     assert found.kind == "lagging" and found.id.startswith("lagging-ir-16322-")
     assert view.cells[(16322, "bbc.com")].state == "diverging"
+    assert event_words(found).startswith(
+        "ParsOnline (AS16322) blocks later than the rest of the country, or not yet, bbc.com"
+        " since 2013-09-16 04:00 UTC, while 4 of 4 other ISPs block it;"
+    )
     env = jinja2.Environment(**ENV_OPTIONS)
     configure_env(env)
     grid = Markup(env.get_template("_grid.html").render(view=view, blind_spot=""))
