@@ -434,6 +434,11 @@ class Snapshot:
     version: int | None = None  # of the records it was made from
 
 
+def coverage_since(now: float, bucket_s: float) -> float:
+    """The start of "the last two intervals": the current bucket and the one before it."""
+    return (math.floor(now / bucket_s) - 1) * bucket_s
+
+
 def window(now: float, window_s: float, bucket_s: float) -> tuple[float, float]:
     """[since, until): whole buckets, the last one being the current (partial) bucket."""
     until = (math.floor(now / bucket_s) + 1) * bucket_s
@@ -541,7 +546,7 @@ class DashboardData:
         version = await self._records_version()
         records = await self._records(since)
         buckets = await self.source.buckets(filters)
-        coverage = await self.source.coverage(now - 2 * self.bucket_s)
+        coverage = await self.source.coverage(coverage_since(now, self.bucket_s))
         snap = await asyncio.to_thread(
             self._build, buckets, coverage, since, until, now, records, version
         )

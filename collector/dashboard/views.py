@@ -29,6 +29,7 @@ from collector.dashboard.data import (
     Finding,
     IspSeries,
     Snapshot,
+    coverage_since,
 )
 from collector.dashboard.records import Records
 from collector.dashboard.security import (
@@ -634,7 +635,7 @@ async def _agents(
             {
                 "pseudonym": agent_pseudonym(key, a.agent_id),
                 "last_seen": utc(rounded),
-                "alive": a.last_measured_at >= now - 2 * config.bucket_s,
+                "alive": a.last_measured_at >= coverage_since(now, config.bucket_s),
                 "version": a.version,
                 "backlog": None,  # agents do not report their spool yet
                 "revoked": rec.revoked if rec else False,

@@ -61,7 +61,7 @@ async def test_agents_coverage_and_examples_from_postgres(pg_store: PostgresStor
     seen = await records.agents_seen(time.time() - 86400 * 2)
     assert {a.agent_id for a in seen} == {a for ids in agents.values() for a in ids}
     assert {a.version for a in seen} == {"0.1.0"}
-    coverage = await records.coverage(time.time() - 2 * dataset.HOUR)
+    coverage = await records.coverage(dataset.current_bucket() - dataset.HOUR)
     assert coverage[("IR", dataset.RIGHTEL)] == 1 and coverage[("IR", 58224)] == 3
     enrolled = await records.enrolled_agents()
     assert len(enrolled) == 12 and not any(a.revoked for a in enrolled)
