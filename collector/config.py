@@ -10,8 +10,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from shared.config import config_from_mapping, load_config
+from shared.config import config_from_mapping, load_config, parse_duration
 from shared.logging import LoggingConfig
 
 DEFAULT_HOST = "127.0.0.1"
@@ -64,6 +66,100 @@ class ControlConfig:
             raise ValueError("timeout_s must be positive")
 
 
+def _duration(name: str, text: str, minimum: float) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    if seconds < minimum:
+        raise ValueError(f"{name}: must be at least {minimum:g}s")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorConfig:
+    """The monitor (design.md section 6): every ``interval_s`` it brings the findings of
+    the trailing ``window`` up to date, in ``bucket``-wide buckets."""
+
+    enabled: bool = True
+    interval_s: float = 60.0
+    bucket: str = "1h"
+    window: str = "7d"
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        if self.window_s < 2 * self.bucket_s:
+            raise ValueError("window must be at least two buckets")
+
+    @property
+    def bucket_s(self) -> float:
+        return _duration("bucket", self.bucket, 1.0)
+
+    @property
+    def window_s(self) -> float:
+        return _duration("window", self.window, 1.0)
+
+
+KINDS: tuple[str, ...] = ("lapse", "uncorroborated", "unfiltered", "lagging", "partial")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookFilters:
+    """Which findings a subscription hears of; empty lists mean every value."""
+
+    cc: tuple[str, ...] = ()
+    asn: tuple[int, ...] = ()
+    domain: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ("lapse",)
+
+    def __post_init__(self) -> None:
+        for kind in self.kinds:
+            if kind not in KINDS:
+                raise ValueError(f"kinds: {kind!r} is not one of {', '.join(KINDS)}")
+        for cc in self.cc:
+            if len(cc) != 2 or not cc.isalpha():
+                raise ValueError(f"cc: {cc!r} is not a two-letter country code")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    url: str
+    secret: str
+    format: Literal["json", "slack"] = "json"
+    filters: WebhookFilters = field(default_factory=WebhookFilters)
+    timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url: {self.url!r} is not an http(s) URL")
+        if len(self.secret) < 16:
+            raise ValueError("secret: use at least 16 characters (e.g. openssl rand -hex 32)")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    allow_ranges: tuple[str, ...] = ()  # private destinations allowed (tests, intranets)
+    max_age: str = "24h"  # a delivery is retried this long, then given up
+    public_feed: bool = False  # the Atom feed without an analyst token
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        for cidr in self.allow_ranges:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"allow_ranges: {cidr!r} is not a CIDR range") from None
+        _ = self.max_age_s
+
+    @property
+    def max_age_s(self) -> float:
+        return _duration("max_age", self.max_age, 1.0)
+
+
 @dataclass(frozen=True, slots=True)
 class CollectorConfig:
     listen: ListenConfig = field(default_factory=ListenConfig)
@@ -74,6 +170,8 @@ class CollectorConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
 
 def load_collector_config(path: Path | str | None) -> CollectorConfig:

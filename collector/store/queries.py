@@ -8,6 +8,7 @@ row per (cc, asn, domain, bucket), never the measurements themselves.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from itertools import compress
 from typing import Any
 
 from collector.store.base import EXPORT_COLUMNS, BucketCount
+from collector.store.records import DirtySeries
 from shared.filters import Filters
 from shared.schema import Blocking
 
@@ -214,6 +216,45 @@ def aggregate_sqlite(
         futures = [pool.submit(helper, share) for share in shares[1:]]
         first = run(conn, shares[0])
         return first + [b for f in futures for b in f.result()]
+
+
+def merged_ranges(
+    ranges: Iterable[DirtySeries], bucket_s: float
+) -> list[tuple[str, int, str, float, float]]:
+    """One (cc, asn, domain, since, until) per series, widened to whole buckets."""
+    merged: dict[tuple[str, int, str], tuple[float, float]] = {}
+    for r in ranges:
+        key = (r.cc, r.asn, r.domain)
+        lo, hi = merged.get(key, (r.lo, r.hi))
+        merged[key] = (min(lo, r.lo), max(hi, r.hi))
+    return [
+        (
+            cc,
+            asn,
+            domain,
+            math.floor(lo / bucket_s) * bucket_s,
+            (math.floor(hi / bucket_s) + 1) * bucket_s,
+        )
+        for (cc, asn, domain), (lo, hi) in sorted(merged.items())
+    ]
+
+
+def ranges_sql(bucket_s: float, dialect: Dialect) -> tuple[str, list[Any]]:
+    """``aggregate_sql`` with since and until as parameters 6 and 7."""
+    return aggregate_sql(Filters(since=0.0, until=0.0, bucket_s=bucket_s), dialect)
+
+
+def aggregate_ranges_sqlite(
+    conn: sqlite3.Connection, ranges: Sequence[DirtySeries], bucket_s: float, pseudonym_key: bytes
+) -> list[BucketCount]:
+    """The buckets of each dirty series over its range: the monitor's incremental read."""
+    sql, params = ranges_sql(bucket_s, _sqlite_dialect(conn))
+    pseudonym = Pseudonyms(pseudonym_key)
+    out: list[BucketCount] = []
+    for cc, asn, domain, since, until in merged_ranges(ranges, bucket_s):
+        params[2:7] = (cc, asn, domain, since, until)
+        out.extend(fold_series(cc, asn, domain, conn.execute(sql, params), pseudonym))
+    return out
 
 
 def export_sql(filters: Filters, dialect: Dialect) -> tuple[str, list[Any]]:
