@@ -55,8 +55,12 @@ class ControlConfig:
     resolver: str | None = None  # "ip" or "ip:port"; None: the system resolver
     ca_file: Path | None = None  # extra CA bundle the control trusts (lab CA)
     timeout_s: float = 15.0
+    allow_ports: tuple[int, ...] = ()  # ports the control may measure besides 80 and 443
 
     def __post_init__(self) -> None:
+        for port in self.allow_ports:
+            if not 0 < port < 65536:
+                raise ValueError(f"allow_ports: {port} is not a TCP port (1..65535)")
         for cidr in self.allow_ranges:
             try:
                 ipaddress.ip_network(cidr, strict=False)
