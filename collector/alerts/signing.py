@@ -58,7 +58,8 @@ def describe(payload: dict[str, Any]) -> str:
         return f"Retracted: {who} {kind_text} {domains} — late data shows it was not so ({e['id']})"
     if payload["type"] == "leak.closed":
         end = str(e.get("end", "")).replace("T", " ").replace("Z", " UTC")
-        return f"Closed: {who} filters {domains} again since {end} ({e['id']}, revision {e['revision']})"
+        ref = f"({e['id']}, revision {e['revision']})"
+        return f"Closed: {who} filters {domains} again since {end} {ref}"
     return (
         f"{verb.capitalize()}: {who} {kind_text} {domains} since {start}{seen}"
         f" ({e['id']}, revision {e['revision']})"

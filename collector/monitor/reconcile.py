@@ -182,11 +182,11 @@ def reconcile(
 
     out: list[Revised] = []
     for j, f in sorted(enumerate(found), key=lambda p: (p[1].start, p[1].asn, p[1].domains)):
-        i = record_of.get(j)
-        if i is None:
+        paired = record_of.get(j)
+        if paired is None:
             out.append(_opened(f, clock, make_id))
             continue
-        revised = _continued(live[i], f, clock)
+        revised = _continued(live[paired], f, clock)
         if revised is not None:
             out.append(revised)
     for i, r in enumerate(live):
