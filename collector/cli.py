@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from collector import query_cli
+from collector import events_cli, query_cli
 from collector.app import make_app, make_store
 from collector.auth import hash_enroll_code, hash_secret, new_analyst_token, new_enroll_code
 from collector.config import CollectorConfig, load_collector_config
@@ -94,6 +94,7 @@ def register(sub: Any) -> None:
 
     query_cli.register_leaks(cmds)
     query_cli.register_export(cmds)
+    events_cli.register(cmds)
 
 
 def _load(args: argparse.Namespace) -> CollectorConfig:
