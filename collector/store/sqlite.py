@@ -211,6 +211,10 @@ class _Writer:
                 job = pending.popleft() if pending else self._queue.get()
                 if job is None:
                     break
+                # A caller cancelled while its job waited: skip it (and never set a result
+                # on its cancelled future, which would raise here and stop the writer).
+                if not job.future.set_running_or_notify_cancel():
+                    continue
                 if job.make_rows is None:
                     _settle(job, job.fn, conn)
                     continue
@@ -223,7 +227,8 @@ class _Writer:
                     if more is None or more.make_rows is None:
                         pending.append(more)
                         break
-                    group.append(more)
+                    if more.future.set_running_or_notify_cancel():
+                        group.append(more)
                 _insert_group(conn, group)
         finally:
             conn.close()
