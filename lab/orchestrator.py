@@ -34,6 +34,7 @@ from aiohttp import web
 
 from agent.state import load_credentials, load_status
 from lab import censor, report, servers
+from lab.alerts import AlertReceiver, alerts_text, score_alerts
 from lab.netns import LabError, Namespaces, build, tool_path
 from lab.plan import (
     COLLECTOR_ADDRESS,
@@ -123,6 +124,7 @@ class Lab:
         self.agent_ids: dict[str, AgentPlan] = {}
         self.applied_round = 0
         self.timeout_s = probe_timeout(scenario.round_seconds)
+        self.receiver = AlertReceiver()  # the webhook subscriber, in the lab's internet
 
     # --- building --------------------------------------------------------------------------
 
@@ -145,6 +147,7 @@ class Lab:
         )
         tls = servers.make_tls(self.plan, self.paths.collector)
         self.runners = await servers.start_http(ns, self.plan, tls)
+        await self.receiver.start(ns)
         public = servers.PublicResolver(self.plan)
         await public.start(ns, INTERNET_NS, PUBLIC_RESOLVER)
         self.dns_servers.append(public)
@@ -285,6 +288,7 @@ class Lab:
                 "timeout_s": self.timeout_s,
             },
             "logging": {"json": True, "level": "info"},
+            **self.receiver.collector_config(self.scenario.round_seconds),
         }
         self.paths.collector_config.write_text(json.dumps(config, indent=2) + "\n")
 
@@ -539,6 +543,7 @@ class Lab:
             p.close()
         for runner in self.runners:
             await runner.cleanup()
+        await self.receiver.close()
         if self.ns is not None:
             self.ns.close()
 
@@ -614,6 +619,7 @@ async def run_lab(
         "setup_seconds": round(setup_s, 1),
         "total_seconds": round(time.time() - started, 1),
     }
+    doc["alerts"] = score_alerts(scenario, expected, result.leaks.matches, lab.receiver.alerts, t0)
     paths.result.write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 
@@ -657,6 +663,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(report.render(doc, demo=args.demo, kept=paths.root if args.keep else None))
+        if doc.get("alerts"):
+            print(alerts_text(doc))
     return 0 if doc["missed"] == 0 and doc["false_leaks"] == 0 else 1
 
 

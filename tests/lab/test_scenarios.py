@@ -196,3 +196,17 @@ def test_lab_runs_as_an_unprivileged_user(outcomes: dict[str, Outcome]) -> None:
     doc = _check(outcome)
     assert outcome.code == 0, outcome.stderr[-3000:]
     assert doc["measurements_scored"] > 0
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_found_leak_is_alerted_within_two_rounds(
+    outcomes: dict[str, Outcome], name: str
+) -> None:
+    """The lab's webhook receiver got a signed leak.opened for every leak the collector
+    found, within two rounds of the leak's true start, and no alert for anything else."""
+    alerts = _check(outcomes[name])["alerts"]
+    assert len(alerts["leaks"]) == _check(outcomes[name])["found"]
+    for leak in alerts["leaks"]:
+        assert leak["within_two_rounds"], leak
+    assert alerts["non_leak_alerts"] == []
+    assert alerts["unsigned"] == 0
