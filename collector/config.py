@@ -38,13 +38,22 @@ class DatabaseConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_body_bytes: int = 8 * 1024 * 1024  # after decompression
-    max_inflight_batches: int = 8  # beyond this, ingest answers 503 with Retry-After
+    max_inflight_batches: int = 8  # batches decoded and stored at once; beyond: 503
+    max_uploads_per_agent: int = 2  # uploads of one agent at once (reading included); beyond: 429
+    body_timeout_s: float = 30.0  # a body must arrive within this after the headers...
+    body_min_bytes_per_second: int = 16 * 1024  # ...plus one second per this many bytes
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:
-            raise ValueError("max_body_bytes must be at least 1024")
+            raise ValueError("max_body_bytes: must be at least 1024")
         if self.max_inflight_batches < 1:
-            raise ValueError("max_inflight_batches must be at least 1")
+            raise ValueError("max_inflight_batches: must be at least 1")
+        if self.max_uploads_per_agent < 1:
+            raise ValueError("max_uploads_per_agent: must be at least 1")
+        if not 0 < self.body_timeout_s <= 3600:
+            raise ValueError("body_timeout_s: must be more than 0 and at most 3600 seconds")
+        if self.body_min_bytes_per_second < 1:
+            raise ValueError("body_min_bytes_per_second: must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
