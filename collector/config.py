@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.probes.dns import parse_resolver
 from shared.config import config_from_mapping, load_config
 from shared.logging import LoggingConfig
 
@@ -26,7 +27,7 @@ class ListenConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
-            raise ValueError(f"port {self.port} is not in 0..65535")
+            raise ValueError(f"port: {self.port} is not in 0..65535")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,11 @@ class ControlConfig:
     allow_ports: tuple[int, ...] = ()  # ports the control may measure besides 80 and 443
 
     def __post_init__(self) -> None:
+        if self.resolver is not None:
+            try:
+                parse_resolver(self.resolver)
+            except ValueError as exc:
+                raise ValueError(f"resolver: {exc}") from None
         for port in self.allow_ports:
             if not 0 < port < 65536:
                 raise ValueError(f"allow_ports: {port} is not a TCP port (1..65535)")
@@ -74,7 +80,7 @@ class ControlConfig:
             except ValueError:
                 raise ValueError(f"allow_ranges: {cidr!r} is not a CIDR range") from None
         if self.timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
+            raise ValueError("timeout_s: must be positive")
 
 
 @dataclass(frozen=True, slots=True)
