@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from agent.probes.dns import parse_resolver
 from shared.config import config_from_mapping, load_config, parse_duration
 from shared.logging import LoggingConfig
 
@@ -28,7 +29,7 @@ class ListenConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
-            raise ValueError(f"port {self.port} is not in 0..65535")
+            raise ValueError(f"port: {self.port} is not in 0..65535")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +41,22 @@ class DatabaseConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_body_bytes: int = 8 * 1024 * 1024  # after decompression
-    max_inflight_batches: int = 8  # beyond this, ingest answers 503 with Retry-After
+    max_inflight_batches: int = 8  # batches decoded and stored at once; beyond: 503
+    max_uploads_per_agent: int = 2  # uploads of one agent at once (reading included); beyond: 429
+    body_timeout_s: float = 30.0  # a body must arrive within this after the headers...
+    body_min_bytes_per_second: int = 16 * 1024  # ...plus one second per this many bytes
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:
-            raise ValueError("max_body_bytes must be at least 1024")
+            raise ValueError("max_body_bytes: must be at least 1024")
         if self.max_inflight_batches < 1:
-            raise ValueError("max_inflight_batches must be at least 1")
+            raise ValueError("max_inflight_batches: must be at least 1")
+        if self.max_uploads_per_agent < 1:
+            raise ValueError("max_uploads_per_agent: must be at least 1")
+        if not 0 < self.body_timeout_s <= 3600:
+            raise ValueError("body_timeout_s: must be more than 0 and at most 3600 seconds")
+        if self.body_min_bytes_per_second < 1:
+            raise ValueError("body_min_bytes_per_second: must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,11 @@ class ControlConfig:
     allow_ports: tuple[int, ...] = ()  # ports the control may measure besides 80 and 443
 
     def __post_init__(self) -> None:
+        if self.resolver is not None:
+            try:
+                parse_resolver(self.resolver)
+            except ValueError as exc:
+                raise ValueError(f"resolver: {exc}") from None
         for port in self.allow_ports:
             if not 0 < port < 65536:
                 raise ValueError(f"allow_ports: {port} is not a TCP port (1..65535)")
@@ -67,7 +82,7 @@ class ControlConfig:
             except ValueError:
                 raise ValueError(f"allow_ranges: {cidr!r} is not a CIDR range") from None
         if self.timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
+            raise ValueError("timeout_s: must be positive")
 
 
 def _duration(name: str, text: str, minimum: float) -> float:
@@ -92,9 +107,9 @@ class MonitorConfig:
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0:
-            raise ValueError("interval_s must be positive")
+            raise ValueError("interval_s: must be positive")
         if self.window_s < 2 * self.bucket_s:
-            raise ValueError("window must be at least two buckets")
+            raise ValueError("window: must be at least two buckets")
 
     @property
     def bucket_s(self) -> float:
@@ -137,11 +152,11 @@ class WebhookConfig:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url: {self.url!r} is not an http(s) URL")
+            raise ValueError("url: not an http:// or https:// URL with a host")
         if len(self.secret) < 16:
             raise ValueError("secret: use at least 16 characters (e.g. openssl rand -hex 32)")
         if self.timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
+            raise ValueError("timeout_s: must be positive")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,13 +23,11 @@ from typing import Final
 
 from aiohttp import web
 
-from agent.probes.dns import parse_resolver
 from agent.probes.web import ProbeOptions, measure_facts, parse_target
 from collector.api import decode_small_body, read_body, reply
 from collector.config import ControlConfig
 from collector.outbound import DestinationRefused, Network, check_port, parse_ranges, refusal
 from collector.state import CONFIG, json_error, require_agent
-from shared.errors import ConfigError
 from shared.schema import MAX_URL_LENGTH, ControlFacts
 
 CONTROL_BODY_LIMIT: Final = 4096
@@ -74,11 +72,6 @@ def check_destination(address: str, port: int, setup: _ControlSetup) -> None:
 
 def control_setup(config: ControlConfig) -> _ControlSetup:
     """The probe options and allowed ranges for ``config``; ConfigError if one is wrong."""
-    if config.resolver is not None:
-        try:
-            parse_resolver(config.resolver)
-        except ValueError as exc:
-            raise ConfigError("<config>", "control.resolver", str(exc)) from None
     allow = parse_ranges(config.allow_ranges)
     options = ProbeOptions(
         timeout_s=min(config.timeout_s, MAX_CONTROL_TIMEOUT_S),

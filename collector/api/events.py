@@ -19,6 +19,7 @@ from aiohttp import web
 
 from collector.alerts.signing import describe
 from collector.analysis.model import BLOCKED_METHODS
+from collector.api.query import check_parameters
 from collector.config import KINDS
 from collector.state import CONFIG, PSEUDONYM_KEY, STORE, json_error, require_analyst
 from collector.store.base import BucketCount
@@ -43,15 +44,14 @@ def _bad(name: str, problem: str) -> web.HTTPException:
     return json_error(400, "bad_parameter", f"{name}: {problem}")
 
 
-def _query(params: Mapping[str, str], allowed: frozenset[str]) -> EventQuery:
-    for name in params:
-        if name not in allowed:
-            raise _bad(name, f"unknown parameter (known: {', '.join(sorted(allowed))})")
+def _query(request: web.Request, allowed: tuple[str, ...]) -> EventQuery:
+    check_parameters(request, allowed)
+    params = request.query
     try:
         f = build_filters(cc=params.get("cc"), asn=params.get("asn"), domain=params.get("domain"))
         since = parse_time(params["since"], "since") if "since" in params else None
     except FilterError as exc:
-        raise json_error(400, "bad_filter", str(exc).lstrip("-")) from None
+        raise json_error(400, "bad_filter", str(exc).removeprefix("--")) from None
     kind = params.get("kind")
     if kind is not None and kind not in KINDS:
         raise _bad("kind", f"{kind[:40]!r} is not one of {', '.join(KINDS)}")
@@ -83,15 +83,13 @@ def _query(params: Mapping[str, str], allowed: frozenset[str]) -> EventQuery:
     )
 
 
-_LIST_PARAMS: Final = frozenset(
-    {"cc", "asn", "domain", "kind", "status", "since", "cursor", "limit"}
-)
-_STREAM_PARAMS: Final = frozenset({"cc", "asn", "domain", "kind", "status", "last_event_id"})
+_LIST_PARAMS: Final = ("cc", "asn", "domain", "kind", "status", "since", "cursor", "limit")
+_STREAM_PARAMS: Final = ("cc", "asn", "domain", "kind", "status", "last_event_id")
 
 
 async def list_events(request: web.Request) -> web.Response:
     await require_analyst(request)
-    query = _query(request.query, _LIST_PARAMS)
+    query = _query(request, _LIST_PARAMS)
     found = await request.app[STORE].list_events(query)
     more = len(found) == query.limit
     return web.json_response(
@@ -104,8 +102,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 async def get_event(request: web.Request) -> web.Response:
     await require_analyst(request)
-    for name in request.query:
-        raise _bad(name, "unknown parameter (this endpoint takes none)")
+    check_parameters(request, ())
     event_id = request.match_info["event_id"]
     got = await request.app[STORE].get_event(event_id)
     if got is None:
@@ -223,7 +220,7 @@ def _sse(revision: Revision) -> bytes:
 async def stream(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events of every change after ``Last-Event-ID`` (or from now on)."""
     await require_analyst(request)
-    query = _query(request.query, _STREAM_PARAMS)
+    query = _query(request, _STREAM_PARAMS)
     store = request.app[STORE]
     resume = request.headers.get("Last-Event-ID", request.query.get("last_event_id"))
     if resume is not None:
@@ -270,15 +267,13 @@ async def atom_feed(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     if not config.alerts.public_feed:
         await require_analyst(request)
-    for name in request.query:
-        if name != "cc":
-            raise _bad(name, "unknown parameter (known: cc)")
+    check_parameters(request, ("cc",))
     cc = request.query.get("cc")
     if cc is not None:
         try:
             cc = build_filters(cc=cc).cc
         except FilterError as exc:
-            raise json_error(400, "bad_filter", str(exc).lstrip("-")) from None
+            raise json_error(400, "bad_filter", str(exc).removeprefix("--")) from None
     revisions = await request.app[STORE].latest_revisions(cc, FEED_ENTRIES)
     body = atom_document(revisions, str(request.url.with_query(None)), cc)
     return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")

@@ -175,6 +175,9 @@ class Monitor:
             domains = todo[cc] | {d for e in live for d in e.domains}
             if not todo[cc] and not live:
                 domains = self.cache.domains(cc)  # the first pass: all of them
+            domains = {d for d in domains if self.cache.disagrees(cc, d)}
+            if not domains and not live:
+                continue
             jobs.append((live, self.cache.country(cc, domains)))
         revised = await asyncio.to_thread(self._judge, jobs, clock)
         if not revised:

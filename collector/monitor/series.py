@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
+from collector.analysis.model import BLOCKED_METHODS
 from collector.store.base import BucketCount
 
 _Range = tuple[str, int, str, float, float]  # (cc, asn, domain, since, until)
@@ -73,6 +74,24 @@ class SeriesCache:
                 )
             )
         return out
+
+    def disagrees(self, cc: str, domain: str) -> bool:
+        """Whether any bucket of ``domain`` in ``cc`` shows a difference: an ISP with both
+        accessible and blocked results, or ISPs that do not agree. A domain with none
+        anywhere in the window can hold no finding of any kind (no leak, no divergence:
+        they all are differences), so the analysis can leave it out."""
+        seen: dict[float, str] = {}
+        for b in self._series.get((cc, domain), {}).values():
+            ok = b.counts.get("ok", 0)
+            blocked = sum(n for v, n in b.counts.items() if v in BLOCKED_METHODS)
+            if ok and blocked:
+                return True
+            if not ok and not blocked:
+                continue
+            state = "ok" if ok else "blocked"
+            if seen.setdefault(b.bucket_start, state) != state:
+                return True
+        return False
 
     def domains(self, cc: str) -> set[str]:
         return {d for c, d in self._series if c == cc}

@@ -309,15 +309,13 @@ class PostgresStore(Store):
     async def aggregate_ranges(
         self, ranges: Sequence[DirtySeries], bucket_s: float, pseudonym_key: bytes
     ) -> list[BucketCount]:
-        sql, params = queries.ranges_sql(bucket_s, queries.POSTGRES)
         pseudonym = queries.Pseudonyms(pseudonym_key)
         out: list[BucketCount] = []
         async with self.pool.acquire() as conn:
-            statement = await conn.prepare(sql)
-            for cc, asn, domain, since, until in queries.merged_ranges(ranges, bucket_s):
-                params[2:7] = (cc, asn, domain, since, until)
-                rows = await statement.fetch(*params)
-                out.extend(queries.fold_series(cc, asn, domain, rows, pseudonym))
+            for cc, asn, since, until, domains in queries.range_groups(ranges, bucket_s):
+                sql = queries.ranges_group_sql(len(domains), bucket_s, queries.POSTGRES)
+                rows = await conn.fetch(sql, cc, asn, since, until, *domains)
+                out.extend(queries.fold_group(cc, asn, rows, pseudonym))
         return out
 
     async def live_events(self, ended_after: float) -> list[StoredEvent]:
