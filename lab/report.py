@@ -50,7 +50,7 @@ def _event_line(event: dict[str, Any], doc: dict[str, Any]) -> str:
         f"{event.get('network_name') or 'AS' + str(event['asn'])} (AS{event['asn']}) let through "
         f"{_and(list(event['domains']))} from {_short_time(event['start'])} to "
         f"{_short_time(event.get('end'))} ({rounds}), seen by {event.get('agents', '?')} "
-        f"agent(s){conf}"
+        f"distinct agent(s){conf}"
     )
 
 
@@ -89,13 +89,14 @@ def _divergence_line(event: dict[str, Any], doc: dict[str, Any]) -> str:
 
 
 def _expected_divergence_line(e: dict[str, Any]) -> str:
+    d = e["domain"]
     what = {
-        "unfiltered": "never filters",
-        "lagging": "lags behind the country on",
-        "partial": f"blocks only {e['blocked_share'] * 100:.0f}% of the time",
-    }.get(e["kind"], e["kind"])
+        "unfiltered": f"never filters {d}",
+        "lagging": f"lags behind the country in blocking {d}",
+        "partial": f"blocks {d} only {e['blocked_share'] * 100:.0f}% of the time",
+    }.get(e["kind"], f"differs on {d}")
     return (
-        f"  {e['isp']} (AS{e['asn']}) {what} {e['domain']} in rounds "
+        f"  {e['isp']} (AS{e['asn']}) {what} in rounds "
         f"{e['rounds'][0]}-{e['rounds'][1]}: expected as {e['kind']}"
     )
 
