@@ -130,16 +130,20 @@ class _Baseline:
         return max(0.0, 1.0 - self._accessible / self._trials)
 
     def improbable(self, points: Sequence[_Point], significance: float) -> bool:
-        """Whether the accessible evidence of ``points`` (where the country blocked) is less
-        probable than ``significance`` under this baseline: a binomial tail."""
-        accessible = trials = 0.0
-        for p in points:
-            if p.consensus:
-                a, t = p.evidence
-                accessible += a
-                trials += t
-        k = math.floor(accessible + 1e-9)
-        return binomial_tail(k, round(trials), self.accessible_share()) < significance
+        return _improbable(points, self.accessible_share(), significance)
+
+
+def _improbable(points: Sequence[_Point], share: float, significance: float) -> bool:
+    """Whether the accessible evidence of ``points`` (where the country blocked) is less
+    probable than ``significance`` under an accessible ``share``: a binomial tail."""
+    accessible = trials = 0.0
+    for p in points:
+        if p.consensus:
+            a, t = p.evidence
+            accessible += a
+            trials += t
+    k = math.floor(accessible + 1e-9)
+    return binomial_tail(k, round(trials), share) < significance
 
 
 def analyse(
@@ -350,83 +354,168 @@ def _detect(
     data_end: float,
     params: AnalysisParams,
 ) -> list[_Run]:
-    """Lapses of one (ISP, domain): two one-sided CUSUMs on the Wilson lower bound, their
-    reference raised by the ISP's own baseline accessible share.
+    """Lapses of one (ISP, domain), in two passes of the same CUSUM (``_scan``).
 
     Nothing can lapse before the ISP has been seen blocking (by majority, where its country
     blocks): without a history of its own an open ISP is unfiltered or lagging, never a
-    fault. The opening sum grows by (lower - baseline - open_drift); a lapse opens when it
-    reaches open_threshold *and* the rise's accessible evidence is improbable under the
-    baseline (binomial tail below ``significance``). The start is dated back to the bucket
-    where the sum last left zero. While a rise is pending the baseline is frozen, so that
-    a lapse does not become its own baseline; a rise that comes to nothing joins it.
-    Once open, the closing sum grows by (baseline + close_drift - lower) and closes the
-    lapse at close_threshold; the end is dated back to the last bucket that supported it.
-    One contrary bucket therefore never closes a lapse: no flapping.
+    fault. The first pass measures each bucket against the ISP's *trailing* baseline and
+    finds the candidate lapses. A short history misleads, though: an ISP that blocks 70 %
+    of the time can block every time for a few buckets and then let two agents through
+    twice, which looks like a lapse against those few buckets. So the second pass measures
+    again against the ISP's *surrounding* baseline (the buckets before and after, the first
+    pass's candidates left out), and only its lapses that overlap a first-pass candidate
+    are kept: a lapse must be improbable under how the ISP behaves both before and around
+    it. At the end of the data the surrounding baseline is the trailing one.
     """
-    runs: list[_Run] = []
-    baseline = _Baseline(params.baseline_buckets, params.baseline_prior)
-    started = False  # the ISP has blocked the domain by majority where its country blocks
-    up = 0.0
-    candidate: list[_Point] = []
-    window: list[_Point] | None = None  # the open lapse's points, None when closed
-    down = 0.0
-    support = 0  # points in ``window`` up to the last one that supported the lapse
-    share = 0.0  # the baseline accessible share the open lapse is measured against
-    blocked_before = 1.0
-
-    def finish(end: float | None) -> list[_Point]:
-        """Record the open lapse; return the points after its last support."""
-        assert window is not None
-        kept = tuple(window[:support])
+    first = next(
+        (i for i, p in enumerate(series) if p.consensus and p.blocked > p.accessible), None
+    )
+    if first is None:
+        return []
+    points = series[first:]
+    trailing = _TrailingBaseline(params.baseline_buckets, params.baseline_prior)
+    candidates = _scan(points, trailing, params)
+    if not candidates:
+        return []
+    excluded = {id(p) for _, _, run in candidates for _, p in run}
+    surrounding = _SurroundingBaseline(points, excluded, params)
+    spans = [(first, len(points) if last < 0 else last) for first, last, _ in candidates]
+    confirmed = [
+        c
+        for c in _scan(points, surrounding, params)
+        if any(c[0] <= e and s <= (len(points) if c[1] < 0 else c[1]) for s, e in spans)
+    ]
+    runs = []
+    for _, last, kept in confirmed:
+        start = kept[0][1].bucket_start
+        end_point = kept[-1][1]
+        ongoing = last < 0 and end_point.bucket_start >= data_end
         runs.append(
             _Run(
                 key=key,
                 domain=domain,
-                start=kept[0].bucket_start,
-                end=end,
-                points=kept,
-                corroborated=any(len(p.accessible_agent_ids) >= params.min_agents for p in kept),
-                baseline_blocked_share=blocked_before,
-                lifted_at=_lifted_nationally(series, kept[0].bucket_start, params),
+                start=start,
+                end=None if ongoing else end_point.bucket_start + bucket_s,
+                points=tuple(p for _, p in kept),
+                corroborated=any(len(p.accessible_agent_ids) >= params.min_agents for _, p in kept),
+                baseline_blocked_share=surrounding.blocked_share(kept[0][0]),
+                lifted_at=_lifted_nationally(series, start, params),
             )
         )
-        return window[support:]
+    return runs
 
-    for point in series:
+
+class _TrailingBaseline(_Baseline):
+    """The baseline of the last buckets before the one being judged (``_Baseline``)."""
+
+    def share_at(self, index: int) -> float:
+        return self.accessible_share()
+
+    def improbable_at(self, points: Sequence[_Point], index: int, significance: float) -> bool:
+        return self.improbable(points, significance)
+
+
+class _SurroundingBaseline:
+    """The ISP's accessible share in the buckets around each one: up to
+    ``baseline_buckets`` points before and after it, ``excluded`` points left out; from
+    prefix sums, so each look-up costs the same however wide the window."""
+
+    def __init__(
+        self, points: Sequence[_Point], excluded: set[int], params: AnalysisParams
+    ) -> None:
+        self._width = params.baseline_buckets
+        self._prior = params.baseline_prior
+        self._accessible = [0.0]
+        self._trials = [0.0]
+        for p in points:
+            a, t = p.evidence if p.consensus and id(p) not in excluded else (0.0, 0.0)
+            self._accessible.append(self._accessible[-1] + a)
+            self._trials.append(self._trials[-1] + t)
+
+    def _sums(self, index: int) -> tuple[float, float]:
+        lo = max(0, index - self._width)
+        hi = min(len(self._trials) - 1, index + self._width + 1)
+        return (
+            self._accessible[hi] - self._accessible[lo],
+            self._trials[hi] - self._trials[lo],
+        )
+
+    def share_at(self, index: int) -> float:
+        accessible, trials = self._sums(index)
+        return (accessible + self._prior) / (trials + 2 * self._prior)
+
+    def blocked_share(self, index: int) -> float:
+        accessible, trials = self._sums(index)
+        return 1.0 if trials <= 0 else max(0.0, 1.0 - accessible / trials)
+
+    def improbable_at(self, points: Sequence[_Point], index: int, significance: float) -> bool:
+        return _improbable(points, self.share_at(index), significance)
+
+    def add(self, point: _Point) -> None:
+        """Nothing to learn: the surrounding baseline is fixed before the scan."""
+
+
+# One pass's lapse: (index of its first point, index of its last supporting point or -1
+# while it is still supported at the end, its supporting points with their indexes).
+_Found = tuple[int, int, list[tuple[int, _Point]]]
+
+
+def _scan(
+    points: Sequence[_Point],
+    baseline: _TrailingBaseline | _SurroundingBaseline,
+    params: AnalysisParams,
+) -> list[_Found]:
+    """Two one-sided CUSUMs on the Wilson lower bound, their reference raised by the
+    ISP's own baseline accessible share.
+
+    The opening sum grows by (lower - baseline - open_drift); a lapse opens when it
+    reaches open_threshold *and* the rise's accessible evidence is improbable under the
+    baseline (binomial tail below ``significance``). The start is dated back to the bucket
+    where the sum last left zero. While a rise is pending a trailing baseline is frozen,
+    so that a lapse does not become its own baseline; a rise that comes to nothing joins
+    it. Once open, the closing sum grows by (baseline + close_drift - lower) and closes
+    the lapse at close_threshold; the end is dated back to the last bucket that supported
+    it. One contrary bucket therefore never closes a lapse: no flapping.
+    """
+    found: list[_Found] = []
+    up = 0.0
+    candidate: list[tuple[int, _Point]] = []
+    window: list[tuple[int, _Point]] | None = None  # the open lapse's points
+    down = 0.0
+    support = 0  # points in ``window`` up to the last one that supported the lapse
+    share = 0.0  # the baseline accessible share the open lapse is measured against
+
+    for i, point in enumerate(points):
         if window is None:
-            if not started:
-                if point.consensus and point.blocked > point.accessible:
-                    started = True
-                    baseline.add(point)
-                continue
-            share = baseline.accessible_share()
-            up = max(0.0, up + point.lower - share - params.open_drift)
+            share = baseline.share_at(candidate[0][0] if candidate else i)
+            up = max(0.0, up + point.lower - share - params.open_drift * (1.0 - share))
             if up <= 0.0:
-                for p in candidate:
+                for _, p in candidate:
                     baseline.add(p)
                 baseline.add(point)
                 candidate = []
                 continue
-            candidate.append(point)
-            if up >= params.open_threshold and baseline.improbable(candidate, params.significance):
+            candidate.append((i, point))
+            if up >= params.open_threshold and baseline.improbable_at(
+                [p for _, p in candidate], candidate[0][0], params.significance
+            ):
                 window, support, down = candidate, len(candidate), 0.0
-                blocked_before = baseline.blocked_share()
                 candidate, up = [], 0.0
             continue
-        window.append(point)
-        down = max(0.0, down + share + params.close_drift - point.lower)
+        window.append((i, point))
+        down = max(0.0, down + share + params.close_drift * (1.0 - share) - point.lower)
         if down == 0.0:
             support = len(window)
         if down >= params.close_threshold:
-            for p in finish(window[support - 1].bucket_start + bucket_s):
+            kept = window[:support]
+            found.append((kept[0][0], kept[-1][0], kept))
+            for _, p in window[support:]:
                 baseline.add(p)
             window = None
     if window is not None:
-        last = window[support - 1]
-        ongoing = down == 0.0 and last.bucket_start >= data_end
-        finish(None if ongoing else last.bucket_start + bucket_s)
-    return runs
+        kept = window[:support]
+        found.append((kept[0][0], -1 if down == 0.0 else kept[-1][0], kept))
+    return found
 
 
 def _lifted_nationally(
