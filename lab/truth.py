@@ -28,7 +28,7 @@ uncorroborated findings, and no divergence is expected of it.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from lab.scenario import METHODS, Isp, Method, Scenario, Site, domain_matches
@@ -60,7 +60,8 @@ class CensorRound:
     """Every method of one ISP's censor as it stands in one round."""
 
     rules: dict[Method, MethodRules]
-    starting: tuple[str, ...] = ()  # domains whose block starts this round
+    # Domains whose block starts this round: words for the progress lines, not a rule.
+    starting: tuple[str, ...] = field(default=(), compare=False)
 
     def blocks(self, method: Method, host: str) -> bool:
         return self.rules[method].blocks(host)

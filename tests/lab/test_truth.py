@@ -247,3 +247,11 @@ def test_draw_blocks_queries_at_the_rate() -> None:
     assert 600 < drawn < 800
     assert all(full.draw("dns_inject", "www.facebook.com", rng) for _ in range(100))
     assert not any(partial.draw("dns_inject", "en.wikipedia.org", rng) for _ in range(100))
+
+
+def test_rules_change_only_at_the_start_round() -> None:
+    """The round after a block starts has the same rules: the routers are not rewritten."""
+    s = scenario([isp("A", 1, blocks_from_round={"facebook.com": 4})])
+    assert censor_round(s.isps[0], 3) != censor_round(s.isps[0], 4)
+    assert censor_round(s.isps[0], 4) == censor_round(s.isps[0], 5)
+    assert censor_round(s.isps[0], 5).starting == ()
