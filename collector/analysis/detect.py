@@ -216,8 +216,16 @@ def _fold(seen: BucketCount, b: BucketCount) -> BucketCount:
         accessible_agent_ids=tuple(
             sorted(set(seen.accessible_agent_ids) | set(b.accessible_agent_ids))
         ),
-        example_ids=tuple(sorted(set(seen.example_ids) | set(b.example_ids))),
+        # the smallest and largest `ok` id, as the store's SQL and compare give them
+        example_ids=_extremes((*seen.example_ids, *b.example_ids)),
     )
+
+
+def _extremes(ids: tuple[str, ...]) -> tuple[str, ...]:
+    if not ids:
+        return ()
+    low, high = min(ids), max(ids)
+    return (low,) if low == high else (low, high)
 
 
 def _blocked(counts: dict[str, int]) -> int:
@@ -618,7 +626,8 @@ def _lagged(lead: Sequence[_Point], rest: Sequence[_Point], params: AnalysisPara
 
 def _one_agent(points: Sequence[_Point]) -> bool:
     """Whether the accessible share comes from one agent: leaving out the agent seen
-    accessible most often, the others are accessible less than half as often as all."""
+    accessible most often, the others are accessible less than a quarter as often as all
+    agents together (a VPN volunteer's companions: about never)."""
     seen: dict[str, int] = defaultdict(int)
     for p in points:
         for agent in p.accessible_agent_ids:
@@ -632,7 +641,7 @@ def _one_agent(points: Sequence[_Point]) -> bool:
     others_slots = sum(max(0, p.agents - 1) for p in points)
     if others_slots == 0 or others_accessible == 0:
         return True
-    return others_accessible / others_slots < 0.5 * all_accessible / all_slots
+    return others_accessible / others_slots < 0.25 * all_accessible / all_slots
 
 
 def _merge(
