@@ -47,7 +47,7 @@ from lab.plan import (
 )
 from lab.scenario import Scenario, load_scenario
 from lab.score import MeasurementRow, score
-from lab.truth import censor_round, expected_events
+from lab.truth import CensorRound, censor_round, expected_divergences, expected_events
 from shared.errors import ConfigError, FilterwatchError
 
 SWITCH_LEAD_S = 0.3  # censor rules change this long before a round starts
@@ -124,6 +124,7 @@ class Lab:
         self.agent_ids: dict[str, AgentPlan] = {}
         self.applied_round = 0
         self.timeout_s = probe_timeout(scenario.round_seconds)
+        self.hold_s = censor.hold_seconds(scenario.round_seconds)
         self.receiver = AlertReceiver()  # the webhook subscriber, in the lab's internet
 
     # --- building --------------------------------------------------------------------------
@@ -175,21 +176,20 @@ class Lab:
             if not first and state == holder.current:
                 continue
             if not first:
-                lifted = sorted({d for rules in state.rules.values() for d in rules.lifted})
                 changes.append(
-                    f"{isp.name} lifts {', '.join(lifted)}"
-                    if lifted
-                    else f"{isp.name} filters fully"
+                    _change(isp.name, state, censor_round(isp, round_no, glitches=False))
                 )
             holder.current = state
             jobs.append(
                 self.ns.nft_apply(
-                    isp_plan.netns, censor.router_nft(self.plan, isp_plan, isp, state)
+                    isp_plan.netns,
+                    censor.router_nft(self.plan, isp_plan, isp, state, hold_s=self.hold_s),
                 )
             )
             jobs.append(
                 self.ns.iptables_apply(
-                    isp_plan.netns, censor.router_iptables(isp_plan, state, first=first)
+                    isp_plan.netns,
+                    censor.router_iptables(isp_plan, state, first=first, hold_s=self.hold_s),
                 )
             )
         down_now = {s.host for s in self.scenario.sites if self.scenario.site_down(s, round_no)}
@@ -548,6 +548,20 @@ class Lab:
             self.ns.close()
 
 
+def _change(name: str, state: CensorRound, unglitched: CensorRound) -> str:
+    """What changed in one ISP's censor at a round boundary, for the progress lines."""
+    glitched = sorted(
+        {d for m, rules in state.rules.items() for d in rules.lifted}
+        - {d for rules in unglitched.rules.values() for d in rules.lifted}
+    )
+    words = [f"starts blocking {', '.join(state.starting)}"] if state.starting else []
+    if glitched:
+        words.append(f"lifts {', '.join(glitched)}")
+    elif not any(rules.lifted for rules in state.rules.values()):
+        words.append("filters fully")
+    return f"{name} " + " and ".join(words or ["changes its rules"])
+
+
 async def _stop_all(procs: list[asyncio.subprocess.Process], grace_s: float = 5.0) -> None:
     live = [p for p in procs if p.returncode is None]
     for p in live:
@@ -590,13 +604,15 @@ async def run_lab(
     finally:
         await lab.close()
     expected = expected_events(scenario)
-    result = score(scenario, expected, found, rows, t0)
+    divergences = expected_divergences(scenario)
+    result = score(scenario, expected, found, rows, t0, divergences)
     doc: dict[str, Any] = {
         "scenario": scenario.name,
         "scenario_file": str(scenario_path),
         **result.to_json(),
         "leaks": found.get("leaks", []),
         "uncorroborated": found.get("uncorroborated", []),
+        "divergences": found.get("divergences", []),
         "expected_leaks": [
             {"isp": e.isp, "asn": e.asn, "domain": e.domain, "rounds": [e.start_round, e.end_round]}
             for e in expected
@@ -606,6 +622,17 @@ async def run_lab(
             {"isp": e.isp, "asn": e.asn, "domain": e.domain, "rounds": [e.start_round, e.end_round]}
             for e in expected
             if not e.corroborated
+        ],
+        "expected_divergences": [
+            {
+                "isp": d.isp,
+                "asn": d.asn,
+                "domain": d.domain,
+                "kind": d.kind,
+                "rounds": [d.start_round, d.end_round],
+                "blocked_share": round(d.blocked_share, 4),
+            }
+            for d in divergences
         ],
         "round_seconds": scenario.round_seconds,
         "rounds": scenario.rounds,
@@ -665,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.render(doc, demo=args.demo, kept=paths.root if args.keep else None))
         if doc.get("alerts"):
             print(alerts_text(doc))
-    return 0 if doc["missed"] == 0 and doc["false_leaks"] == 0 else 1
+    return 0 if doc["passed"] else 1
 
 
 if __name__ == "__main__":

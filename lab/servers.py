@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
 import socket
 import ssl
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,14 @@ def site_page(host: str) -> bytes:
 
 @dataclass
 class RouterState:
-    """The censor of one ISP as it stands now; the orchestrator swaps it at round boundaries."""
+    """The censor of one ISP as it stands now; the orchestrator swaps it at round boundaries.
+
+    ``rng`` draws, per query and per request, whether a method with a rate below 1 blocks.
+    """
 
     current: CensorRound
     blockpage_ip: str
+    rng: random.Random = field(default_factory=random.Random)
 
 
 def quiet_connection_errors(loop: asyncio.AbstractEventLoop) -> None:
@@ -268,7 +273,7 @@ class IspResolver(DnsServer):
 
     async def resolve(self, query: dns.message.Message) -> bytes | None:
         name = query.question[0].name.to_text(omit_final_dot=True).lower()
-        if self.state.current.blocks("dns_inject", name):
+        if self.state.current.draw("dns_inject", name, self.state.rng):
             return injected_answer(query, self.state.blockpage_ip)
         return await self._forward(query.to_wire())
 
@@ -338,7 +343,7 @@ class TransparentProxy:
             async with asyncio.timeout(_IO_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
             host = host_of(head)
-            if host is not None and self.state.current.blocks("http_blockpage", host):
+            if host is not None and self.state.current.draw("http_blockpage", host, self.state.rng):
                 writer.write(self._forbidden())
                 await writer.drain()
                 return
