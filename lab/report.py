@@ -67,7 +67,9 @@ def _divergence_line(event: dict[str, Any], doc: dict[str, Any]) -> str:
     words = _KIND_WORDS.get(kind, f"differs ({kind}) on {{d}}")
     share = event.get("blocked_share")
     detail = (
-        f", blocked in {share * 100:.0f}% of measurements" if isinstance(share, int | float) else ""
+        f", blocked in {share * 100:.0f}% of measurements"
+        if kind == "partial" and isinstance(share, int | float)
+        else ""
     )
     blocking, measured = event.get("isps_blocking"), event.get("isps_measured")
     others = (
