@@ -45,7 +45,7 @@ from lab.plan import (
     make_plan,
 )
 from lab.scenario import Scenario, load_scenario
-from lab.score import MeasurementRow, score
+from lab.score import MeasurementRow, divergence_json, score
 from lab.truth import CensorRound, censor_round, expected_divergences, expected_events
 from shared.errors import ConfigError, FilterwatchError
 
@@ -546,7 +546,7 @@ class Lab:
 def _change(name: str, state: CensorRound, unglitched: CensorRound) -> str:
     """What changed in one ISP's censor at a round boundary, for the progress lines."""
     glitched = sorted(
-        {d for m, rules in state.rules.items() for d in rules.lifted}
+        {d for rules in state.rules.values() for d in rules.lifted}
         - {d for rules in unglitched.rules.values() for d in rules.lifted}
     )
     words = [f"starts blocking {', '.join(state.starting)}"] if state.starting else []
@@ -618,17 +618,7 @@ async def run_lab(
             for e in expected
             if not e.corroborated
         ],
-        "expected_divergences": [
-            {
-                "isp": d.isp,
-                "asn": d.asn,
-                "domain": d.domain,
-                "kind": d.kind,
-                "rounds": [d.start_round, d.end_round],
-                "blocked_share": round(d.blocked_share, 4),
-            }
-            for d in divergences
-        ],
+        "expected_divergences": [divergence_json(d) for d in divergences],
         "round_seconds": scenario.round_seconds,
         "rounds": scenario.rounds,
         "round_1_start": report.iso(t0),
