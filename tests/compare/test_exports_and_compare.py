@@ -155,6 +155,7 @@ def test_empty_store_exports_and_compares_to_nothing(tmp_path: Path) -> None:
     assert analyse(bucket_counts(read_exports([[out]]), FILTERS), HOUR).to_json(with_isps=True) == {
         "leaks": [],
         "uncorroborated": [],
+        "divergences": [],
         "isps": [],
     }
     conn.close()
