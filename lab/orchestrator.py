@@ -59,6 +59,15 @@ def probe_timeout(round_seconds: float) -> float:
     return max(1.5, min(8.0, round_seconds * 0.5))
 
 
+def agent_jitter(round_seconds: float) -> float:
+    """How late in its round an agent may start measuring: spreads the agents' work over
+    the first fifth of the round (on a busy machine a burst of every agent at once costs
+    timeouts), keeps each measurement clear of the next rule switch, and keeps the gap
+    between an agent's measurements longer than the censors' hold (lab/censor.py)."""
+    room = round_seconds - SWITCH_LEAD_S - probe_timeout(round_seconds) - 0.2
+    return round(max(0.0, min(round_seconds * 0.2, room)), 3)
+
+
 @dataclass(frozen=True, slots=True)
 class RunPaths:
     root: Path
@@ -152,7 +161,7 @@ class Lab:
         for isp_plan, isp in zip(self.plan.isps, self.scenario.isps, strict=True):
             state = servers.RouterState(censor_round(isp, 1), self.plan.blockpage_ip)
             self.router_states[isp.name] = state
-            resolver = servers.IspResolver(ns, isp_plan.netns, state)
+            resolver = servers.IspResolver(self.plan, state)
             await resolver.start(ns, isp_plan.netns, "0.0.0.0")
             self.dns_servers.append(resolver)
             proxy = servers.TransparentProxy(ns, isp_plan.netns, state)
@@ -330,7 +339,7 @@ class Lab:
             "collector_url": f"http://{COLLECTOR_ADDRESS}:{COLLECTOR_PORT}",
             "state_dir": str(self.paths.agent_dir(agent)),
             "interval_s": self.scenario.round_seconds,
-            "jitter_s": 0,
+            "jitter_s": agent_jitter(self.scenario.round_seconds),
             "shutdown_grace_s": 2,
             "probes": {
                 "timeout_s": self.timeout_s,
