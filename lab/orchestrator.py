@@ -593,6 +593,7 @@ async def run_lab(
 ) -> dict[str, Any]:
     """The whole run; returns the result document (also written to result.json)."""
     started = time.time()
+    load_before = os.getloadavg()[0]
     lab = Lab(scenario, paths, progress)
     try:
         await lab.build_network()
@@ -638,6 +639,8 @@ async def run_lab(
         "sites": [s.url for s in scenario.sites],
         "measurements_expected": len(lab.plan.agents) * len(scenario.sites) * scenario.rounds,
         "setup_seconds": round(setup_s, 1),
+        # The lab runs on the wall clock: on a machine this busy, probes time out.
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "total_seconds": round(time.time() - started, 1),
     }
     paths.result.write_text(json.dumps(doc, indent=2) + "\n")

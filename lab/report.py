@@ -182,6 +182,13 @@ def render(doc: dict[str, Any], *, demo: bool = False, kept: Path | None = None)
         + _missing(doc),
         f"  run time {doc['total_seconds']:.0f}s (set-up {doc['setup_seconds']:.0f}s)",
     ]
+    load = doc.get("load_average")
+    if accuracy is not None and accuracy < 0.95 and load:
+        lines.append(
+            f"  note: {(1 - accuracy) * 100:.0f}% of the verdicts are wrong and the load average "
+            f"was {max(load):g}: on a machine this busy the probes time out, so this score "
+            "says more about the machine than about the collector"
+        )
     if kept is not None:
         lines += [
             "",
