@@ -123,12 +123,6 @@ class _Baseline:
         """The smoothed share a lapse is measured against."""
         return (self._accessible + self._prior) / (self._trials + 2 * self._prior)
 
-    def blocked_share(self) -> float:
-        """The plain blocked share, as events report it."""
-        if self._trials <= 0:
-            return 1.0
-        return max(0.0, 1.0 - self._accessible / self._trials)
-
     def improbable(self, points: Sequence[_Point], significance: float) -> bool:
         return _improbable(points, self.accessible_share(), significance)
 
