@@ -46,7 +46,7 @@ from lab.plan import (
     make_plan,
 )
 from lab.scenario import Scenario, load_scenario
-from lab.score import MeasurementRow, score
+from lab.score import MeasurementRow, divergence_json, score
 from lab.truth import CensorRound, censor_round, expected_divergences, expected_events
 from shared.errors import ConfigError, FilterwatchError
 
@@ -58,6 +58,15 @@ def probe_timeout(round_seconds: float) -> float:
     """The agents' one deadline per measurement: short enough that a dropped connection
     (which costs the whole timeout) ends well inside its round."""
     return max(1.5, min(8.0, round_seconds * 0.5))
+
+
+def agent_jitter(round_seconds: float) -> float:
+    """How late in its round an agent may start measuring: spreads the agents' work over
+    the first fifth of the round (on a busy machine a burst of every agent at once costs
+    timeouts), keeps each measurement clear of the next rule switch, and keeps the gap
+    between an agent's measurements longer than the censors' hold (lab/censor.py)."""
+    room = round_seconds - SWITCH_LEAD_S - probe_timeout(round_seconds) - 0.2
+    return round(max(0.0, min(round_seconds * 0.2, room)), 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +164,7 @@ class Lab:
         for isp_plan, isp in zip(self.plan.isps, self.scenario.isps, strict=True):
             state = servers.RouterState(censor_round(isp, 1), self.plan.blockpage_ip)
             self.router_states[isp.name] = state
-            resolver = servers.IspResolver(ns, isp_plan.netns, state)
+            resolver = servers.IspResolver(self.plan, state)
             await resolver.start(ns, isp_plan.netns, "0.0.0.0")
             self.dns_servers.append(resolver)
             proxy = servers.TransparentProxy(ns, isp_plan.netns, state)
@@ -334,7 +343,7 @@ class Lab:
             "collector_url": f"http://{COLLECTOR_ADDRESS}:{COLLECTOR_PORT}",
             "state_dir": str(self.paths.agent_dir(agent)),
             "interval_s": self.scenario.round_seconds,
-            "jitter_s": 0,
+            "jitter_s": agent_jitter(self.scenario.round_seconds),
             "shutdown_grace_s": 2,
             "probes": {
                 "timeout_s": self.timeout_s,
@@ -551,7 +560,7 @@ class Lab:
 def _change(name: str, state: CensorRound, unglitched: CensorRound) -> str:
     """What changed in one ISP's censor at a round boundary, for the progress lines."""
     glitched = sorted(
-        {d for m, rules in state.rules.items() for d in rules.lifted}
+        {d for rules in state.rules.values() for d in rules.lifted}
         - {d for rules in unglitched.rules.values() for d in rules.lifted}
     )
     words = [f"starts blocking {', '.join(state.starting)}"] if state.starting else []
@@ -589,6 +598,7 @@ async def run_lab(
 ) -> dict[str, Any]:
     """The whole run; returns the result document (also written to result.json)."""
     started = time.time()
+    load_before = os.getloadavg()[0]
     lab = Lab(scenario, paths, progress)
     try:
         await lab.build_network()
@@ -623,17 +633,7 @@ async def run_lab(
             for e in expected
             if not e.corroborated
         ],
-        "expected_divergences": [
-            {
-                "isp": d.isp,
-                "asn": d.asn,
-                "domain": d.domain,
-                "kind": d.kind,
-                "rounds": [d.start_round, d.end_round],
-                "blocked_share": round(d.blocked_share, 4),
-            }
-            for d in divergences
-        ],
+        "expected_divergences": [divergence_json(d) for d in divergences],
         "round_seconds": scenario.round_seconds,
         "rounds": scenario.rounds,
         "round_1_start": report.iso(t0),
@@ -644,6 +644,8 @@ async def run_lab(
         "sites": [s.url for s in scenario.sites],
         "measurements_expected": len(lab.plan.agents) * len(scenario.sites) * scenario.rounds,
         "setup_seconds": round(setup_s, 1),
+        # The lab runs on the wall clock: on a machine this busy, probes time out.
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "total_seconds": round(time.time() - started, 1),
     }
     doc["alerts"] = score_alerts(scenario, expected, result.leaks.matches, lab.receiver.alerts, t0)

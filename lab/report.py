@@ -67,7 +67,9 @@ def _divergence_line(event: dict[str, Any], doc: dict[str, Any]) -> str:
     words = _KIND_WORDS.get(kind, f"differs ({kind}) on {{d}}")
     share = event.get("blocked_share")
     detail = (
-        f", blocked in {share * 100:.0f}% of measurements" if isinstance(share, int | float) else ""
+        f", blocked in {share * 100:.0f}% of measurements"
+        if kind == "partial" and isinstance(share, int | float)
+        else ""
     )
     blocking, measured = event.get("isps_blocking"), event.get("isps_measured")
     others = (
@@ -180,6 +182,13 @@ def render(doc: dict[str, Any], *, demo: bool = False, kept: Path | None = None)
         + _missing(doc),
         f"  run time {doc['total_seconds']:.0f}s (set-up {doc['setup_seconds']:.0f}s)",
     ]
+    load = doc.get("load_average")
+    if accuracy is not None and accuracy < 0.95 and load:
+        lines.append(
+            f"  note: {(1 - accuracy) * 100:.0f}% of the verdicts are wrong and the load average "
+            f"was {max(load):g}: on a machine this busy the probes time out, so this score "
+            "says more about the machine than about the collector"
+        )
     if kept is not None:
         lines += [
             "",

@@ -315,10 +315,9 @@ class Score:
             "missed_leaks": [_expected_json(e) for e in self.leaks.missed],
             "false_leak_events": [_found_json(f) for f in self.leaks.unmatched],
             "found_divergences": [
-                {**_divergence_json(e), "found_blocked_share": f.blocked_share}
-                for e, f in d.matches
+                {**divergence_json(e), "found_blocked_share": f.blocked_share} for e, f in d.matches
             ],
-            "missed_divergences": [_divergence_json(e) for e in d.missed],
+            "missed_divergences": [divergence_json(e) for e in d.missed],
             "wrong_divergences": [
                 {
                     "asn": f.asn,
@@ -337,7 +336,8 @@ def _expected_json(e: ExpectedEvent) -> dict[str, Any]:
     return {"isp": e.isp, "asn": e.asn, "domain": e.domain, "rounds": [e.start_round, e.end_round]}
 
 
-def _divergence_json(e: ExpectedDivergence) -> dict[str, Any]:
+def divergence_json(e: ExpectedDivergence) -> dict[str, Any]:
+    """An expected divergence as ``lab run --json`` shows it."""
     return {
         "isp": e.isp,
         "asn": e.asn,

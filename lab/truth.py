@@ -14,11 +14,13 @@ own first block in the data (the first round its censor blocks the site):
 - a *leak* (lapse): a round after the ISP's first block in which it does not block the site
   while most others do - its filter lapsed, by a glitch;
 - ``lagging``: rounds before the ISP's first block in which most others block the site -
-  its block started later; an ISP that never blocks the site lags too when the country
-  itself began blocking inside the data (it has not followed yet);
-- ``unfiltered``: the ISP never blocks the site in the data while most others block it,
-  already from the first round the site is up;
-- ``partial``: the ISP blocks the site in some round only by methods with rates below 1.
+  its block started later (also when it was open at the start of the data while the others
+  already blocked: without a block of its own there is no lapse);
+- ``unfiltered``: the ISP never blocks the site in the data while most others block it (in
+  some round): its censor never lists it, whenever the country began;
+- ``partial``: the ISP blocks the site only by methods with rates below 1 in at least
+  ``PARTIAL_MIN_ROUNDS`` rounds in which most others block it (a stable share, against a
+  country that blocks).
 
 VPN agents' results are not their ISP's. An ISP with fewer non-VPN agents than the
 corroboration minimum cannot show anything corroborated: its lapses are expected as
@@ -34,6 +36,7 @@ from typing import Literal
 from lab.scenario import METHODS, Isp, Method, Scenario, Site, domain_matches
 
 CORROBORATION_MIN = 2  # distinct agents the collector needs to call a leak (its default)
+PARTIAL_MIN_ROUNDS = 3  # rounds of partial blocking against a blocking country: a stable share
 
 DivergenceKind = Literal["unfiltered", "lagging", "partial"]
 DIVERGENCE_KINDS: tuple[DivergenceKind, ...] = ("unfiltered", "lagging", "partial")
@@ -227,14 +230,13 @@ def _divergences_of(scenario: Scenario, isp: Isp, site: Site) -> list[ExpectedDi
     start = first_block(scenario, isp, site)
     if start is None:
         if majority:
-            began_inside = any(r < majority[0] for r in up)
-            add("lagging" if began_inside else "unfiltered", majority, 0.0)
+            add("unfiltered", majority, 0.0)
     else:
         lag = [r for r in majority if r < start]
         if lag:
             add("lagging", lag, 0.0)
-    partial = [r for r in up if partially_blocked(isp, site, r)]
-    if partial:
+    partial = [r for r in majority if partially_blocked(isp, site, r)]
+    if len(partial) >= PARTIAL_MIN_ROUNDS:
         add("partial", partial, max(blocked_share(isp, site, r) for r in partial))
     return found
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -117,7 +118,8 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def filters_from_args(args: argparse.Namespace) -> Filters:
-    return build_filters(
+    """``Filters`` from the command line; FilterError names the flag."""
+    filters = build_filters(
         cc=args.cc,
         asn=args.asn,
         domain=args.domain,
@@ -125,3 +127,8 @@ def filters_from_args(args: argparse.Namespace) -> Filters:
         until=args.until,
         bucket=args.bucket,
     )
+    if filters.since is not None and filters.until is not None and filters.since > filters.until:
+        raise FilterError(f"--since: {args.since!r} is after --until {args.until!r}")
+    if not math.isfinite(filters.bucket_s):
+        raise FilterError(f"--bucket: {args.bucket!r} is not a finite duration")
+    return filters

@@ -123,12 +123,6 @@ class _Baseline:
         """The smoothed share a lapse is measured against."""
         return (self._accessible + self._prior) / (self._trials + 2 * self._prior)
 
-    def blocked_share(self) -> float:
-        """The plain blocked share, as events report it."""
-        if self._trials <= 0:
-            return 1.0
-        return max(0.0, 1.0 - self._accessible / self._trials)
-
     def improbable(self, points: Sequence[_Point], significance: float) -> bool:
         return _improbable(points, self.accessible_share(), significance)
 
@@ -249,6 +243,8 @@ class _Survey:
     isps: dict[_IspKey, _IspTotals]
     names: dict[_IspKey, str]
     country_last: dict[str, float]
+    # where each (cc, asn, domain) series begins in ``facts`` (they are contiguous)
+    series: list[tuple[tuple[str, int, str], int]]
 
 
 def _survey(buckets: Sequence[BucketCount]) -> _Survey:
@@ -263,6 +259,7 @@ def _survey(buckets: Sequence[BucketCount]) -> _Survey:
     isps: dict[_IspKey, _IspTotals] = {}
     names: dict[_IspKey, str] = {}
     country_last: dict[str, float] = {}
+    series: list[tuple[tuple[str, int, str], int]] = []
     isp_key: _IspKey | None = None
     totals = _IspTotals(counts={})
     domain = ""
@@ -277,6 +274,7 @@ def _survey(buckets: Sequence[BucketCount]) -> _Survey:
         if b.domain != domain:
             domain = b.domain
             totals.domains += 1
+            series.append(((b.cc, b.asn, domain), len(facts)))
         if b.agents > totals.max_agents:
             totals.max_agents = b.agents
         if b.bucket_start > country_last.get(b.cc, -1.0):
@@ -297,7 +295,7 @@ def _survey(buckets: Sequence[BucketCount]) -> _Survey:
         measured[place] = measured.get(place, 0) + 1
         if blocked > ok:
             blocking[place] = blocking.get(place, 0) + 1
-    return _Survey(facts, measured, blocking, isps, names, country_last)
+    return _Survey(facts, measured, blocking, isps, names, country_last, series)
 
 
 def _points(survey: _Survey, params: AnalysisParams) -> dict[tuple[str, int, str], list[_Point]]:
@@ -307,14 +305,33 @@ def _points(survey: _Survey, params: AnalysisParams) -> dict[tuple[str, int, str
     blocked; the consensus for one ISP counts the *other* ISPs, so a leaking ISP does not
     dilute the baseline it is compared with. Series in which the ISP was never seen
     accessible while its country blocked can be neither a lapse nor a divergence and are
-    left out (most of them, on real data).
+    left out (most of them, on real data) after a look at their `ok` buckets only.
     """
+    measured, blocking, facts = survey.measured, survey.blocking, survey.facts
+    share = params.consensus_share
+    bounds = [start for _, start in survey.series[1:]] + [len(facts)] * bool(survey.series)
+    out: dict[tuple[str, int, str], list[_Point]] = {}
+    for (key, start), stop in zip(survey.series, bounds, strict=True):
+        for _, ok, _, place in facts[start:stop]:
+            if ok and blocking.get(place, 0) > share * (measured[place] - 1):
+                break  # accessible somewhere the other ISPs block (counted exactly below)
+        else:
+            continue
+        points = _series(facts[start:stop], survey, params)
+        if any(p.lower > 0.0 for p in points):
+            out[key] = points
+    return out
+
+
+def _series(
+    facts: Sequence[tuple[BucketCount, int, int, tuple[str, str, float]]],
+    survey: _Survey,
+    params: AnalysisParams,
+) -> list[_Point]:
     measured, blocking = survey.measured, survey.blocking
     min_others, share, z = params.min_other_isps, params.consensus_share, params.z
-    raw: dict[tuple[str, int, str], list[tuple[BucketCount, int, int, float, bool, int, int]]]
-    raw = defaultdict(list)
-    worth_a_look: set[tuple[str, int, str]] = set()
-    for b, ok, blocked, place in survey.facts:
+    points: list[_Point] = []
+    for b, ok, blocked, place in facts:
         others = measured[place] - 1
         if others < min_others:
             continue  # no baseline to compare with: neutral
@@ -328,18 +345,12 @@ def _points(survey: _Survey, params: AnalysisParams) -> dict[tuple[str, int, str
                 wilson_bounds(ok, ok + blocked, z)[0],
                 wilson_bounds(b.accessible_agents, b.agents, z)[0],
             )
-        key = (b.cc, b.asn, b.domain)
-        raw[key].append((b, ok, ok + blocked, lower, consensus, others_blocking, others))
-        if ok and consensus:
-            worth_a_look.add(key)
-
-    return {
-        key: [
+        points.append(
             _Point(
                 domain=b.domain,
                 bucket_start=b.bucket_start,
                 accessible=ok,
-                conclusive=conclusive,
+                conclusive=ok + blocked,
                 agents=b.agents,
                 accessible_agent_ids=b.accessible_agent_ids,
                 example_ids=b.example_ids,
@@ -348,10 +359,8 @@ def _points(survey: _Survey, params: AnalysisParams) -> dict[tuple[str, int, str
                 isps_blocking=others_blocking,
                 isps_measured=others,
             )
-            for b, ok, conclusive, lower, consensus, others_blocking, others in raw[key]
-        ]
-        for key in worth_a_look
-    }
+        )
+    return points
 
 
 def _detect(

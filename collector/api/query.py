@@ -21,7 +21,7 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from collector.analysis import Report, analyse
+from collector.analysis import Report, analyse_filtered, evidence_filters
 from collector.exports import FORMATS, MEDIA_TYPES, SUFFIXES, ExportEncoder
 from collector.state import PSEUDONYM_KEY, STORE, json_error, require_analyst
 from shared.filters import FilterError, Filters, filters_from_query
@@ -73,8 +73,10 @@ def _filters(request: web.Request, known: tuple[str, ...] = FILTER_PARAMETERS) -
 async def _report(request: web.Request) -> Report:
     await require_analyst(request)
     filters = _filters(request)
-    buckets = await request.app[STORE].aggregate(filters, request.app[PSEUDONYM_KEY])
-    return await asyncio.to_thread(analyse, buckets, filters.bucket_s)
+    # asn and domain choose what is shown; every ISP of the country is evidence
+    evidence = evidence_filters(filters)
+    buckets = await request.app[STORE].aggregate(evidence, request.app[PSEUDONYM_KEY])
+    return await asyncio.to_thread(analyse_filtered, buckets, filters)
 
 
 def _json(report: Report, *, with_isps: bool) -> web.Response:

@@ -164,3 +164,10 @@ def test_report_shows_divergences_in_words_with_their_score() -> None:
     assert "Kcell (AS29355) blocks y.example only 70% of the time in rounds 1-12" in text
     assert "divergences: expected 1, found 0, wrong 1" in text
     assert "wrong: unfiltered x.example on AS64605; missed: partial y.example on Kcell" in text
+
+
+def test_report_warns_when_a_busy_machine_spoilt_the_verdicts() -> None:
+    """Many wrong verdicts on a loaded machine are called what they are."""
+    text = render({**report_doc(), "verdict_accuracy": 0.6, "load_average": [3.0, 24.5]})
+    assert "40% of the verdicts are wrong and the load average was 24.5" in text
+    assert "note:" not in render({**report_doc(), "load_average": [30.0, 30.0]})

@@ -9,6 +9,7 @@ import subprocess
 from collector.netdb import NetDb
 from lab.censor import hold_seconds, internet_nft, random_below, router_iptables, router_nft
 from lab.netns import tool_path, topology
+from lab.orchestrator import SWITCH_LEAD_S, agent_jitter, probe_timeout
 from lab.plan import make_plan
 from lab.scenario import builtin_scenario_path, load_scenario, scenario_from_mapping
 from lab.servers import host_of, iran_blockpage
@@ -170,9 +171,14 @@ def test_partial_sni_reset_draws_once_per_agent_and_domain() -> None:
 
 
 def test_hold_is_longer_than_a_measurement_and_shorter_than_a_round() -> None:
-    """A draw holds past the probe timeout (half a round) and ends before the next round."""
-    for rs in (4, 5, 10, 60):
-        assert rs * 0.5 <= hold_seconds(rs) < rs
+    """A draw holds past the end of a measurement (the probe timeout) and ends before the
+    same agent's next measurement, however late in its round the agent's jitter puts it."""
+    for rs in (2, 3, 4, 5, 10, 60, 3600):
+        timeout, jitter = probe_timeout(rs), agent_jitter(rs)
+        if rs >= 4:
+            assert timeout <= hold_seconds(rs) < rs - jitter
+        # a measurement ends before the censor switches to the next round's rules
+        assert jitter + timeout < rs - SWITCH_LEAD_S
     assert random_below(0.7) == 700_000 and random_below(1e-9) == 1
     assert random_below(0.9999999) == 999_999
 

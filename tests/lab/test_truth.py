@@ -164,9 +164,9 @@ def test_block_starting_later_is_lagging_for_the_rounds_between() -> None:
     assert kinds(s) == [("C", "www.facebook.com", "lagging", 3, 5)]
 
 
-def test_isp_that_has_not_followed_a_new_block_yet_is_lagging() -> None:
-    """When the country begins blocking inside the data, an ISP that never follows lags
-    (it has not yet), rather than being unfiltered."""
+def test_isp_that_never_follows_a_new_block_is_unfiltered() -> None:
+    """When the country begins blocking inside the data, an ISP whose censor never lists the
+    site is unfiltered (over the rounds the others block), not lagging."""
     s = scenario(
         [
             isp("A", 1, blocks_from_round={"facebook.com": 4}),
@@ -174,7 +174,26 @@ def test_isp_that_has_not_followed_a_new_block_yet_is_lagging() -> None:
             {"name": "C", "asn": 3},
         ]
     )
-    assert kinds(s) == [("C", "www.facebook.com", "lagging", 4, 10)]
+    assert kinds(s) == [("C", "www.facebook.com", "unfiltered", 4, 10)]
+
+
+def test_partial_needs_a_blocking_country_for_a_few_rounds() -> None:
+    """A partial blocker is a divergence only against a country that blocks the site, for
+    at least three rounds: alone, or for two rounds, it is not one."""
+    rated = {**BLOCKS_ALL, "rates": {"dns_inject": 0.5, "sni_reset": 0.5}}
+    alone = scenario([isp("A", 1, censor=rated), {"name": "B", "asn": 2}, {"name": "C", "asn": 3}])
+    assert kinds(alone) == []
+    brief = scenario(
+        [isp("A", 1, censor=rated, blocks_from_round={"facebook.com": 9}), isp("B", 2)]
+    )
+    assert kinds(brief) == [("A", "www.facebook.com", "lagging", 1, 8)]
+    three = scenario(
+        [isp("A", 1, censor=rated, blocks_from_round={"facebook.com": 8}), isp("B", 2)]
+    )
+    assert kinds(three) == [
+        ("A", "www.facebook.com", "lagging", 1, 7),
+        ("A", "www.facebook.com", "partial", 8, 10),
+    ]
 
 
 def test_lapse_needs_a_block_of_its_own_first() -> None:
@@ -201,8 +220,8 @@ def test_no_divergence_of_an_isp_with_too_few_agents() -> None:
     assert expected_divergences(s) == ()
 
 
-def test_down_rounds_neither_lag_nor_start_a_block() -> None:
-    """A site down in the first rounds does not make an unfiltered ISP a lagging one."""
+def test_down_rounds_are_no_rounds_of_a_divergence() -> None:
+    """Rounds in which the site is down everywhere are not part of a divergence."""
     s = scenario(
         [isp("A", 1), isp("B", 2), {"name": "C", "asn": 3}],
         sites=[{"url": "https://www.facebook.com/", "down": [1, 2]}],
