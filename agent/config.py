@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from agent.probes.dns import parse_resolver
 from shared.config import config_from_mapping, load_config
 from shared.logging import LoggingConfig
 
@@ -21,7 +22,7 @@ DEFAULT_CONCURRENCY = 32
 
 def _positive(name: str, value: float) -> None:
     if value <= 0:
-        raise ValueError(f"{name} must be greater than 0, got {value}")
+        raise ValueError(f"{name}: must be greater than 0, got {value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,12 @@ class ProbesConfig:
     ca_file: Path | None = None
 
     def __post_init__(self) -> None:
-        _positive("probes.timeout_s", self.timeout_s)
+        _positive("timeout_s", self.timeout_s)
+        if self.resolver is not None:
+            try:
+                parse_resolver(self.resolver)
+            except ValueError as exc:
+                raise ValueError(f"resolver: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +55,7 @@ class UploadConfig:
     retry_cap_s: float = 300.0  # the longest wait between retries (Retry-After may ask more)
 
     def __post_init__(self) -> None:
-        _positive("upload.retry_base_s", self.retry_base_s)
+        _positive("retry_base_s", self.retry_base_s)
         if self.retry_cap_s < self.retry_base_s:
             raise ValueError("upload.retry_cap_s must be at least upload.retry_base_s")
         if not 1 <= self.batch_max_results <= 5000:
@@ -61,11 +67,14 @@ class UploadConfig:
                 f"upload.batch_max_bytes must be at least 4096, got {self.batch_max_bytes}"
             )
         if self.proxy is not None:
-            scheme = urlsplit(self.proxy).scheme
-            if scheme not in ("http", "https", "socks4", "socks5", "socks5h"):
+            parts = urlsplit(self.proxy)
+            if parts.scheme not in ("http", "https", "socks4", "socks5", "socks5h"):
                 raise ValueError(
-                    "upload.proxy must start with http://, https://, socks4:// or socks5://"
+                    f"proxy: {self.proxy!r} must start with http://, https://, socks4:// or"
+                    " socks5://"
                 )
+            if not parts.hostname:
+                raise ValueError(f"proxy: {self.proxy!r} names no host")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +109,8 @@ class AgentConfig:
         parts = urlsplit(self.collector_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
-                f"collector_url must be an http:// or https:// URL, got {self.collector_url!r}"
+                f"collector_url: must be an http:// or https:// URL with a host, got"
+                f" {self.collector_url!r}"
             )
         _positive("interval_s", self.interval_s)
         if self.jitter_s < 0 or self.jitter_s >= self.interval_s:

@@ -42,6 +42,38 @@ async def _store_and_tables(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+async def _monitor_and_alerts(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the monitor (run while this collector holds the monitor lock) and the
+    webhook delivery worker (every collector runs one), as background tasks."""
+    from collector.alerts.delivery import DeliveryMetrics, DeliveryWorker
+    from collector.api.events import CHANGED
+    from collector.monitor.runner import Monitor, MonitorMetrics
+
+    config = app[CONFIG]
+    registry = app[METRICS].registry
+    monitor = Monitor(
+        app[STORE], config, app[PSEUDONYM_KEY], metrics=MonitorMetrics.create(registry)
+    )
+    worker = DeliveryWorker(app[STORE], config.alerts, metrics=DeliveryMetrics.create(registry))
+    monitor.wake_deliveries = worker.wake
+    app[CHANGED] = lambda: monitor.changed
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(worker.run(stop), name="webhook-deliveries")]
+    if config.monitor.enabled:
+        tasks.append(asyncio.create_task(monitor.run(stop), name="monitor"))
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            async with asyncio.timeout(10):
+                await asyncio.gather(*tasks, return_exceptions=True)
+        except TimeoutError:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -53,7 +85,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def make_app(config: CollectorConfig, store: Store | None = None) -> web.Application:
     """The collector application for ``config`` (its store opens when the app starts)."""
-    from collector.api import control, query  # owned by other parts; imported late
+    from collector.api import control, events, query  # owned by other parts; imported late
 
     app = web.Application(
         middlewares=[error_middleware],
@@ -65,12 +97,14 @@ def make_app(config: CollectorConfig, store: Store | None = None) -> web.Applica
     app[STORE] = store if store is not None else make_store(config)
     app[METRICS] = Metrics.create()
     app.cleanup_ctx.append(_store_and_tables)
+    app.cleanup_ctx.append(_monitor_and_alerts)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     agents.add_routes(app)
     ingest.add_routes(app)
     control.add_routes(app)
     query.add_routes(app)
+    events.add_routes(app)
     if config.dashboard.enabled:
         from collector.dashboard.views import add_dashboard  # the template engine: only if used
 

@@ -17,11 +17,12 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from collector import query_cli
+from collector import events_cli, query_cli
 from collector.app import make_app, make_store
 from collector.auth import hash_enroll_code, hash_secret, new_analyst_token, new_enroll_code
 from collector.config import CollectorConfig, load_collector_config
 from collector.netdb import NetdbError
+from collector.server import make_runner
 from collector.store.base import Store
 from shared.config import parse_duration
 from shared.errors import ConfigError
@@ -94,6 +95,7 @@ def register(sub: Any) -> None:
 
     query_cli.register_leaks(cmds)
     query_cli.register_export(cmds)
+    events_cli.register(cmds)
 
 
 def _load(args: argparse.Namespace) -> CollectorConfig:
@@ -185,8 +187,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: CollectorConfig) -> None:
-    # access_log=None: aiohttp's access log would print every client's address.
-    runner = web.AppRunner(make_app(config), access_log=None, handle_signals=False)
+    runner = make_runner(make_app(config), config)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.listen.host, config.listen.port)

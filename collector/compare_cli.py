@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from collector.analysis import analyse
+    from collector.analysis import analyse_filtered, evidence_filters
     from collector.exports import ExportReadError, count_exports, export_files
     from collector.progress import Progress
     from collector.report_text import compare_text
@@ -58,21 +58,27 @@ def _run(args: argparse.Namespace) -> int:
             done += 1
             progress.update(f"read {done}/{total} files ({path.name})", force=True)
 
+        # every ISP of the country is evidence; --asn / --domain choose what is shown
         buckets, rows = count_exports(
-            sources, filters, on_file, lambda n: progress.update(f"read {n} measurements")
+            sources,
+            evidence_filters(filters),
+            on_file,
+            lambda n: progress.update(f"read {n} measurements"),
         )
     except ExportReadError as exc:
         progress.done()
         print(f"filterwatch compare: {exc}", file=sys.stderr)
         return 2
     progress.update(f"analysing {len(buckets)} buckets of {rows} measurements", force=True)
-    report = analyse(buckets, filters.bucket_s)
+    report = analyse_filtered(buckets, filters)
     progress.done()
     if args.format == "json":
         text = report.dumps(with_isps=True)
     elif args.format == "html":
         from collector.report_html import render_html
 
+        if filters.domain is not None:
+            buckets = [b for b in buckets if b.domain == filters.domain]
         text = render_html(report, buckets, filters.bucket_s, title="filterwatch compare")
     else:
         text = compare_text(report)

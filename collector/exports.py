@@ -307,6 +307,8 @@ def _batches(path: Path, size: int) -> Iterator[pa.RecordBatch | pa.Table]:
             ),
         )
     else:
+        if _blank(path):
+            return  # an export of no measurements: Arrow's reader calls it an error
         yield from pajson.open_json(
             path,
             read_options=pajson.ReadOptions(block_size=1 << 24),
@@ -314,6 +316,15 @@ def _batches(path: Path, size: int) -> Iterator[pa.RecordBatch | pa.Table]:
                 explicit_schema=_TEXT_SCHEMA, unexpected_field_behavior="ignore"
             ),
         )
+
+
+def _blank(path: Path) -> bool:
+    """Whether a JSONL file holds nothing but white space (read in small pieces)."""
+    with path.open("rb") as f:
+        while piece := f.read(1 << 16):
+            if piece.strip():
+                return False
+    return True
 
 
 def _normalise(batch: pa.RecordBatch | pa.Table) -> pa.Table:

@@ -62,7 +62,7 @@ def leaks_command(args: argparse.Namespace) -> int:
 
 
 def _leaks(args: argparse.Namespace) -> int:
-    from collector.analysis import analyse
+    from collector.analysis import analyse_filtered, evidence_filters
     from collector.report_text import events_text
     from collector.store.base import PSEUDONYM_SECRET
 
@@ -73,12 +73,14 @@ def _leaks(args: argparse.Namespace) -> int:
         store = _store(config)
         await store.open()
         try:
-            return await store.aggregate(filters, await store.secret(PSEUDONYM_SECRET))
+            # every ISP of the country is evidence; --asn / --domain choose what is shown
+            evidence = evidence_filters(filters)
+            return await store.aggregate(evidence, await store.secret(PSEUDONYM_SECRET))
         finally:
             await store.close()
 
     buckets = asyncio.run(run())
-    report = analyse(buckets, filters.bucket_s)
+    report = analyse_filtered(buckets, filters)
     sys.stdout.write(report.dumps(with_isps=False) if args.json else events_text(report))
     return 0
 

@@ -1,5 +1,6 @@
-"""One self-contained HTML page: the leak events in words, and per domain a heatmap of ISPs
-by time (share of accessible measurements) with the leak windows outlined.
+"""One self-contained HTML page: the leak events and the divergences in words, and per
+domain a heatmap of ISPs by time (share of accessible measurements) with the leak windows
+outlined.
 
 Inline CSS and SVG only: the file opens anywhere, offline, and loads nothing from outside.
 """
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 
 from collector.analysis import LeakEvent, Report, iso_utc
 from collector.analysis.model import BLOCKED_METHODS, METHOD_NAMES
+from collector.report_text import distinct_agents, divergence_sentence
 from collector.store.base import BucketCount
 
 MAX_DOMAINS = 12
@@ -31,6 +33,7 @@ h3{font-size:15px;margin:18px 0 6px}
 .event{background:#fff;border:1px solid #dde1e6;border-left:5px solid #d9480f;border-radius:4px;
 padding:8px 12px;margin:8px 0}
 .event.unc{border-left-color:#868e96}
+.event.div{border-left-color:#1c7ed6}
 .event b{font-weight:600}.meta{color:#5b6573;font-size:13px}
 table{border-collapse:collapse;background:#fff;font-size:13px}
 th,td{border:1px solid #dde1e6;padding:3px 8px;text-align:right}
@@ -58,21 +61,40 @@ def _event_html(event: LeakEvent, uncorroborated: bool) -> str:
     name = html.escape(event.network_name or "unnamed network")
     domains = ", ".join(f"<b>{html.escape(d)}</b>" for d in event.domains)
     examples = ", ".join(html.escape(i) for i in event.example_ids) or "-"
+    lifted = ""
+    if event.then_lifted_nationally_at is not None:
+        lifted = (
+            f" Then the rest of the country lifted it too, from"
+            f" {iso_utc(event.then_lifted_nationally_at)}: the first ISP of a national"
+            " unblocking, not a fault."
+        )
     return (
         f'<div class="event{" unc" if uncorroborated else ""}">'
         f"<b>AS{event.asn} {name}</b> ({html.escape(event.cc)}) let through {domains}"
-        f" from {iso_utc(event.start)}; the leak {until}."
-        f'<div class="meta">{event.measurements} measurements, {event.agents} agent(s) at'
-        f" once, {event.accessible_rate:.0%} accessible, while {event.isps_blocking} of"
-        f" {event.isps_measured} other ISPs blocked; confidence {event.confidence:.2f}."
+        f" from {iso_utc(event.start)}; the leak {until}.{lifted}"
+        f'<div class="meta">{event.measurements} measurements,'
+        f" {distinct_agents(event.agents)}, {event.accessible_rate:.0%} accessible, while"
+        f" {event.isps_blocking} of {event.isps_measured} other ISPs blocked; before, it"
+        f" blocked {event.blocked_share:.0%} of the time; confidence {event.confidence:.2f}."
         f" Example measurements: {examples}</div></div>"
+    )
+
+
+def _divergence_html(event: LeakEvent) -> str:
+    examples = ", ".join(html.escape(i) for i in event.example_ids) or "-"
+    return (
+        f'<div class="event div"><b>{html.escape(event.kind)}</b>:'
+        f" {html.escape(divergence_sentence(event))}."
+        f'<div class="meta">{event.measurements} measurements,'
+        f" {distinct_agents(event.agents)} saw it accessible"
+        f" ({event.accessible_rate:.0%}). Example measurements: {examples}</div></div>"
     )
 
 
 def _pick_domains(report: Report, buckets: Sequence[BucketCount]) -> list[str]:
     """Domains of events first, then the most blocked ones, up to MAX_DOMAINS."""
     chosen: list[str] = []
-    for event in (*report.leaks, *report.uncorroborated):
+    for event in (*report.leaks, *report.uncorroborated, *report.divergences):
         for domain in event.domains:
             if domain not in chosen:
                 chosen.append(domain)
@@ -177,6 +199,13 @@ def render_html(
         " minimum: worth a look, not a finding.</p>"
     )
     body.extend(_event_html(e, True) for e in report.uncorroborated)
+    body.append(f"<h2>Divergences ({len(report.divergences)})</h2>")
+    body.append(
+        '<p class="sub">Standing differences, not leaks: an ISP that never filtered what most'
+        " others block, one that followed a new block later, or one that blocks only part"
+        " of the time.</p>"
+    )
+    body.extend(_divergence_html(e) for e in report.divergences)
     body.append("<h2>Accessible share per ISP over time</h2>")
     body.append(
         '<div class="legend"><span><span class="sw" style="background:#c92a2a"></span>blocked'

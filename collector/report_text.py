@@ -1,22 +1,62 @@
-"""Leak events and the per-ISP table in words and columns, for a terminal."""
+"""Leak events, divergences and the per-ISP table in words and columns, for a terminal."""
 
 from __future__ import annotations
 
 from collector.analysis import IspRow, LeakEvent, Report, iso_utc
-from collector.analysis.model import METHOD_NAMES
+from collector.analysis.model import LAGGING, METHOD_NAMES, UNFILTERED
+
+
+def distinct_agents(n: int) -> str:
+    return f"{n} distinct agent{'' if n == 1 else 's'}"
 
 
 def describe_event(event: LeakEvent) -> list[str]:
-    """An event in two or three lines a person can read aloud."""
+    """A lapse in two to four lines a person can read aloud."""
     until = "and is still going on" if event.end is None else f"until {iso_utc(event.end)}"
     name = event.network_name or "unnamed network"
-    return [
+    lines = [
         f"AS{event.asn} {name} ({event.cc}): {', '.join(event.domains)} accessible"
         f" from {iso_utc(event.start)} {until}",
-        f"    {event.measurements} measurements, {event.agents} agent(s) at once,"
+        f"    {event.measurements} measurements, {distinct_agents(event.agents)},"
         f" {event.accessible_rate:.0%} accessible; {event.isps_blocking} of"
-        f" {event.isps_measured} other ISPs blocked; confidence {event.confidence:.2f}",
-        f"    examples: {', '.join(event.example_ids) or '-'}",
+        f" {event.isps_measured} other ISPs blocked; before, it blocked"
+        f" {event.blocked_share:.0%} of the time; confidence {event.confidence:.2f}",
+    ]
+    if event.then_lifted_nationally_at is not None:
+        lines.append(
+            f"    then the rest of the country lifted it too, from"
+            f" {iso_utc(event.then_lifted_nationally_at)}: the first ISP of a national"
+            " unblocking, not a fault"
+        )
+    lines.append(f"    examples: {', '.join(event.example_ids) or '-'}")
+    return lines
+
+
+def divergence_sentence(event: LeakEvent) -> str:
+    """A divergence in one sentence: "Echo (AS64605) has never filtered x.example, which 4
+    of 5 other ISPs block"."""
+    isp = f"{event.network_name or 'an unnamed network'} (AS{event.asn})"
+    domains = ", ".join(event.domains)
+    others = f"{event.isps_blocking} of {event.isps_measured} other ISPs"
+    since = iso_utc(event.start)
+    until = "" if event.end is None else f" until {iso_utc(event.end)}"
+    if event.kind == UNFILTERED:
+        return f"{isp} has never filtered {domains}, which {others} block (from {since}{until})"
+    if event.kind == LAGGING:
+        began = "has not yet begun" if event.end is None else f"began at {iso_utc(event.end)}"
+        return f"{isp} lagged in blocking {domains}: {others} blocked it from {since}; it {began}"
+    return (
+        f"{isp} blocks {domains} only {event.blocked_share:.0%} of the time, which {others}"
+        f" block (from {since}{until})"
+    )
+
+
+def describe_divergence(event: LeakEvent) -> list[str]:
+    return [
+        f"{event.kind.upper()}: {divergence_sentence(event)}",
+        f"    {event.measurements} measurements, {distinct_agents(event.agents)} saw it"
+        f" accessible ({event.accessible_rate:.0%}); examples:"
+        f" {', '.join(event.example_ids) or '-'}",
     ]
 
 
@@ -27,6 +67,9 @@ def events_text(report: Report) -> str:
     lines.append(f"Uncorroborated (too few distinct agents): {len(report.uncorroborated)}")
     for event in report.uncorroborated:
         lines.extend("  " + line for line in describe_event(event))
+    lines.append(f"Divergences (standing differences, not leaks): {len(report.divergences)}")
+    for event in report.divergences:
+        lines.extend("  " + line for line in describe_divergence(event))
     return "\n".join(lines) + "\n"
 
 

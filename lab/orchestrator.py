@@ -34,6 +34,7 @@ from aiohttp import web
 
 from agent.state import load_credentials, load_status
 from lab import censor, report, servers
+from lab.alerts import AlertReceiver, alerts_text, score_alerts
 from lab.netns import LabError, Namespaces, build, tool_path
 from lab.plan import (
     COLLECTOR_ADDRESS,
@@ -45,8 +46,8 @@ from lab.plan import (
     make_plan,
 )
 from lab.scenario import Scenario, load_scenario
-from lab.score import MeasurementRow, score
-from lab.truth import censor_round, expected_events
+from lab.score import MeasurementRow, divergence_json, score
+from lab.truth import CensorRound, censor_round, expected_divergences, expected_events
 from shared.errors import ConfigError, FilterwatchError
 
 SWITCH_LEAD_S = 0.3  # censor rules change this long before a round starts
@@ -57,6 +58,15 @@ def probe_timeout(round_seconds: float) -> float:
     """The agents' one deadline per measurement: short enough that a dropped connection
     (which costs the whole timeout) ends well inside its round."""
     return max(1.5, min(8.0, round_seconds * 0.5))
+
+
+def agent_jitter(round_seconds: float) -> float:
+    """How late in its round an agent may start measuring: spreads the agents' work over
+    the first fifth of the round (on a busy machine a burst of every agent at once costs
+    timeouts), keeps each measurement clear of the next rule switch, and keeps the gap
+    between an agent's measurements longer than the censors' hold (lab/censor.py)."""
+    room = round_seconds - SWITCH_LEAD_S - probe_timeout(round_seconds) - 0.2
+    return round(max(0.0, min(round_seconds * 0.2, room)), 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +133,8 @@ class Lab:
         self.agent_ids: dict[str, AgentPlan] = {}
         self.applied_round = 0
         self.timeout_s = probe_timeout(scenario.round_seconds)
+        self.hold_s = censor.hold_seconds(scenario.round_seconds)
+        self.receiver = AlertReceiver()  # the webhook subscriber, in the lab's internet
 
     # --- building --------------------------------------------------------------------------
 
@@ -145,13 +157,14 @@ class Lab:
         )
         tls = servers.make_tls(self.plan, self.paths.collector)
         self.runners = await servers.start_http(ns, self.plan, tls)
+        await self.receiver.start(ns)
         public = servers.PublicResolver(self.plan)
         await public.start(ns, INTERNET_NS, PUBLIC_RESOLVER)
         self.dns_servers.append(public)
         for isp_plan, isp in zip(self.plan.isps, self.scenario.isps, strict=True):
             state = servers.RouterState(censor_round(isp, 1), self.plan.blockpage_ip)
             self.router_states[isp.name] = state
-            resolver = servers.IspResolver(ns, isp_plan.netns, state)
+            resolver = servers.IspResolver(self.plan, state)
             await resolver.start(ns, isp_plan.netns, "0.0.0.0")
             self.dns_servers.append(resolver)
             proxy = servers.TransparentProxy(ns, isp_plan.netns, state)
@@ -172,21 +185,20 @@ class Lab:
             if not first and state == holder.current:
                 continue
             if not first:
-                lifted = sorted({d for rules in state.rules.values() for d in rules.lifted})
                 changes.append(
-                    f"{isp.name} lifts {', '.join(lifted)}"
-                    if lifted
-                    else f"{isp.name} filters fully"
+                    _change(isp.name, state, censor_round(isp, round_no, glitches=False))
                 )
             holder.current = state
             jobs.append(
                 self.ns.nft_apply(
-                    isp_plan.netns, censor.router_nft(self.plan, isp_plan, isp, state)
+                    isp_plan.netns,
+                    censor.router_nft(self.plan, isp_plan, isp, state, hold_s=self.hold_s),
                 )
             )
             jobs.append(
                 self.ns.iptables_apply(
-                    isp_plan.netns, censor.router_iptables(isp_plan, state, first=first)
+                    isp_plan.netns,
+                    censor.router_iptables(isp_plan, state, first=first, hold_s=self.hold_s),
                 )
             )
         down_now = {s.host for s in self.scenario.sites if self.scenario.site_down(s, round_no)}
@@ -285,6 +297,7 @@ class Lab:
                 "timeout_s": self.timeout_s,
             },
             "logging": {"json": True, "level": "info"},
+            **self.receiver.collector_config(self.scenario.round_seconds),
         }
         self.paths.collector_config.write_text(json.dumps(config, indent=2) + "\n")
 
@@ -330,7 +343,7 @@ class Lab:
             "collector_url": f"http://{COLLECTOR_ADDRESS}:{COLLECTOR_PORT}",
             "state_dir": str(self.paths.agent_dir(agent)),
             "interval_s": self.scenario.round_seconds,
-            "jitter_s": 0,
+            "jitter_s": agent_jitter(self.scenario.round_seconds),
             "shutdown_grace_s": 2,
             "probes": {
                 "timeout_s": self.timeout_s,
@@ -539,8 +552,23 @@ class Lab:
             p.close()
         for runner in self.runners:
             await runner.cleanup()
+        await self.receiver.close()
         if self.ns is not None:
             self.ns.close()
+
+
+def _change(name: str, state: CensorRound, unglitched: CensorRound) -> str:
+    """What changed in one ISP's censor at a round boundary, for the progress lines."""
+    glitched = sorted(
+        {d for rules in state.rules.values() for d in rules.lifted}
+        - {d for rules in unglitched.rules.values() for d in rules.lifted}
+    )
+    words = [f"starts blocking {', '.join(state.starting)}"] if state.starting else []
+    if glitched:
+        words.append(f"lifts {', '.join(glitched)}")
+    elif not any(rules.lifted for rules in state.rules.values()):
+        words.append("filters fully")
+    return f"{name} " + " and ".join(words or ["changes its rules"])
 
 
 async def _stop_all(procs: list[asyncio.subprocess.Process], grace_s: float = 5.0) -> None:
@@ -570,6 +598,7 @@ async def run_lab(
 ) -> dict[str, Any]:
     """The whole run; returns the result document (also written to result.json)."""
     started = time.time()
+    load_before = os.getloadavg()[0]
     lab = Lab(scenario, paths, progress)
     try:
         await lab.build_network()
@@ -585,13 +614,15 @@ async def run_lab(
     finally:
         await lab.close()
     expected = expected_events(scenario)
-    result = score(scenario, expected, found, rows, t0)
+    divergences = expected_divergences(scenario)
+    result = score(scenario, expected, found, rows, t0, divergences)
     doc: dict[str, Any] = {
         "scenario": scenario.name,
         "scenario_file": str(scenario_path),
         **result.to_json(),
         "leaks": found.get("leaks", []),
         "uncorroborated": found.get("uncorroborated", []),
+        "divergences": found.get("divergences", []),
         "expected_leaks": [
             {"isp": e.isp, "asn": e.asn, "domain": e.domain, "rounds": [e.start_round, e.end_round]}
             for e in expected
@@ -602,6 +633,7 @@ async def run_lab(
             for e in expected
             if not e.corroborated
         ],
+        "expected_divergences": [divergence_json(d) for d in divergences],
         "round_seconds": scenario.round_seconds,
         "rounds": scenario.rounds,
         "round_1_start": report.iso(t0),
@@ -612,8 +644,11 @@ async def run_lab(
         "sites": [s.url for s in scenario.sites],
         "measurements_expected": len(lab.plan.agents) * len(scenario.sites) * scenario.rounds,
         "setup_seconds": round(setup_s, 1),
+        # The lab runs on the wall clock: on a machine this busy, probes time out.
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "total_seconds": round(time.time() - started, 1),
     }
+    doc["alerts"] = score_alerts(scenario, expected, result.leaks.matches, lab.receiver.alerts, t0)
     paths.result.write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 
@@ -657,7 +692,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(report.render(doc, demo=args.demo, kept=paths.root if args.keep else None))
-    return 0 if doc["missed"] == 0 and doc["false_leaks"] == 0 else 1
+        if doc.get("alerts"):
+            print(alerts_text(doc))
+    return 0 if doc["passed"] else 1
 
 
 if __name__ == "__main__":

@@ -50,7 +50,56 @@ def _event_line(event: dict[str, Any], doc: dict[str, Any]) -> str:
         f"{event.get('network_name') or 'AS' + str(event['asn'])} (AS{event['asn']}) let through "
         f"{_and(list(event['domains']))} from {_short_time(event['start'])} to "
         f"{_short_time(event.get('end'))} ({rounds}), seen by {event.get('agents', '?')} "
-        f"agent(s){conf}"
+        f"distinct agent(s){conf}"
+    )
+
+
+_KIND_WORDS = {
+    "unfiltered": "has never filtered {d}",
+    "lagging": "lagged behind the country in blocking {d}",
+    "partial": "blocks {d} only part of the time",
+}
+
+
+def _divergence_line(event: dict[str, Any], doc: dict[str, Any]) -> str:
+    name = event.get("network_name") or "AS" + str(event["asn"])
+    kind = str(event.get("kind"))
+    words = _KIND_WORDS.get(kind, f"differs ({kind}) on {{d}}")
+    share = event.get("blocked_share")
+    detail = (
+        f", blocked in {share * 100:.0f}% of measurements"
+        if kind == "partial" and isinstance(share, int | float)
+        else ""
+    )
+    blocking, measured = event.get("isps_blocking"), event.get("isps_measured")
+    others = (
+        f", which {blocking} of {measured} other ISPs block"
+        if isinstance(blocking, int) and isinstance(measured, int)
+        else ""
+    )
+    start_round = _round_of(event["start"], doc["round_1_start"], doc["round_seconds"], end=False)
+    if event.get("end") is None:
+        rounds = f"from round {start_round} to the end of the run"
+    else:
+        end_round = _round_of(event["end"], doc["round_1_start"], doc["round_seconds"], end=True)
+        rounds = f"rounds {start_round}-{end_round}"
+    return (
+        f"{kind.upper()}: {name} (AS{event['asn']}) "
+        + words.format(d=_and(list(event["domains"])))
+        + f"{others}{detail} ({rounds})"
+    )
+
+
+def _expected_divergence_line(e: dict[str, Any]) -> str:
+    d = e["domain"]
+    what = {
+        "unfiltered": f"never filters {d}",
+        "lagging": f"lags behind the country in blocking {d}",
+        "partial": f"blocks {d} only {e['blocked_share'] * 100:.0f}% of the time",
+    }.get(e["kind"], f"differs on {d}")
+    return (
+        f"  {e['isp']} (AS{e['asn']}) {what} in rounds "
+        f"{e['rounds'][0]}-{e['rounds'][1]}: expected as {e['kind']}"
     )
 
 
@@ -78,6 +127,9 @@ def render(doc: dict[str, Any], *, demo: bool = False, kept: Path | None = None)
     if doc["uncorroborated"]:
         lines.append("  Not corroborated (too few agents to call it a leak):")
         lines += [f"    {_event_line(e, doc)}" for e in doc["uncorroborated"]]
+    if doc.get("divergences"):
+        lines.append("  Standing differences (divergences, not leaks):")
+        lines += [f"    {_divergence_line(e, doc)}" for e in doc["divergences"]]
     lines += ["", "What really happened (the scenario's ground truth):"]
     if doc["expected_leaks"]:
         for e in doc["expected_leaks"]:
@@ -92,6 +144,7 @@ def render(doc: dict[str, Any], *, demo: bool = False, kept: Path | None = None)
             f"  {e['isp']} (AS{e['asn']}, too few agents) let {e['domain']} through in rounds "
             f"{e['rounds'][0]}-{e['rounds'][1]}: expected as uncorroborated"
         )
+    lines += [_expected_divergence_line(e) for e in doc.get("expected_divergences", [])]
     accuracy = doc["verdict_accuracy"]
     errors = doc["window_error_rounds"]
     window = (
@@ -110,6 +163,16 @@ def render(doc: dict[str, Any], *, demo: bool = False, kept: Path | None = None)
         f"  {window}",
         f"  uncorroborated: expected {doc['uncorroborated_expected']}, "
         f"found {doc['uncorroborated_found']}",
+        f"  divergences: expected {doc.get('divergences_expected', 0)}, "
+        f"found {doc.get('divergences_found', 0)}, wrong {doc.get('divergences_wrong', 0)}"
+        + "".join(
+            f"; wrong: {w['kind']} {w['domain']} on AS{w['asn']}"
+            for w in doc.get("wrong_divergences", [])
+        )
+        + "".join(
+            f"; missed: {m['kind']} {m['domain']} on {m['isp']}"
+            for m in doc.get("missed_divergences", [])
+        ),
         "  verdict accuracy: "
         + (
             "no measurements"
@@ -119,6 +182,13 @@ def render(doc: dict[str, Any], *, demo: bool = False, kept: Path | None = None)
         + _missing(doc),
         f"  run time {doc['total_seconds']:.0f}s (set-up {doc['setup_seconds']:.0f}s)",
     ]
+    load = doc.get("load_average")
+    if accuracy is not None and accuracy < 0.95 and load:
+        lines.append(
+            f"  note: {(1 - accuracy) * 100:.0f}% of the verdicts are wrong and the load average "
+            f"was {max(load):g}: on a machine this busy the probes time out, so this score "
+            "says more about the machine than about the collector"
+        )
     if kept is not None:
         lines += [
             "",

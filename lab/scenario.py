@@ -3,15 +3,18 @@
 A scenario says what to build (sites, ISPs, their censors, agents) and, through its
 censors, glitches and ``down`` rounds, implies the ground truth the lab scores against.
 ``load_scenario`` goes through ``shared.config.load_config`` (unknown keys and wrong types
-name the key and the file) and then checks what spans several keys: round numbers inside
-``1..rounds``, unique ISP names and AS numbers, unique site hosts.
+name the key and the file) and then checks what spans several keys or needs the exact key
+in its message: round numbers inside ``1..rounds``, unique ISP names and AS numbers, unique
+site hosts, blocking rates inside (0, 1], and ``blocks_from_round`` domains that the ISP's
+censor lists.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -64,6 +67,30 @@ class Site:
 
 
 @dataclass(frozen=True, slots=True)
+class Rates:
+    """Per method, the probability that the censor blocks one connection (``ip_block``),
+    query (``dns_inject``), handshake (``sni_reset``) or request (``http_blockpage``) of a
+    listed domain; drawn independently each time, 1 (always) by default. The loader checks
+    that each is inside (0, 1] (``rate_problem``), naming the exact key."""
+
+    dns_inject: float = 1.0
+    sni_reset: float = 1.0
+    http_blockpage: float = 1.0
+    ip_block: float = 1.0
+
+    def of(self, method: Method) -> float:
+        result: float = getattr(self, method)
+        return result
+
+
+def rate_problem(rate: float) -> str | None:
+    """Why ``rate`` is not a blocking probability, or None when it is one."""
+    if not math.isfinite(rate) or not 0 < rate <= 1:
+        return f"{rate:g} is not a probability in (0, 1] (1 blocks every time)"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class Censor:
     """What an ISP's censor blocks, by method; each domain matches its subdomains too."""
 
@@ -71,6 +98,7 @@ class Censor:
     sni_reset: tuple[str, ...] = ()
     http_blockpage: tuple[str, ...] = ()
     ip_block: tuple[str, ...] = ()
+    rates: Rates = Rates()
 
     def __post_init__(self) -> None:
         for method in METHODS:
@@ -80,6 +108,14 @@ class Censor:
     def domains(self, method: Method) -> tuple[str, ...]:
         result: tuple[str, ...] = getattr(self, method)
         return result
+
+    def lists(self, domain: str) -> bool:
+        """True when some method lists ``domain``, a parent of it or one of its subdomains."""
+        return any(
+            domain_matches(domain, d) or domain_matches(d, domain)
+            for method in METHODS
+            for d in self.domains(method)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +146,12 @@ class Glitch:
 
 @dataclass(frozen=True, slots=True)
 class Isp:
-    """One ISP: its AS, its agents (behind its censor), its VPN agents (around it)."""
+    """One ISP: its AS, its agents (behind its censor), its VPN agents (around it).
+
+    ``blocks_from_round`` maps a domain to the round from which this ISP's censor applies
+    to it (and its subdomains), by every method that lists it: a block rolling out. The
+    loader checks the domains and rounds.
+    """
 
     name: str
     asn: int
@@ -118,6 +159,7 @@ class Isp:
     censor: Censor = Censor()
     glitches: tuple[Glitch, ...] = ()
     vpn_agents: int = 0
+    blocks_from_round: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -207,6 +249,22 @@ def _cross_checks(scenario: Scenario, source: str) -> None:
                     source,
                     f"isps[{i}].glitches[{j}].to_round",
                     f"round {glitch.to_round} is after the last round {scenario.rounds}",
+                )
+        for method in METHODS:
+            problem = rate_problem(isp.censor.rates.of(method))
+            if problem is not None:
+                raise ConfigError(source, f"isps[{i}].censor.rates.{method}", problem)
+        for domain, r in isp.blocks_from_round.items():
+            key = f"isps[{i}].blocks_from_round.{domain}"
+            try:
+                _check_domain(domain)
+            except ValueError as exc:
+                raise ConfigError(source, key, str(exc)) from None
+            if not 1 <= r <= scenario.rounds:
+                raise ConfigError(source, key, f"round {r} is not in 1..{scenario.rounds}")
+            if not isp.censor.lists(domain):
+                raise ConfigError(
+                    source, key, f"{isp.name}'s censor does not list {domain} (by any method)"
                 )
 
 

@@ -6,6 +6,13 @@ names its domain and overlaps its rounds (one round of slack each side, so that 
 start still counts and shows as a window error); every (leak, domain) left unmatched is a
 *false* leak. The same matching, on the collector's ``uncorroborated`` list, scores the
 lapses of ISPs with too few agents.
+
+Divergences are standing differences, so they are matched by (AS, domain, kind) alone,
+whatever their windows: an expected divergence is *found* when a collector divergence of
+that AS and kind names its domain; every other (AS, domain, kind) the collector names is
+*wrong* - a ``partial`` on an ISP that blocks every time, a divergence of an ISP with too
+few agents, or the right place with the wrong kind. Several collector events of one key
+count once.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from lab.scenario import Scenario, domain_matches
-from lab.truth import ExpectedEvent, expected_accessible
+from lab.truth import ExpectedDivergence, ExpectedEvent, expected_accessible
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,65 @@ def match_events(expected: Sequence[ExpectedEvent], found: Sequence[FoundEvent])
 
 
 @dataclass(frozen=True, slots=True)
+class FoundDivergence:
+    """One (AS, domain, kind) the collector names among its divergences."""
+
+    asn: int
+    network_name: str
+    domain: str
+    kind: str
+    blocked_share: float | None
+
+
+def found_divergences(events: Iterable[Mapping[str, Any]]) -> list[FoundDivergence]:
+    """The collector's divergence events, one per (AS, domain, kind), first event wins."""
+    found: dict[tuple[int, str, str], FoundDivergence] = {}
+    for event in events:
+        share = event.get("blocked_share")
+        for domain in event.get("domains", []):
+            key = (int(event["asn"]), str(domain), str(event.get("kind")))
+            found.setdefault(
+                key,
+                FoundDivergence(
+                    asn=key[0],
+                    network_name=str(event.get("network_name", "")),
+                    domain=key[1],
+                    kind=key[2],
+                    blocked_share=float(share) if isinstance(share, int | float) else None,
+                ),
+            )
+    return list(found.values())
+
+
+@dataclass(frozen=True, slots=True)
+class DivergenceMatching:
+    matches: tuple[tuple[ExpectedDivergence, FoundDivergence], ...]
+    missed: tuple[ExpectedDivergence, ...]
+    wrong: tuple[FoundDivergence, ...]
+
+
+def match_divergences(
+    expected: Sequence[ExpectedDivergence], found: Sequence[FoundDivergence]
+) -> DivergenceMatching:
+    """Pair expected and found divergences by (AS, domain, kind), one to one."""
+    used: set[int] = set()
+    matches: list[tuple[ExpectedDivergence, FoundDivergence]] = []
+    missed: list[ExpectedDivergence] = []
+    for exp in expected:
+        for j, fnd in enumerate(found):
+            if j in used or fnd.asn != exp.asn or fnd.kind != exp.kind:
+                continue
+            if _same_domain(exp.domain, fnd.domain):
+                used.add(j)
+                matches.append((exp, fnd))
+                break
+        else:
+            missed.append(exp)
+    wrong = tuple(f for j, f in enumerate(found) if j not in used)
+    return DivergenceMatching(tuple(matches), tuple(missed), wrong)
+
+
+@dataclass(frozen=True, slots=True)
 class MeasurementRow:
     """What scoring needs of one stored measurement."""
 
@@ -181,6 +247,7 @@ class Score:
     leaks: Matching
     uncorroborated: Matching
     verdicts: VerdictScore
+    divergences: DivergenceMatching = DivergenceMatching((), (), ())
 
     @property
     def expected(self) -> int:
@@ -204,8 +271,21 @@ class Score:
         errors += [abs(m.end_error) for m in self.leaks.matches]
         return max(errors, default=0)
 
+    @property
+    def passed(self) -> bool:
+        """Nothing missed, nothing false, every divergence named and none wrong."""
+        d = self.divergences
+        return self.missed == 0 and self.false_leaks == 0 and not d.missed and not d.wrong
+
+    @property
+    def perfect(self) -> bool:
+        """Passed, with every window exact and every uncorroborated lapse found too."""
+        u = self.uncorroborated
+        return self.passed and self.max_window_error == 0 and not u.missed and not u.unmatched
+
     def to_json(self) -> dict[str, Any]:
         accuracy = self.verdicts.accuracy
+        d = self.divergences
         return {
             "expected": self.expected,
             "found": self.found,
@@ -227,14 +307,45 @@ class Score:
             "uncorroborated_expected": len(self.uncorroborated.matches)
             + len(self.uncorroborated.missed),
             "uncorroborated_found": len(self.uncorroborated.matches),
+            "divergences_expected": len(d.matches) + len(d.missed),
+            "divergences_found": len(d.matches),
+            "divergences_wrong": len(d.wrong),
+            "passed": self.passed,
+            "perfect": self.perfect,
             "missed_leaks": [_expected_json(e) for e in self.leaks.missed],
             "false_leak_events": [_found_json(f) for f in self.leaks.unmatched],
+            "found_divergences": [
+                {**divergence_json(e), "found_blocked_share": f.blocked_share} for e, f in d.matches
+            ],
+            "missed_divergences": [divergence_json(e) for e in d.missed],
+            "wrong_divergences": [
+                {
+                    "asn": f.asn,
+                    "network_name": f.network_name,
+                    "domain": f.domain,
+                    "kind": f.kind,
+                    "blocked_share": f.blocked_share,
+                }
+                for f in d.wrong
+            ],
             "wrong_verdicts": list(self.verdicts.wrong),
         }
 
 
 def _expected_json(e: ExpectedEvent) -> dict[str, Any]:
     return {"isp": e.isp, "asn": e.asn, "domain": e.domain, "rounds": [e.start_round, e.end_round]}
+
+
+def divergence_json(e: ExpectedDivergence) -> dict[str, Any]:
+    """An expected divergence as ``lab run --json`` shows it."""
+    return {
+        "isp": e.isp,
+        "asn": e.asn,
+        "domain": e.domain,
+        "kind": e.kind,
+        "rounds": [e.start_round, e.end_round],
+        "blocked_share": round(e.blocked_share, 4),
+    }
 
 
 def _found_json(f: FoundEvent) -> dict[str, Any]:
@@ -252,8 +363,10 @@ def score(
     report: Mapping[str, Any],
     rows: Iterable[MeasurementRow],
     t0: float,
+    divergences: Sequence[ExpectedDivergence] = (),
 ) -> Score:
-    """Score the collector's ``report`` ({leaks, uncorroborated}) and its measurements."""
+    """Score the collector's ``report`` ({leaks, uncorroborated, divergences}) and its
+    measurements against the expected events and divergences."""
     rs, n = scenario.round_seconds, scenario.rounds
     leaks = to_rounds(report.get("leaks", []), t0, rs, n)
     unc = to_rounds(report.get("uncorroborated", []), t0, rs, n)
@@ -261,4 +374,7 @@ def score(
         leaks=match_events([e for e in expected if e.corroborated], leaks),
         uncorroborated=match_events([e for e in expected if not e.corroborated], unc),
         verdicts=score_verdicts(scenario, rows, t0),
+        divergences=match_divergences(
+            divergences, found_divergences(report.get("divergences", []))
+        ),
     )

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
 import socket
 import ssl
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import trustme
 from aiohttp import web
 
 from lab.netns import Namespaces
-from lab.plan import INTERNET_NS, PROXY_PORT, PUBLIC_RESOLVER, LabPlan
+from lab.plan import INTERNET_NS, PROXY_PORT, LabPlan
 from lab.truth import CensorRound
 
 SO_ORIGINAL_DST = 80
@@ -58,10 +59,14 @@ def site_page(host: str) -> bytes:
 
 @dataclass
 class RouterState:
-    """The censor of one ISP as it stands now; the orchestrator swaps it at round boundaries."""
+    """The censor of one ISP as it stands now; the orchestrator swaps it at round boundaries.
+
+    ``rng`` draws, per query and per request, whether a method with a rate below 1 blocks.
+    """
 
     current: CensorRound
     blockpage_ip: str
+    rng: random.Random = field(default_factory=random.Random)
 
 
 def quiet_connection_errors(loop: asyncio.AbstractEventLoop) -> None:
@@ -257,33 +262,20 @@ class PublicResolver(DnsServer):
 
 
 class IspResolver(DnsServer):
-    """An ISP's resolver: forged answers for the censored names, the public resolver's
-    answers (asked from the router) for the rest."""
+    """An ISP's resolver: forged answers for the censored names (drawn per query at the
+    method's rate), and for the rest the lab internet's answers, from the same zone the
+    public resolver serves (asking it over the lab's links would only add latency)."""
 
-    def __init__(self, namespaces: Namespaces, netns: str, state: RouterState) -> None:
+    def __init__(self, plan: LabPlan, state: RouterState) -> None:
         super().__init__()
-        self.namespaces = namespaces
-        self.netns = netns
+        self.zone = {s.host: s.address for s in plan.sites}
         self.state = state
 
     async def resolve(self, query: dns.message.Message) -> bytes | None:
         name = query.question[0].name.to_text(omit_final_dot=True).lower()
-        if self.state.current.blocks("dns_inject", name):
+        if self.state.current.draw("dns_inject", name, self.state.rng):
             return injected_answer(query, self.state.blockpage_ip)
-        return await self._forward(query.to_wire())
-
-    async def _forward(self, wire: bytes) -> bytes | None:
-        loop = asyncio.get_running_loop()
-        sock = self.namespaces.make_socket(self.netns, socket.SOCK_DGRAM)
-        try:
-            sock.connect((PUBLIC_RESOLVER, 53))
-            await loop.sock_sendall(sock, wire)
-            async with asyncio.timeout(2.0):
-                return await loop.sock_recv(sock, 65535)
-        except (OSError, TimeoutError):
-            return None
-        finally:
-            sock.close()
+        return zone_answer(query, self.zone)
 
 
 # --- the transparent HTTP proxy of a router ----------------------------------------------
@@ -338,7 +330,7 @@ class TransparentProxy:
             async with asyncio.timeout(_IO_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
             host = host_of(head)
-            if host is not None and self.state.current.blocks("http_blockpage", host):
+            if host is not None and self.state.current.draw("http_blockpage", host, self.state.rng):
                 writer.write(self._forbidden())
                 await writer.drain()
                 return

@@ -140,7 +140,12 @@ class _Builder:
         try:
             return cls(**kwargs)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(self.source, key, str(exc)) from None
+            # A check that names its field ("timeout_s: must be ...") is reported at that key.
+            message = str(exc)
+            name, sep, problem = message.partition(": ")
+            if sep and name.split("[", 1)[0] in fields:
+                raise ConfigError(self.source, f"{key}.{name}" if key else name, problem) from None
+            raise ConfigError(self.source, key, message) from None
 
 
 def config_from_mapping(cls: type[T], data: Any, source: str = "<config>") -> T:

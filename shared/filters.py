@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,6 +13,10 @@ from datetime import UTC, datetime
 from shared.config import parse_duration
 
 DEFAULT_BUCKET_S = 3600.0
+MAX_BUCKET_S = 366 * 86400.0
+MAX_AGE_S = 100 * 366 * 86400.0
+MAX_ASN = 2**32 - 1
+_ASN = re.compile(r"[0-9]{1,10}")
 _RELATIVE = re.compile(r"^\d+(?:\.\d+)?(ms|s|m|h|d|w)$")
 
 
@@ -36,7 +41,10 @@ def parse_time(text: str, name: str, now: float | None = None) -> float:
     text = text.strip()
     if _RELATIVE.match(text):
         base = datetime.now(UTC).timestamp() if now is None else now
-        return base - parse_duration(text)
+        age = parse_duration(text)
+        if not age <= MAX_AGE_S:
+            raise FilterError(f"{name}: {text!r} is more than 100 years ago")
+        return base - age
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -64,8 +72,9 @@ def build_filters(
     asn_value: int | None = None
     if asn is not None:
         text = str(asn).upper().removeprefix("AS")
-        if not text.isdigit():
-            raise FilterError(f"--asn: {asn!r} is not an AS number like 58224 or AS58224")
+        # ASCII digits only (str.isdigit takes "²"), and a 32-bit AS number at most.
+        if not _ASN.fullmatch(text) or int(text) > MAX_ASN:
+            raise FilterError(f"--asn: {str(asn)[:40]!r} is not an AS number like 58224 or AS58224")
         asn_value = int(text)
     bucket_s = DEFAULT_BUCKET_S
     if bucket is not None:
@@ -73,8 +82,8 @@ def build_filters(
             bucket_s = parse_duration(bucket)
         except ValueError as exc:
             raise FilterError(f"--bucket: {exc}") from None
-        if bucket_s < 1:
-            raise FilterError("--bucket: must be at least 1s")
+        if not 1 <= bucket_s <= MAX_BUCKET_S:
+            raise FilterError("--bucket: must be at least 1s and at most 366d")
     return Filters(
         cc=cc.upper() if cc else None,
         asn=asn_value,
@@ -109,7 +118,8 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def filters_from_args(args: argparse.Namespace) -> Filters:
-    return build_filters(
+    """``Filters`` from the command line; FilterError names the flag."""
+    filters = build_filters(
         cc=args.cc,
         asn=args.asn,
         domain=args.domain,
@@ -117,3 +127,8 @@ def filters_from_args(args: argparse.Namespace) -> Filters:
         until=args.until,
         bucket=args.bucket,
     )
+    if filters.since is not None and filters.until is not None and filters.since > filters.until:
+        raise FilterError(f"--since: {args.since!r} is after --until {args.until!r}")
+    if not math.isfinite(filters.bucket_s):
+        raise FilterError(f"--bucket: {args.bucket!r} is not a finite duration")
+    return filters

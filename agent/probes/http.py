@@ -51,7 +51,7 @@ _TITLE_RE: Final = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | 
 _READ_CHUNK: Final = 64 * 1024
 
 Lookup = Callable[[str], Awaitable[tuple[list[str], Failure | None]]]
-MayConnect = Callable[[str], bool]
+MayConnect = Callable[[str, int], bool]  # (address, port): False skips it, raising stops
 
 
 @dataclass(slots=True)
@@ -173,7 +173,8 @@ async def _vet_hop(
         addresses, failure = await lookup(host)
         if failure is not None:
             return failure
-    allowed = [a for a in addresses if may_connect(a)]
+    port = url.port or (443 if url.scheme == "https" else 80)
+    allowed = [a for a in addresses if may_connect(a, port)]
     if not allowed:
         return False
     pinned[host] = allowed

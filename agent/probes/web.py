@@ -8,7 +8,8 @@ Steps are chained the way a browser would: the addresses of the DNS step are con
 to, the first that answers gets the TLS handshake with the real SNI, and the GET goes to
 the addresses that connected. Every step shares one deadline (see ``deadline``).
 
-``may_connect`` decides, address by address, whether a packet may be sent there at all.
+``may_connect`` decides, address and port by address and port, whether a packet may be sent
+there at all (False skips that address; raising stops the whole measurement).
 The agent refuses known injection addresses (10.10.34.34 and the other DNS fingerprints:
 nothing to learn there, and outside the censoring country such an address is somebody's
 LAN); the control refuses private and reserved destinations so it is no open proxy.
@@ -56,7 +57,7 @@ from shared.schema import (
 
 MAX_ADDRESSES: Final = 8  # connects per measurement: enough for round-robin DNS, no more
 
-MayConnect = Callable[[str], bool]
+MayConnect = Callable[[str, int], bool]
 
 
 def _version() -> str | None:
@@ -154,7 +155,7 @@ def _summary_failure(
     return None
 
 
-def _allow_all(address: str) -> bool:
+def _allow_all(address: str, port: int) -> bool:
     return True
 
 
@@ -183,7 +184,7 @@ async def run_steps(
         timings["dns_ms"] = round((loop.time() - mark) * 1000, 3)
 
     mark = loop.time()
-    reachable = [a for a in addresses if allowed(a)]
+    reachable = [a for a in addresses if allowed(a, target.port)]
     tcp = await connect_all(reachable, target.port, deadline) if reachable else []
     timings["tcp_ms"] = round((loop.time() - mark) * 1000, 3)
     connected = [str(t["address"]) for t in tcp if not t.get("failure")]
@@ -235,7 +236,7 @@ async def measure_facts(
 ) -> ControlFacts:
     """The DNS, TCP, TLS and HTTP facts for ``url``: what the control endpoint returns.
 
-    ``may_connect`` (address -> bool) vetoes destinations before any packet goes there.
+    ``may_connect`` ((address, port) -> bool) vetoes destinations before any packet goes there.
     """
     run = await run_steps(url, options, may_connect=may_connect)
     dns = run.facts.get("dns")
@@ -258,7 +259,7 @@ async def measure(
     measured_at = time.time()
     literal = parse_target(url).ip_literal
 
-    def may_connect(address: str) -> bool:
+    def may_connect(address: str, port: int) -> bool:
         # A URL that names an address is measured as asked; a DNS answer pointing at a
         # known injection address is not worth a packet.
         return address == literal or fingerprints.match_dns(address) is None

@@ -3,8 +3,11 @@
 Five countries of three ISPs (3, 2 and 2 agents), 200 domains of which 150 are blocked
 everywhere, one measurement per agent per domain every 5 minutes. Noise that must not
 become a leak: 1 % inconclusive results, one volunteer on a VPN, one site down everywhere
-for a few hours. Injected leaks: every agent of one ISP sees some blocked domains for some
-whole hours.
+for a few hours, an ISP that blocks two sites only 70 % of the time (each measurement
+drawn independently), an ISP that never filters two sites the others block, and a new
+block rolling out ISP by ISP. Injected leaks: every agent of one ISP sees some blocked
+domains for some whole hours; one of them on the 70 % blocker, whose filter stops
+completely for a while. The standing differences are named as divergences.
 """
 
 from __future__ import annotations
@@ -48,6 +51,13 @@ LEAKS = (
     Leak("CN", 2, (DOMAINS[50],), 0.75, 0.78),
 )
 DOWN = ("IR", DOMAINS[100], 0.30, 0.35)  # down everywhere in IR for these hours
+# RU's first ISP blocks these only 70 % of the time; its filter of the second one stops
+# completely for a while (the lapse of LEAKS[-1]).
+PROBABILISTIC = ("RU", 0, (DOMAINS[60], DOMAINS[61]), 0.7)
+UNFILTERED = ("TR", 1, (DOMAINS[70], DOMAINS[71]))  # this ISP never filters these
+# A new block of an open site reaches EG's ISPs one after another (fractions of the hours).
+ROLLING = ("EG", DOMAINS[180], (0.50, 0.55, 0.60))
+LEAKS = (*LEAKS, Leak("RU", 0, (DOMAINS[61],), 0.30, 0.36))
 
 
 def asn_of(country: int, isp: int) -> int:
@@ -65,6 +75,34 @@ def _hours(start: float, end: float | None, hours: int) -> range:
     first = int(start * hours)
     last = hours if end is None else max(first + 1, int(end * hours))
     return range(first, last)
+
+
+def expected_divergences(measurements: int) -> list[tuple[str, int, str, str, str, str | None]]:
+    """The divergences the analysis must name, as (cc, asn, domain, kind, start, end)."""
+    _, hours = plan(measurements)
+    out: list[tuple[str, int, str, str, str, str | None]] = []
+    cc, isp, domains, _ = PROBABILISTIC
+    for domain in domains:
+        out.append((cc, asn_of(COUNTRIES.index(cc), isp), domain, "partial", iso_utc(T0), None))
+    cc, isp, domains = UNFILTERED
+    for domain in domains:
+        asn = asn_of(COUNTRIES.index(cc), isp)
+        out.append((cc, asn, domain, "unfiltered", iso_utc(T0), None))
+    cc, domain, starts = ROLLING
+    first = [int(f * hours) for f in starts]
+    # With three ISPs, the others' consensus needs both others: the last ISP lags from the
+    # second one's start to its own.
+    out.append(
+        (
+            cc,
+            asn_of(COUNTRIES.index(cc), 2),
+            domain,
+            "lagging",
+            iso_utc(T0 + first[1] * 3600),
+            iso_utc(T0 + first[2] * 3600),
+        )
+    )
+    return sorted(out)
 
 
 def expected_leaks(measurements: int) -> list[tuple[str, int, tuple[str, ...], str, str | None]]:
@@ -124,6 +162,11 @@ def generate(path: Path, measurements: int, seed: int = 7) -> int:
         for domain in leak.domains:
             leaking[(leak.cc, leak.isp, domain)] = _hours(leak.start, leak.end, hours)
     down_hours = _hours(DOWN[2], DOWN[3], hours)
+    partly = {(PROBABILISTIC[0], PROBABILISTIC[1], d) for d in PROBABILISTIC[2]}
+    never = {(UNFILTERED[0], UNFILTERED[1], d) for d in UNFILTERED[2]}
+    rolling_from = {
+        (ROLLING[0], isp, ROLLING[1]): int(f * hours) for isp, f in enumerate(ROLLING[2])
+    }
 
     agents = [
         (cc, ci, isp, a, f"agent-{cc}-{isp}-{a}", asn_of(ci, isp), f"{cc} Net {isp}")
@@ -167,7 +210,13 @@ def generate(path: Path, measurements: int, seed: int = 7) -> int:
                 elif cc == DOWN[0] and domain == DOWN[1] and hour in down_hours:
                     blocking = "site_down"
                     tail = (None, "connection_refused", None, None, None, None, 0, record)
-                elif vpn or domain not in BLOCKED or hour in leaking.get((cc, isp, domain), ()):
+                elif (
+                    vpn
+                    or (domain not in BLOCKED and hour < rolling_from.get((cc, isp, domain), hours))
+                    or hour in leaking.get((cc, isp, domain), ())
+                    or (cc, isp, domain) in never
+                    or ((cc, isp, domain) in partly and rnd.random() >= PROBABILISTIC[3])
+                ):
                     blocking = "ok"
                     tail = ok_tail
                 else:

@@ -5,7 +5,9 @@
 Generates the synthetic store once (cached in --out), exports it to Parquet once, then
 times the two real commands in child processes - `filterwatch collector leaks --json` and
 `filterwatch compare export.parquet --format json` - reporting wall time and peak memory
-(the child's maximum resident set), and checks that each found exactly the injected leaks.
+(the child's maximum resident set), and checks that each found exactly the injected leaks
+and named exactly the injected divergences (a 70 % blocker, an ISP that never filters two
+sites, a block rolling out), whatever else the noise holds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.analysis.generate import expected_leaks, generate  # noqa: E402
+from bench.analysis.generate import expected_divergences, expected_leaks, generate  # noqa: E402
 
 FILTERWATCH = str(Path(sys.executable).with_name("filterwatch"))
 
@@ -45,6 +47,16 @@ def timed(argv: list[str]) -> tuple[float, float, float, str]:
 def found(text: str) -> list[tuple[str, int, tuple[str, ...], str, str | None]]:
     doc = json.loads(text)
     return [(e["cc"], e["asn"], tuple(e["domains"]), e["start"], e["end"]) for e in doc["leaks"]]
+
+
+def found_divergences(text: str) -> list[tuple[str, int, str, str, str, str | None]]:
+    """(cc, asn, domain, kind, start, end), one per domain of each divergence."""
+    doc = json.loads(text)
+    return sorted(
+        (d["cc"], d["asn"], domain, d["kind"], d["start"], d["end"])
+        for d in doc["divergences"]
+        for domain in d["domains"]
+    )
 
 
 def main() -> int:
@@ -75,6 +87,7 @@ def main() -> int:
         print(f"exported to Parquet in {wall:.1f} s (peak {rss:.0f} MiB)")
 
     expected = expected_leaks(n)
+    expected_div = expected_divergences(n)
     ok = True
     rows = []
     for label, argv in (
@@ -86,16 +99,21 @@ def main() -> int:
     ):  # fmt: skip
         load = os.getloadavg()[0]
         wall, cpu, rss, text = timed(argv)
-        got = found(text)
-        exact = got == expected
+        got, divergences = found(text), found_divergences(text)
+        exact = got == expected and divergences == expected_div
         ok = ok and exact
-        rows.append((label, wall, cpu, rss, load, len(got), exact))
-    print(f"{n} measurements, {len(expected)} injected leak events, buckets of {args.bucket}")
-    for label, wall, cpu, rss, load, events, exact in rows:
-        verdict = "exactly the injected leaks" if exact else "MISMATCH"
+        if not exact:
+            print(f"{label}: leaks {got}\n  divergences {divergences}", file=sys.stderr)
+        rows.append((label, wall, cpu, rss, load, len(got), len(divergences), exact))
+    print(
+        f"{n} measurements, {len(expected)} injected leak events and {len(expected_div)}"
+        f" injected divergences (per domain), buckets of {args.bucket}"
+    )
+    for label, wall, cpu, rss, load, events, named, exact in rows:
+        verdict = "exactly the injected ones" if exact else "MISMATCH"
         print(
             f"  {label:32s} wall {wall:6.2f} s  cpu {cpu:6.2f} s  peak {rss:6.0f} MiB"
-            f"  (load {load:.1f})  {events} events: {verdict}"
+            f"  (load {load:.1f})  {events} leaks, {named} divergences: {verdict}"
         )
     return 0 if ok else 1
 

@@ -1,24 +1,30 @@
-"""Leak detection: per-bucket country consensus, per-(ISP, domain) CUSUM with hysteresis.
+"""Leak detection: per-bucket country consensus, and per (ISP, domain) a CUSUM with
+hysteresis against the ISP's own baseline; standing differences named as divergences.
 
-Pure: counts in (``BucketCount``), a typed ``Report`` out. See README "Finding leaks" for
-the reasoning behind each threshold.
+Pure: counts in (``BucketCount``), a typed ``Report`` out. docs/analysis.md explains the
+method, its reasoning and every threshold.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
 from collector.analysis.model import (
     BLOCKED_METHODS,
+    LAGGING,
+    LAPSE,
+    PARTIAL,
+    UNFILTERED,
     AnalysisParams,
     IspRow,
     LeakEvent,
     Report,
 )
-from collector.analysis.stats import wilson_bounds
+from collector.analysis.stats import binomial_tail, wilson_bounds
 from collector.store.base import BucketCount
 
 _IspKey = tuple[str, int]  # (cc, asn)
@@ -33,16 +39,37 @@ class _Point:
     bucket_start: float
     accessible: int
     conclusive: int
+    agents: int  # distinct agents in the bucket
     accessible_agent_ids: tuple[str, ...]
     example_ids: tuple[str, ...]
     lower: float  # Wilson lower bound of the accessible share; 0 when the country does not block
+    consensus: bool  # most other ISPs of the country block the domain in this bucket
     isps_blocking: int  # other ISPs of the country that block the domain in this bucket
     isps_measured: int
+
+    @property
+    def blocked(self) -> int:
+        return self.conclusive - self.accessible
+
+    @property
+    def evidence(self) -> tuple[float, float]:
+        """(accessible, trials) counted per agent: at most one trial per distinct agent, its
+        accessible part the smaller of the measurements' and the agents' shares. Many
+        measurements of one agent (a VPN volunteer, a flaky link) are not independent, so
+        the tests of own-baseline change weigh agents, not measurements."""
+        trials = min(self.conclusive, self.agents)
+        if trials <= 0:
+            return 0.0, 0.0
+        share = min(
+            self.accessible / self.conclusive,
+            len(self.accessible_agent_ids) / self.agents,
+        )
+        return trials * share, float(trials)
 
 
 @dataclass(frozen=True, slots=True)
 class _Run:
-    """A leak of one ISP on one domain, before merging domains."""
+    """A lapse of one ISP on one domain, before merging domains."""
 
     key: _IspKey
     domain: str
@@ -50,26 +77,109 @@ class _Run:
     end: float | None
     points: tuple[_Point, ...]
     corroborated: bool
+    baseline_blocked_share: float
+    lifted_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Divergence:
+    """A standing difference of one ISP on one domain, before merging domains."""
+
+    key: _IspKey
+    domain: str
+    kind: str
+    start: float
+    end: float | None
+    points: tuple[_Point, ...]
+
+
+class _Baseline:
+    """The ISP's own accessible share over its last ``size`` buckets in which the country
+    blocked (per-agent evidence, see ``_Point.evidence``), with a small prior."""
+
+    __slots__ = ("_accessible", "_prior", "_trials", "_window")
+
+    def __init__(self, size: int, prior: float) -> None:
+        self._window: deque[tuple[float, float]] = deque(maxlen=size)
+        self._accessible = 0.0
+        self._trials = 0.0
+        self._prior = prior
+
+    def add(self, point: _Point) -> None:
+        if not point.consensus:
+            return  # how the ISP behaves where its country does not block says nothing
+        accessible, trials = point.evidence
+        if trials <= 0:
+            return
+        if len(self._window) == self._window.maxlen:
+            old_accessible, old_trials = self._window[0]
+            self._accessible -= old_accessible
+            self._trials -= old_trials
+        self._window.append((accessible, trials))
+        self._accessible += accessible
+        self._trials += trials
+
+    def accessible_share(self) -> float:
+        """The smoothed share a lapse is measured against."""
+        return (self._accessible + self._prior) / (self._trials + 2 * self._prior)
+
+    def improbable(self, points: Sequence[_Point], significance: float) -> bool:
+        return _improbable(points, self.accessible_share(), significance)
+
+
+def _improbable(points: Sequence[_Point], share: float, significance: float) -> bool:
+    """Whether the accessible evidence of ``points`` (where the country blocked) is less
+    probable than ``significance`` under an accessible ``share``: a binomial tail."""
+    accessible = trials = 0.0
+    for p in points:
+        if p.consensus:
+            a, t = p.evidence
+            accessible += a
+            trials += t
+    k = math.floor(accessible + 1e-9)
+    return binomial_tail(k, round(trials), share) < significance
 
 
 def analyse(
-    buckets: Iterable[BucketCount], bucket_s: float, params: AnalysisParams | None = None
+    buckets: Iterable[BucketCount],
+    bucket_s: float,
+    params: AnalysisParams | None = None,
+    *,
+    asn: int | None = None,
+    domain: str | None = None,
 ) -> Report:
-    """Leak events and the per-ISP table for ``buckets`` of width ``bucket_s`` seconds."""
+    """Lapses, divergences and the per-ISP table for ``buckets`` of width ``bucket_s``.
+
+    ``asn`` and ``domain`` narrow the answer, never the evidence: every ISP of a country
+    in ``buckets`` takes part in the comparison, and only the events (and ISP rows) of
+    that AS and domain are returned. They are exactly the events the whole answer holds
+    for them.
+    """
     params = params or AnalysisParams()
-    survey = _survey(_canonical(buckets))
+    canonical = _canonical(buckets)
+    survey = _survey(canonical)
     points = _points(survey, params)
 
     runs: list[_Run] = []
-    for (cc, asn, domain), series in sorted(points.items()):  # sorted: deterministic
+    found: list[_Divergence] = []
+    for (cc, isp, name), series in sorted(points.items()):  # sorted: deterministic
+        if asn is not None and isp != asn:
+            continue
+        if domain is not None and name != domain:
+            continue
         last = survey.country_last[cc]
-        runs.extend(_detect(series, (cc, asn), domain, bucket_s, last, params))
+        mine = _detect(series, (cc, isp), name, bucket_s, last, params)
+        runs.extend(mine)
+        found.extend(_divergences(series, mine, (cc, isp), name, bucket_s, last, params))
 
     names = survey.names
     leaks = _merge([r for r in runs if r.corroborated], names, params)
     uncorroborated = _merge([r for r in runs if not r.corroborated], names, params)
-    isps = _isp_table(survey, leaks, params)
-    return Report(leaks=leaks, uncorroborated=uncorroborated, isps=isps)
+    divergences = _merge_divergences(found, names, params)
+    if domain is not None:
+        survey = _survey([b for b in canonical if b.domain == domain])
+    isps = _isp_table(survey, leaks, params, asn)
+    return Report(leaks=leaks, uncorroborated=uncorroborated, isps=isps, divergences=divergences)
 
 
 def _canonical(buckets: Iterable[BucketCount]) -> list[BucketCount]:
@@ -100,8 +210,16 @@ def _fold(seen: BucketCount, b: BucketCount) -> BucketCount:
         accessible_agent_ids=tuple(
             sorted(set(seen.accessible_agent_ids) | set(b.accessible_agent_ids))
         ),
-        example_ids=tuple(sorted(set(seen.example_ids) | set(b.example_ids))),
+        # the smallest and largest `ok` id, as the store's SQL and compare give them
+        example_ids=_extremes((*seen.example_ids, *b.example_ids)),
     )
+
+
+def _extremes(ids: tuple[str, ...]) -> tuple[str, ...]:
+    if not ids:
+        return ()
+    low, high = min(ids), max(ids)
+    return (low,) if low == high else (low, high)
 
 
 def _blocked(counts: dict[str, int]) -> int:
@@ -125,6 +243,8 @@ class _Survey:
     isps: dict[_IspKey, _IspTotals]
     names: dict[_IspKey, str]
     country_last: dict[str, float]
+    # where each (cc, asn, domain) series begins in ``facts`` (they are contiguous)
+    series: list[tuple[tuple[str, int, str], int]]
 
 
 def _survey(buckets: Sequence[BucketCount]) -> _Survey:
@@ -139,6 +259,7 @@ def _survey(buckets: Sequence[BucketCount]) -> _Survey:
     isps: dict[_IspKey, _IspTotals] = {}
     names: dict[_IspKey, str] = {}
     country_last: dict[str, float] = {}
+    series: list[tuple[tuple[str, int, str], int]] = []
     isp_key: _IspKey | None = None
     totals = _IspTotals(counts={})
     domain = ""
@@ -153,6 +274,7 @@ def _survey(buckets: Sequence[BucketCount]) -> _Survey:
         if b.domain != domain:
             domain = b.domain
             totals.domains += 1
+            series.append(((b.cc, b.asn, domain), len(facts)))
         if b.agents > totals.max_agents:
             totals.max_agents = b.agents
         if b.bucket_start > country_last.get(b.cc, -1.0):
@@ -173,7 +295,7 @@ def _survey(buckets: Sequence[BucketCount]) -> _Survey:
         measured[place] = measured.get(place, 0) + 1
         if blocked > ok:
             blocking[place] = blocking.get(place, 0) + 1
-    return _Survey(facts, measured, blocking, isps, names, country_last)
+    return _Survey(facts, measured, blocking, isps, names, country_last, series)
 
 
 def _points(survey: _Survey, params: AnalysisParams) -> dict[tuple[str, int, str], list[_Point]]:
@@ -181,54 +303,64 @@ def _points(survey: _Survey, params: AnalysisParams) -> dict[tuple[str, int, str
 
     An ISP "blocks" a domain in a bucket when most of its conclusive measurements are
     blocked; the consensus for one ISP counts the *other* ISPs, so a leaking ISP does not
-    dilute the baseline it is compared with. Series that never rise above the opening
-    drift cannot open a leak and are left out (most of them, on real data).
+    dilute the baseline it is compared with. Series in which the ISP was never seen
+    accessible while its country blocked can be neither a lapse nor a divergence and are
+    left out (most of them, on real data) after a look at their `ok` buckets only.
     """
+    measured, blocking, facts = survey.measured, survey.blocking, survey.facts
+    share = params.consensus_share
+    bounds = [start for _, start in survey.series[1:]] + [len(facts)] * bool(survey.series)
+    out: dict[tuple[str, int, str], list[_Point]] = {}
+    for (key, start), stop in zip(survey.series, bounds, strict=True):
+        for _, ok, _, place in facts[start:stop]:
+            if ok and blocking.get(place, 0) > share * (measured[place] - 1):
+                break  # accessible somewhere the other ISPs block (counted exactly below)
+        else:
+            continue
+        points = _series(facts[start:stop], survey, params)
+        if any(p.lower > 0.0 for p in points):
+            out[key] = points
+    return out
+
+
+def _series(
+    facts: Sequence[tuple[BucketCount, int, int, tuple[str, str, float]]],
+    survey: _Survey,
+    params: AnalysisParams,
+) -> list[_Point]:
     measured, blocking = survey.measured, survey.blocking
-    min_others, share, drift, z = (
-        params.min_other_isps,
-        params.consensus_share,
-        params.open_drift,
-        params.z,
-    )
-    raw: dict[tuple[str, int, str], list[tuple[BucketCount, int, int, float, int, int]]]
-    raw = defaultdict(list)
-    worth_a_look: set[tuple[str, int, str]] = set()
-    for b, ok, blocked, place in survey.facts:
+    min_others, share, z = params.min_other_isps, params.consensus_share, params.z
+    points: list[_Point] = []
+    for b, ok, blocked, place in facts:
         others = measured[place] - 1
         if others < min_others:
             continue  # no baseline to compare with: neutral
         others_blocking = blocking.get(place, 0) - (1 if blocked > ok else 0)
+        consensus = others_blocking > share * others
         lower = 0.0  # not accessible, or the country does not block it: no leak here
-        if ok and others_blocking > share * others:
+        if ok and consensus:
             # Both the measurements and the agents must show the site accessible beyond
             # the bound: a VPN volunteer's many results are still one agent's word.
             lower = min(
                 wilson_bounds(ok, ok + blocked, z)[0],
                 wilson_bounds(b.accessible_agents, b.agents, z)[0],
             )
-        key = (b.cc, b.asn, b.domain)
-        raw[key].append((b, ok, ok + blocked, lower, others_blocking, others))
-        if lower > drift:
-            worth_a_look.add(key)
-
-    return {
-        key: [
+        points.append(
             _Point(
                 domain=b.domain,
                 bucket_start=b.bucket_start,
                 accessible=ok,
-                conclusive=conclusive,
+                conclusive=ok + blocked,
+                agents=b.agents,
                 accessible_agent_ids=b.accessible_agent_ids,
                 example_ids=b.example_ids,
                 lower=lower,
+                consensus=consensus,
                 isps_blocking=others_blocking,
                 isps_measured=others,
             )
-            for b, ok, conclusive, lower, others_blocking, others in raw[key]
-        ]
-        for key in worth_a_look
-    }
+        )
+    return points
 
 
 def _detect(
@@ -239,59 +371,286 @@ def _detect(
     data_end: float,
     params: AnalysisParams,
 ) -> list[_Run]:
-    """Two one-sided CUSUMs on the Wilson lower bound, one to open and one to close.
+    """Lapses of one (ISP, domain), in two passes of the same CUSUM (``_scan``).
 
-    The opening sum grows by (lower - open_drift) and opens a leak at open_threshold; its
-    start is dated back to the bucket where the sum last left zero (the CUSUM change-point
-    estimate), so starts are bucket-accurate even when detection needs several buckets.
-    Once open, the closing sum grows by (close_drift - lower) and closes the leak at
-    close_threshold; the end is dated back to the last bucket that still supported it.
-    One contrary bucket therefore never closes a leak: no flapping.
+    Nothing can lapse before the ISP has been seen blocking (by majority, where its country
+    blocks): without a history of its own an open ISP is unfiltered or lagging, never a
+    fault. The first pass measures each bucket against the ISP's *trailing* baseline and
+    finds the candidate lapses. A short history misleads, though: an ISP that blocks 70 %
+    of the time can block every time for a few buckets and then let two agents through
+    twice, which looks like a lapse against those few buckets. So the second pass measures
+    again against the ISP's *surrounding* baseline (the buckets before and after, the first
+    pass's candidates left out), and only its lapses that overlap a first-pass candidate
+    are kept: a lapse must be improbable under how the ISP behaves both before and around
+    it. At the end of the data the surrounding baseline is the trailing one.
     """
-    runs: list[_Run] = []
-    up = 0.0
-    candidate: list[_Point] = []
-    window: list[_Point] | None = None  # the open leak's points, None when closed
-    down = 0.0
-    support = 0  # points in ``window`` up to the last one that supported the leak
-
-    def finish(end: float | None) -> None:
-        assert window is not None
-        kept = tuple(window[:support])
+    first = next(
+        (i for i, p in enumerate(series) if p.consensus and p.blocked > p.accessible), None
+    )
+    if first is None:
+        return []
+    points = series[first:]
+    trailing = _TrailingBaseline(params.baseline_buckets, params.baseline_prior)
+    candidates = _scan(points, trailing, params)
+    if not candidates:
+        return []
+    excluded = {id(p) for _, _, run in candidates for _, p in run}
+    surrounding = _SurroundingBaseline(points, excluded, params)
+    spans = [(first, len(points) if last < 0 else last) for first, last, _ in candidates]
+    confirmed = [
+        c
+        for c in _scan(points, surrounding, params)
+        if any(c[0] <= e and s <= (len(points) if c[1] < 0 else c[1]) for s, e in spans)
+    ]
+    runs = []
+    for _, last, kept in confirmed:
+        start = kept[0][1].bucket_start
+        end_point = kept[-1][1]
+        ongoing = last < 0 and end_point.bucket_start >= data_end
         runs.append(
             _Run(
                 key=key,
                 domain=domain,
-                start=kept[0].bucket_start,
-                end=end,
-                points=kept,
-                corroborated=any(len(p.accessible_agent_ids) >= params.min_agents for p in kept),
+                start=start,
+                end=None if ongoing else end_point.bucket_start + bucket_s,
+                points=tuple(p for _, p in kept),
+                corroborated=any(len(p.accessible_agent_ids) >= params.min_agents for _, p in kept),
+                baseline_blocked_share=surrounding.blocked_share(kept[0][0]),
+                lifted_at=_lifted_nationally(series, start, params),
             )
         )
+    return runs
 
-    for point in series:
+
+class _TrailingBaseline(_Baseline):
+    """The baseline of the last buckets before the one being judged (``_Baseline``)."""
+
+    def share_at(self, index: int) -> float:
+        return self.accessible_share()
+
+    def improbable_at(self, points: Sequence[_Point], index: int, significance: float) -> bool:
+        return self.improbable(points, significance)
+
+
+class _SurroundingBaseline:
+    """The ISP's accessible share in the buckets around each one: up to
+    ``baseline_buckets`` points before and after it, ``excluded`` points left out; from
+    prefix sums, so each look-up costs the same however wide the window."""
+
+    def __init__(
+        self, points: Sequence[_Point], excluded: set[int], params: AnalysisParams
+    ) -> None:
+        self._width = params.baseline_buckets
+        self._prior = params.baseline_prior
+        self._accessible = [0.0]
+        self._trials = [0.0]
+        for p in points:
+            a, t = p.evidence if p.consensus and id(p) not in excluded else (0.0, 0.0)
+            self._accessible.append(self._accessible[-1] + a)
+            self._trials.append(self._trials[-1] + t)
+
+    def _sums(self, index: int) -> tuple[float, float]:
+        lo = max(0, index - self._width)
+        hi = min(len(self._trials) - 1, index + self._width + 1)
+        return (
+            self._accessible[hi] - self._accessible[lo],
+            self._trials[hi] - self._trials[lo],
+        )
+
+    def share_at(self, index: int) -> float:
+        accessible, trials = self._sums(index)
+        return (accessible + self._prior) / (trials + 2 * self._prior)
+
+    def blocked_share(self, index: int) -> float:
+        accessible, trials = self._sums(index)
+        return 1.0 if trials <= 0 else max(0.0, 1.0 - accessible / trials)
+
+    def improbable_at(self, points: Sequence[_Point], index: int, significance: float) -> bool:
+        return _improbable(points, self.share_at(index), significance)
+
+    def add(self, point: _Point) -> None:
+        """Nothing to learn: the surrounding baseline is fixed before the scan."""
+
+
+# One pass's lapse: (index of its first point, index of its last supporting point or -1
+# while it is still supported at the end, its supporting points with their indexes).
+_Found = tuple[int, int, list[tuple[int, _Point]]]
+
+
+def _scan(
+    points: Sequence[_Point],
+    baseline: _TrailingBaseline | _SurroundingBaseline,
+    params: AnalysisParams,
+) -> list[_Found]:
+    """Two one-sided CUSUMs on the Wilson lower bound, their reference raised by the
+    ISP's own baseline accessible share.
+
+    The opening sum grows by (lower - baseline - open_drift); a lapse opens when it
+    reaches open_threshold *and* the rise's accessible evidence is improbable under the
+    baseline (binomial tail below ``significance``). The start is dated back to the bucket
+    where the sum last left zero. While a rise is pending a trailing baseline is frozen,
+    so that a lapse does not become its own baseline; a rise that comes to nothing joins
+    it. Once open, the closing sum grows by (baseline + close_drift - lower) and closes
+    the lapse at close_threshold; the end is dated back to the last bucket that supported
+    it. One contrary bucket therefore never closes a lapse: no flapping.
+    """
+    found: list[_Found] = []
+    up = 0.0
+    candidate: list[tuple[int, _Point]] = []
+    window: list[tuple[int, _Point]] | None = None  # the open lapse's points
+    down = 0.0
+    support = 0  # points in ``window`` up to the last one that supported the lapse
+    share = 0.0  # the baseline accessible share the open lapse is measured against
+
+    for i, point in enumerate(points):
         if window is None:
-            up = max(0.0, up + point.lower - params.open_drift)
-            if up > 0.0:
-                candidate.append(point)
-            else:
+            share = baseline.share_at(candidate[0][0] if candidate else i)
+            up = max(0.0, up + point.lower - share - params.open_drift * (1.0 - share))
+            if up <= 0.0:
+                for _, p in candidate:
+                    baseline.add(p)
+                baseline.add(point)
                 candidate = []
-            if up >= params.open_threshold:
+                continue
+            candidate.append((i, point))
+            if up >= params.open_threshold and baseline.improbable_at(
+                [p for _, p in candidate], candidate[0][0], params.significance
+            ):
                 window, support, down = candidate, len(candidate), 0.0
                 candidate, up = [], 0.0
             continue
-        window.append(point)
-        down = max(0.0, down + params.close_drift - point.lower)
+        window.append((i, point))
+        down = max(0.0, down + share + params.close_drift * (1.0 - share) - point.lower)
         if down == 0.0:
             support = len(window)
         if down >= params.close_threshold:
-            finish(window[support - 1].bucket_start + bucket_s)
+            kept = window[:support]
+            found.append((kept[0][0], kept[-1][0], kept))
+            for _, p in window[support:]:
+                baseline.add(p)
             window = None
     if window is not None:
-        last = window[support - 1]
-        ongoing = down == 0.0 and last.bucket_start >= data_end
-        finish(None if ongoing else last.bucket_start + bucket_s)
-    return runs
+        kept = window[:support]
+        found.append((kept[0][0], -1 if down == 0.0 else kept[-1][0], kept))
+    return found
+
+
+def _lifted_nationally(
+    series: Sequence[_Point], start: float, params: AnalysisParams
+) -> float | None:
+    """The start of the first bucket, within ``national_lift_within_s`` of ``start``, from
+    which the other ISPs stop blocking the domain and keep it open for that long again (or
+    to the end of the data): a national unblocking that this ISP merely led."""
+    within = params.national_lift_within_s
+    lifted: float | None = None
+    for p in series:
+        if p.bucket_start < start:
+            continue
+        if lifted is not None and p.bucket_start > lifted + within:
+            break
+        if p.consensus:
+            lifted = None
+            if p.bucket_start > start + within:
+                break
+        elif lifted is None:
+            if p.bucket_start > start + within:
+                break
+            lifted = p.bucket_start
+    return lifted
+
+
+def _divergences(
+    series: Sequence[_Point],
+    runs: Sequence[_Run],
+    key: _IspKey,
+    domain: str,
+    bucket_s: float,
+    data_end: float,
+    params: AnalysisParams,
+) -> list[_Divergence]:
+    """Standing differences of one (ISP, domain) where its country blocks, lapses left out.
+
+    The buckets before the ISP first blocks by majority are its lead-in: when it never
+    blocks, the ISP is ``unfiltered`` (if it blocked too rarely to count as partial);
+    when it begins later and its open lead-in is improbable under how it blocks since,
+    it was ``lagging`` for that span. What remains is ``partial`` when the ISP's blocked
+    share is stable between partial_share and 1 - partial_share and does not come from a
+    single always-open agent (a volunteer on a VPN is that agent, not the ISP).
+    """
+    windows = [(r.start, math.inf if r.end is None else r.end) for r in runs]
+    eligible = [
+        p for p in series if p.consensus and not any(s <= p.bucket_start < e for s, e in windows)
+    ]
+    if not eligible:
+        return []
+    out: list[_Divergence] = []
+
+    def add(kind: str, points: Sequence[_Point], end: float | None) -> None:
+        distinct = {a for p in points for a in p.accessible_agent_ids}
+        if len(distinct) >= params.min_agents:
+            out.append(_Divergence(key, domain, kind, points[0].bucket_start, end, tuple(points)))
+
+    def span_end(points: Sequence[_Point]) -> float | None:
+        last = points[-1].bucket_start
+        return None if last >= data_end else last + bucket_s
+
+    first = next((i for i, p in enumerate(eligible) if p.blocked > p.accessible), None)
+    rest: Sequence[_Point]
+    if first is None:
+        if _blocked_share(eligible) < params.partial_share:
+            add(UNFILTERED, eligible, span_end(eligible))
+            return out
+        rest = eligible
+    else:
+        lead, rest = eligible[:first], eligible[first:]
+        if lead and _lagged(lead, rest, params):
+            add(LAGGING, lead, rest[0].bucket_start)
+        else:
+            rest = eligible
+    share = _blocked_share(rest)
+    if (
+        len(rest) >= params.partial_min_buckets
+        and params.partial_share <= share <= 1.0 - params.partial_share
+        and not _one_agent(rest)
+    ):
+        add(PARTIAL, rest, span_end(rest))
+    return out
+
+
+def _blocked_share(points: Sequence[_Point]) -> float:
+    conclusive = sum(p.conclusive for p in points)
+    return 1.0 - sum(p.accessible for p in points) / conclusive if conclusive else 1.0
+
+
+def _lagged(lead: Sequence[_Point], rest: Sequence[_Point], params: AnalysisParams) -> bool:
+    """Whether an open lead-in is more than chance under how the ISP blocks afterwards: it
+    must look unfiltered and its accessible evidence be improbable under the later share."""
+    if _blocked_share(lead) >= params.partial_share:
+        return False
+    later = _Baseline(len(rest), params.baseline_prior)
+    for p in rest:
+        later.add(p)
+    return later.improbable(lead, params.significance)
+
+
+def _one_agent(points: Sequence[_Point]) -> bool:
+    """Whether the accessible share comes from one agent: leaving out the agent seen
+    accessible most often, the others are accessible less than a quarter as often as all
+    agents together (a VPN volunteer's companions: about never)."""
+    seen: dict[str, int] = defaultdict(int)
+    for p in points:
+        for agent in p.accessible_agent_ids:
+            seen[agent] += 1
+    if not seen:
+        return True
+    top = max(sorted(seen), key=lambda a: seen[a])
+    all_accessible = sum(seen.values())
+    all_slots = sum(p.agents for p in points)
+    others_accessible = all_accessible - seen[top]
+    others_slots = sum(max(0, p.agents - 1) for p in points)
+    if others_slots == 0 or others_accessible == 0:
+        return True
+    return others_accessible / others_slots < 0.25 * all_accessible / all_slots
 
 
 def _merge(
@@ -315,22 +674,83 @@ def _merge(
                 )
                 continue
             if group:
-                events.append(_event(key, names[key], group, params))
+                events.append(_lapse_event(key, names[key], group, params))
             group, group_end = [run], run.end
         if group:
-            events.append(_event(key, names[key], group, params))
+            events.append(_lapse_event(key, names[key], group, params))
     events.sort(key=lambda e: (e.start, e.cc, e.asn, e.domains))
     return tuple(events)
 
 
-def _event(key: _IspKey, name: str, group: Sequence[_Run], params: AnalysisParams) -> LeakEvent:
-    points = [p for run in group for p in run.points]
+def _lapse_event(
+    key: _IspKey, name: str, group: Sequence[_Run], params: AnalysisParams
+) -> LeakEvent:
+    ends = [run.end for run in group]
+    lifted = [run.lifted_at for run in group]
+    return _event(
+        key,
+        name,
+        [p for run in group for p in run.points],
+        {run.domain for run in group},
+        min(run.start for run in group),
+        None if any(e is None for e in ends) else max(e for e in ends if e is not None),
+        params,
+        kind=LAPSE,
+        # the most cautious statement: the least the ISP blocked before any of them
+        blocked_share=min(run.baseline_blocked_share for run in group),
+        # only when the country lifted every domain of the event
+        lifted=None if any(t is None for t in lifted) else max(t for t in lifted if t is not None),
+    )
+
+
+def _merge_divergences(
+    found: Sequence[_Divergence], names: dict[_IspKey, str], params: AnalysisParams
+) -> tuple[LeakEvent, ...]:
+    """One divergence per ISP, kind and window: domains share an event only when both
+    their kind and their window are the same."""
+    groups: dict[tuple[_IspKey, str, float, float | None], list[_Divergence]] = defaultdict(list)
+    for d in found:
+        groups[(d.key, d.kind, d.start, d.end)].append(d)
+    events = []
+    for (key, kind, start, end), group in groups.items():
+        points = [p for d in group for p in d.points]
+        events.append(
+            _event(
+                key,
+                names[key],
+                points,
+                {d.domain for d in group},
+                start,
+                end,
+                params,
+                kind=kind,
+                blocked_share=_blocked_share(points),
+                lifted=None,
+            )
+        )
+    events.sort(key=lambda e: (e.start, e.cc, e.asn, e.kind, e.domains))
+    return tuple(events)
+
+
+def _event(
+    key: _IspKey,
+    name: str,
+    points: Sequence[_Point],
+    domains: set[str],
+    start: float,
+    end: float | None,
+    params: AnalysisParams,
+    *,
+    kind: str,
+    blocked_share: float,
+    lifted: float | None,
+) -> LeakEvent:
     measurements = sum(p.conclusive for p in points)
     accessible = sum(p.accessible for p in points)
-    # The weakest baseline among the buckets that showed the leak: the most cautious
+    # The weakest baseline among the buckets that showed the difference: the most cautious
     # statement of it (a bucket inside the window where the country did not block is
     # not a baseline for a leak).
-    evidence = [p for p in points if p.lower > 0.0] or points
+    evidence = [p for p in points if p.lower > 0.0] or list(points)
     weakest = min(
         evidence,
         key=lambda p: (
@@ -340,20 +760,21 @@ def _event(key: _IspKey, name: str, group: Sequence[_Run], params: AnalysisParam
             p.domain,
         ),
     )
-    ends = [run.end for run in group]
     examples = sorted((p.bucket_start, i) for p in points for i in p.example_ids)
     unique: list[str] = []
     for _, measurement_id in examples:
         if measurement_id not in unique:
             unique.append(measurement_id)
+        if len(unique) >= params.max_examples:
+            break
     lower = wilson_bounds(accessible, measurements, params.z)[0]
     return LeakEvent(
         cc=key[0],
         asn=key[1],
         network_name=name,
-        domains=tuple(sorted({run.domain for run in group})),
-        start=min(run.start for run in group),
-        end=None if any(e is None for e in ends) else max(e for e in ends if e is not None),
+        domains=tuple(sorted(domains)),
+        start=start,
+        end=end,
         measurements=measurements,
         accessible=accessible,
         agents=len({agent for p in points for agent in p.accessible_agent_ids}),
@@ -361,17 +782,22 @@ def _event(key: _IspKey, name: str, group: Sequence[_Run], params: AnalysisParam
         isps_measured=weakest.isps_measured,
         confidence=lower * weakest.isps_blocking / weakest.isps_measured,
         example_ids=tuple(unique[: params.max_examples]),
+        kind=kind,
+        blocked_share=blocked_share,
+        then_lifted_nationally_at=lifted,
     )
 
 
 def _isp_table(
-    survey: _Survey, leaks: Sequence[LeakEvent], params: AnalysisParams
+    survey: _Survey, leaks: Sequence[LeakEvent], params: AnalysisParams, asn: int | None
 ) -> tuple[IspRow, ...]:
     leaking: dict[_IspKey, set[str]] = defaultdict(set)
     for event in leaks:
         leaking[(event.cc, event.asn)].update(event.domains)
     rows: list[IspRow] = []
     for key in sorted(survey.isps):
+        if asn is not None and key[1] != asn:
+            continue
         totals = survey.isps[key]
         counts = totals.counts
         ok = counts.get("ok", 0)

@@ -21,31 +21,64 @@ BLOCKED_METHODS: dict[str, str] = {
 METHOD_NAMES: tuple[str, ...] = ("dns", "tcp", "tls", "http", "blockpage")
 
 
+# What a finding is (design.md section 6): a lapse is a leak; the others are divergences.
+LAPSE = "lapse"
+UNFILTERED = "unfiltered"
+LAGGING = "lagging"
+PARTIAL = "partial"
+DIVERGENCE_KINDS: tuple[str, ...] = (UNFILTERED, LAGGING, PARTIAL)
+
+
 @dataclass(frozen=True, slots=True)
 class AnalysisParams:
     """Thresholds of the detector; the defaults suit 2-3 agents per ISP and one measurement
-    per agent per bucket (see README, "Finding leaks")."""
+    per agent per bucket. docs/analysis.md explains each one."""
 
     z: float = 1.0  # Wilson interval width; modest so that 2 of 2 agents can speak
     min_agents: int = 2  # distinct agents that must see a site accessible in one bucket
-    open_drift: float = 0.25  # CUSUM reference: a bucket adds (lower bound - drift)
-    open_threshold: float = 0.25  # the opening sum that opens a leak
-    close_drift: float = 0.25  # a bucket adds (drift - lower bound) to the closing sum
+    # CUSUM reference above the ISP's own baseline accessible share: a bucket adds
+    # (lower bound - baseline - drift) to the opening sum.
+    open_drift: float = 0.25
+    open_threshold: float = 0.25  # the opening sum that opens a lapse
+    close_drift: float = 0.25  # a bucket adds (baseline + drift - lower bound) to the closing sum
     close_threshold: float = 0.5  # the closing sum that closes it (two blocked buckets)
     consensus_share: float = 0.5  # more than this share of the other ISPs must block
     min_other_isps: int = 1  # other ISPs with conclusive data needed for a consensus
     max_examples: int = 5
+    # The ISP's own baseline: its accessible share over its last `baseline_buckets` buckets
+    # in which the country blocked (lapses left out), with `baseline_prior` pseudo-
+    # measurements of each kind so that a short history is not taken for certainty.
+    baseline_buckets: int = 48
+    baseline_prior: float = 0.25
+    # A rise opens a lapse only when it is this improbable under the ISP's own baseline
+    # (binomial tail of the rise's accessible measurements, counted per agent). The same
+    # test decides that an ISP began blocking later than its country (lagging).
+    significance: float = 1e-4
+    # The ISP blocks only part of the time (partial) when its blocked share lies between
+    # this and 1 - this; below it, an ISP that never blocked by majority is unfiltered.
+    partial_share: float = 0.1
+    partial_min_buckets: int = 3  # a stable share needs this many buckets of evidence
+    # A lapse followed by the rest of the country lifting the same domain within this
+    # many seconds of its start says so (`then_lifted_nationally_at`).
+    national_lift_within_s: float = 86400.0
 
     def __post_init__(self) -> None:
         if self.min_agents < 1 or self.min_other_isps < 1:
             raise ValueError("min_agents and min_other_isps must be at least 1")
         if not (self.open_threshold > 0 and self.close_threshold > 0 and self.z > 0):
             raise ValueError("thresholds and z must be positive")
+        if self.baseline_buckets < 1 or self.partial_min_buckets < 1:
+            raise ValueError("baseline_buckets and partial_min_buckets must be at least 1")
+        if not (0 < self.significance < 1 and 0 < self.partial_share < 0.5):
+            raise ValueError("significance must be in (0, 1) and partial_share in (0, 0.5)")
+        if self.baseline_prior < 0 or self.national_lift_within_s < 0:
+            raise ValueError("baseline_prior and national_lift_within_s must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
 class LeakEvent:
-    """One ISP where sites the rest of its country blocks were accessible, from start to end."""
+    """One ISP where sites the rest of its country blocks were accessible, from start to end:
+    a lapse (a leak) or, with another ``kind``, a standing divergence."""
 
     cc: str
     asn: int
@@ -60,12 +93,27 @@ class LeakEvent:
     isps_measured: int
     confidence: float
     example_ids: tuple[str, ...]
+    kind: str = LAPSE
+    # lapse: the ISP's own blocked share before it; divergence: its blocked share over it
+    blocked_share: float = 1.0
+    then_lifted_nationally_at: float | None = None  # lapses only
 
     @property
     def accessible_rate(self) -> float:
         return self.accessible / self.measurements if self.measurements else 0.0
 
     def to_json(self) -> dict[str, Any]:
+        doc = self._common_json()
+        doc["kind"] = self.kind
+        if self.kind == LAPSE:
+            doc["baseline_blocked_share"] = round(self.blocked_share, 4)
+            lifted = self.then_lifted_nationally_at
+            doc["then_lifted_nationally_at"] = None if lifted is None else iso_utc(lifted)
+        else:
+            doc["blocked_share"] = round(self.blocked_share, 4)
+        return doc
+
+    def _common_json(self) -> dict[str, Any]:
         return {
             "cc": self.cc,
             "asn": self.asn,
@@ -128,11 +176,13 @@ class Report:
     leaks: tuple[LeakEvent, ...]
     uncorroborated: tuple[LeakEvent, ...]
     isps: tuple[IspRow, ...] = field(default=())
+    divergences: tuple[LeakEvent, ...] = field(default=())
 
     def to_json(self, *, with_isps: bool) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "leaks": [e.to_json() for e in self.leaks],
             "uncorroborated": [e.to_json() for e in self.uncorroborated],
+            "divergences": [e.to_json() for e in self.divergences],
         }
         if with_isps:
             doc["isps"] = [row.to_json() for row in self.isps]

@@ -21,3 +21,30 @@ def wilson_bounds(successes: int, trials: int, z: float) -> tuple[float, float]:
     lower = max(0.0, (centre - spread) / denominator)
     upper = min(1.0, (centre + spread) / denominator)
     return lower, upper
+
+
+def binomial_tail(successes: int, trials: int, p: float) -> float:
+    """P(X >= successes) for X ~ Binomial(trials, p), summed in log space (exact, no scipy).
+
+    Used to ask how improbable a run of accessible measurements is under an ISP's own
+    baseline share: a small tail means the ISP is not behaving as it usually does.
+    """
+    if successes <= 0:
+        return 1.0
+    if successes > trials:
+        return 0.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_terms = [
+        math.lgamma(trials + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(trials - k + 1)
+        + k * log_p
+        + (trials - k) * log_q
+        for k in range(successes, trials + 1)
+    ]
+    top = max(log_terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms))

@@ -4,39 +4,36 @@ An agent sends ``{"url": ...}`` (msgpack) with its token; the collector runs the
 ``measure_facts`` as the agent, with the resolver and CA of the configuration's
 ``control`` section, and answers the facts (msgpack for msgpack clients).
 
-The control must never become an open proxy into the collector's own network: only
-http(s) URLs, and no connection to a loopback, private, link-local, multicast, reserved or
-otherwise non-public address, whether the URL names it or DNS (or a redirect) leads to it,
-unless the address is inside one of ``control.allow_ranges`` (the lab's own networks).
-Such a destination is vetoed before any packet is sent to it and the answer is
-``400 destination_not_allowed``. Time and concurrency are capped too.
+The control must never become an open proxy into the collector's own network or a port
+scanner: only http(s) URLs, only ports 80 and 443 (and ``control.allow_ports``), and no
+connection to any special-purpose address (``collector.outbound``: loopback, private,
+link-local, the 6to4, NAT64 and Teredo forms of those, documentation, benchmarking,
+multicast, reserved...), whether the URL names it, DNS answers it or a redirect leads to it,
+unless it is inside one of ``control.allow_ranges`` (the lab's own networks). A host with
+any refused address is refused as a whole. Such a destination is vetoed before any packet
+is sent to it and the answer is ``400 destination_not_allowed`` saying why. Time and
+concurrency are capped too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
 
-from agent.probes.dns import parse_resolver
 from agent.probes.web import ProbeOptions, measure_facts, parse_target
 from collector.api import decode_small_body, read_body, reply
 from collector.config import ControlConfig
+from collector.outbound import DestinationRefused, Network, check_port, parse_ranges, refusal
 from collector.state import CONFIG, json_error, require_agent
-from shared.errors import ConfigError
 from shared.schema import MAX_URL_LENGTH, ControlFacts
 
 CONTROL_BODY_LIMIT: Final = 4096
 MAX_CONTROL_TIMEOUT_S: Final = 30.0
 MAX_CONTROLS_IN_FLIGHT: Final = 16
 RETRY_AFTER_S: Final = 5
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass
@@ -51,55 +48,31 @@ class _Gate:
 class _ControlSetup:
     options: ProbeOptions
     allow: tuple[Network, ...]
+    allow_ports: frozenset[int]
 
 
 CONTROL_SETUP: Final = web.AppKey("control_setup", _ControlSetup)
 CONTROL_GATE: Final = web.AppKey("control_gate", _Gate)
-CONTROL_INFLIGHT: Final = web.AppKey(
-    "control_inflight", dict[str, "asyncio.Future[tuple[ControlFacts, list[str]]]"]
-)
+CONTROL_INFLIGHT: Final = web.AppKey("control_inflight", dict[str, "asyncio.Future[ControlFacts]"])
 
-_NOT_ALLOWED: Final = (
-    "the control only measures public destinations; this URL leads to a loopback, private, "
-    "link-local, multicast or reserved address"
-)
+_ONLY_PUBLIC: Final = "; the control only measures public web destinations"
 
 
-def _plain(address: str) -> IpAddress:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-    return ip
+def refused(exc: DestinationRefused) -> web.HTTPException:
+    return json_error(400, "destination_not_allowed", exc.detail + _ONLY_PUBLIC)
 
 
-def destination_allowed(address: str, allow: Sequence[Network]) -> bool:
-    """Whether the control may connect to ``address``."""
-    try:
-        ip = _plain(address)
-    except ValueError:
-        return False
-    if any(ip.version == net.version and ip in net for net in allow):
-        return True
-    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
-        return False
-    return ip.is_global and not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
+def check_destination(address: str, port: int, setup: _ControlSetup) -> None:
+    """Raise ``DestinationRefused`` unless the control may connect to ``address`` on ``port``."""
+    check_port(port, setup.allow_ports)
+    refusal_ = refusal(address, setup.allow)
+    if refusal_ is not None:
+        raise refusal_
 
 
 def control_setup(config: ControlConfig) -> _ControlSetup:
     """The probe options and allowed ranges for ``config``; ConfigError if one is wrong."""
-    if config.resolver is not None:
-        try:
-            parse_resolver(config.resolver)
-        except ValueError as exc:
-            raise ConfigError("<config>", "control.resolver", str(exc)) from None
-    allow = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in config.allow_ranges)
+    allow = parse_ranges(config.allow_ranges)
     options = ProbeOptions(
         timeout_s=min(config.timeout_s, MAX_CONTROL_TIMEOUT_S),
         resolver=config.resolver,
@@ -108,24 +81,20 @@ def control_setup(config: ControlConfig) -> _ControlSetup:
         system_resolver=False,
         ca_file=config.ca_file,
     )
-    return _ControlSetup(options=options, allow=allow)
+    return _ControlSetup(options=options, allow=allow, allow_ports=frozenset(config.allow_ports))
 
 
-async def _measure(url: str, setup: _ControlSetup, gate: _Gate) -> tuple[ControlFacts, list[str]]:
-    refused: list[str] = []
-
-    def may_connect(address: str) -> bool:
-        if destination_allowed(address, setup.allow):
-            return True
-        refused.append(address)
-        return False
+async def _measure(url: str, setup: _ControlSetup, gate: _Gate) -> ControlFacts:
+    def may_connect(address: str, port: int) -> bool:
+        # Raising stops the measurement before any address of this host is connected to.
+        check_destination(address, port, setup)
+        return True
 
     gate.active += 1
     try:
-        facts = await measure_facts(url, setup.options, may_connect=may_connect)
+        return await measure_facts(url, setup.options, may_connect=may_connect)
     finally:
         gate.active -= 1
-    return facts, refused
 
 
 async def post_control(request: web.Request) -> web.Response:
@@ -142,8 +111,12 @@ async def post_control(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise json_error(400, "bad_url", f"url: {exc}") from None
     setup = request.app[CONTROL_SETUP]
-    if target.ip_literal is not None and not destination_allowed(target.ip_literal, setup.allow):
-        raise json_error(400, "destination_not_allowed", _NOT_ALLOWED)
+    try:
+        check_port(target.port, setup.allow_ports)
+        if target.ip_literal is not None:
+            check_destination(target.ip_literal, target.port, setup)
+    except DestinationRefused as exc:
+        raise refused(exc) from None
     # Agents of one round ask for the same URLs at the same moment: requests for a URL whose
     # control is already running share it instead of measuring again (and of being shed).
     inflight = request.app[CONTROL_INFLIGHT]
@@ -160,9 +133,10 @@ async def post_control(request: web.Request) -> web.Response:
         shared = asyncio.ensure_future(_measure(url, setup, gate))
         inflight[url] = shared
         shared.add_done_callback(lambda _: inflight.pop(url, None))
-    facts, refused = await asyncio.shield(shared)
-    if refused:
-        raise json_error(400, "destination_not_allowed", _NOT_ALLOWED)
+    try:
+        facts = await asyncio.shield(shared)
+    except DestinationRefused as exc:
+        raise refused(exc) from None
     return reply(request, facts)
 
 

@@ -68,6 +68,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         raise _as_json(exc) from None
+    except ConnectionError:
+        raise  # the client went away mid-answer (status stays 499): nothing to answer
     except Exception:
         status = 500
         route = _route(request)

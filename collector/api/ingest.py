@@ -4,6 +4,12 @@ The work is split so that the event loop only moves bytes: the body is read (and
 with a cap) on the loop, decoded and validated in one pass by msgspec on a worker thread,
 and inserted by the store's writer thread in one transaction. The answer goes out only
 after that transaction has committed. Ingest is idempotent on the measurement id.
+
+Slots are held only while work is done. Reading a body costs the collector nothing but a
+buffer, so it is bounded per agent (``limits.max_uploads_per_agent``, 429 beyond) and in
+time (``read_body``'s deadline, 408 for a stalled upload); the in-flight slot that bounds
+decoding and storing (``limits.max_inflight_batches``, 503 beyond) is taken only once the
+body has arrived. Slow or hostile uploads can therefore never starve the other agents.
 """
 
 from __future__ import annotations
@@ -45,7 +51,34 @@ class IngestGate:
         self.busy -= 1
 
 
+class UploadCounter:
+    """Uploads in progress per agent, from the headers to the answer."""
+
+    def __init__(self, per_agent: int) -> None:
+        self.per_agent = per_agent
+        self.active: dict[str, int] = {}
+
+    @property
+    def total(self) -> int:
+        return sum(self.active.values())
+
+    def try_enter(self, agent_id: str) -> bool:
+        count = self.active.get(agent_id, 0)
+        if count >= self.per_agent:
+            return False
+        self.active[agent_id] = count + 1
+        return True
+
+    def leave(self, agent_id: str) -> None:
+        count = self.active[agent_id] - 1
+        if count:
+            self.active[agent_id] = count
+        else:
+            del self.active[agent_id]
+
+
 INGEST_GATE: web.AppKey[IngestGate] = web.AppKey("ingest_gate", IngestGate)
+UPLOADS: web.AppKey[UploadCounter] = web.AppKey("uploads", UploadCounter)
 DECODE_POOL: web.AppKey[ThreadPoolExecutor] = web.AppKey("decode_pool", ThreadPoolExecutor)
 
 
@@ -100,6 +133,24 @@ async def _ingest(request: web.Request) -> web.Response:
             "unsupported_media_type",
             "a batch is sent as application/vnd.msgpack (see docs/wire-format.md)",
         )
+    uploads = app[UPLOADS]
+    if not uploads.try_enter(agent.agent_id):
+        raise json_error(
+            429,
+            "too_many_uploads",
+            f"this agent already has {uploads.per_agent} uploads in progress; send one batch"
+            " after the other",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+    try:
+        body = await read_body(request, app[CONFIG].limits.max_body_bytes)
+        return await _ingest_body(request, agent.agent_id, body)
+    finally:
+        uploads.leave(agent.agent_id)
+
+
+async def _ingest_body(request: web.Request, agent_id: str, body: bytes) -> web.Response:
+    app = request.app
     gate = app[INGEST_GATE]
     if not gate.try_enter():
         raise json_error(
@@ -111,10 +162,9 @@ async def _ingest(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     metrics.ingest_in_flight.inc()
     try:
-        body = await read_body(request, app[CONFIG].limits.max_body_bytes)
         loop = asyncio.get_running_loop()
         try:
-            parsed = await loop.run_in_executor(app[DECODE_POOL], parse_batch, body, agent.agent_id)
+            parsed = await loop.run_in_executor(app[DECODE_POOL], parse_batch, body, agent_id)
         except CodecError as exc:
             raise json_error(400, "not_msgpack", exc.detail) from None
         except SchemaError as exc:
@@ -125,7 +175,7 @@ async def _ingest(request: web.Request) -> web.Response:
                 403, "agent_mismatch", "agent_id: a batch can only carry this agent's own results"
             ) from None
         outcome = await app[STORE].insert_measurements(
-            agent.agent_id, parsed.batch_id, parsed.valid, time.time()
+            agent_id, parsed.batch_id, parsed.valid, time.time()
         )
     finally:
         gate.leave()
@@ -136,7 +186,7 @@ async def _ingest(request: web.Request) -> web.Response:
         metrics.rejected.labels("bad_result").inc(len(parsed.rejected))
     log.info(
         "batch_ingested",
-        agent_id=agent.agent_id,
+        agent_id=agent_id,
         batch_id=parsed.batch_id,
         accepted=outcome.accepted,
         duplicates=outcome.duplicates,
@@ -156,6 +206,7 @@ async def _ingest(request: web.Request) -> web.Response:
 async def ingest_resources(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the gate and the decoding threads."""
     app[INGEST_GATE] = IngestGate(app[CONFIG].limits.max_inflight_batches)
+    app[UPLOADS] = UploadCounter(app[CONFIG].limits.max_uploads_per_agent)
     pool = ThreadPoolExecutor(2, thread_name_prefix="ingest-decode")
     app[DECODE_POOL] = pool
     yield

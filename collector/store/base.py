@@ -10,6 +10,15 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from collector.store.records import (
+    Delivery,
+    DirtySeries,
+    EventChange,
+    EventQuery,
+    OutboxSummary,
+    Revision,
+    StoredEvent,
+)
 from shared.filters import Filters
 from shared.schema import Measurement, MeasurementWire
 
@@ -142,3 +151,66 @@ class Store(abc.ABC):
     async def secret(self, name: str, length: int = 32) -> bytes:
         """The named random secret (e.g. the export pseudonym key), made and stored on first
         use so that it stays the same across restarts and collector processes."""
+
+    # --- the monitor (migration 0005) ---
+    @abc.abstractmethod
+    async def take_dirty(self) -> list[DirtySeries]:
+        """The series that received data since the last call, removed as they are taken.
+        (Ingest records them in the transaction that stores the measurements.)"""
+
+    @abc.abstractmethod
+    async def aggregate_ranges(
+        self, ranges: Sequence[DirtySeries], bucket_s: float, pseudonym_key: bytes
+    ) -> list[BucketCount]:
+        """``aggregate`` of each series between its ``lo`` and ``hi`` (whole buckets)."""
+
+    @abc.abstractmethod
+    async def live_events(self, ended_after: float) -> list[StoredEvent]:
+        """Records not retracted, open or ended at or after ``ended_after``."""
+
+    @abc.abstractmethod
+    async def save_changes(self, changes: Sequence[EventChange], now: float) -> list[StoredEvent]:
+        """Store the revisions and their outbox rows in one transaction; the saved records
+        (with their seqs) in the order of ``changes``."""
+
+    @abc.abstractmethod
+    async def list_events(self, query: EventQuery) -> list[StoredEvent]:
+        """Records under ``query``, newest first."""
+
+    @abc.abstractmethod
+    async def get_event(self, event_id: str) -> tuple[StoredEvent, list[Revision]] | None: ...
+
+    @abc.abstractmethod
+    async def revisions_after(self, seq: int, limit: int = 500) -> list[Revision]:
+        """Every change after ``seq``, oldest first (SSE, ``events --follow``)."""
+
+    @abc.abstractmethod
+    async def latest_revisions(self, cc: str | None, limit: int) -> list[Revision]:
+        """The last ``limit`` changes, newest first (the Atom feed)."""
+
+    @abc.abstractmethod
+    async def last_seq(self) -> int: ...
+
+    @abc.abstractmethod
+    async def claim_deliveries(self, now: float, limit: int, lease_s: float) -> list[Delivery]:
+        """Due deliveries, each leased for ``lease_s`` so that no other collector sends it
+        meanwhile (PostgreSQL: FOR UPDATE SKIP LOCKED)."""
+
+    @abc.abstractmethod
+    async def finish_delivery(
+        self, delivery_id: str, state: str, next_attempt_at: float, error: str | None, now: float
+    ) -> None:
+        """Record an attempt: ``state`` delivered, failed (given up) or pending (retry)."""
+
+    @abc.abstractmethod
+    async def next_delivery_due(self) -> float | None: ...
+
+    @abc.abstractmethod
+    async def outbox_summary(self) -> list[OutboxSummary]: ...
+
+    @abc.abstractmethod
+    async def try_monitor_lock(self) -> bool:
+        """Become the one collector that runs the monitor, if none is; True while held."""
+
+    @abc.abstractmethod
+    async def release_monitor_lock(self) -> None: ...

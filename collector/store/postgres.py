@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from collector.store import queries
+from collector.store import queries, records
 from collector.store.base import (
     AgentRecord,
     BucketCount,
@@ -25,6 +25,16 @@ from collector.store.base import (
     Store,
 )
 from collector.store.migrate import Migration, MigrationError, load_migrations
+from collector.store.records import (
+    Delivery,
+    DirtySeries,
+    EventChange,
+    EventQuery,
+    OutboxSummary,
+    Revision,
+    StoredEvent,
+    numbered,
+)
 from collector.store.sqlite import measurement_row
 from shared.filters import Filters
 from shared.schema import Measurement, MeasurementWire
@@ -68,8 +78,19 @@ _INSERT_SQL: Final = (
     " dns_answers, http_status, http_body_length, control_ok, record)"
     " SELECT * FROM unnest("
     + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_COLUMN_TYPES))
-    + ") ON CONFLICT (measurement_id) DO NOTHING RETURNING 1"
+    + ") ON CONFLICT (measurement_id) DO NOTHING RETURNING cc, asn, domain, measured_at"
 )
+# The insert and the monitor's dirty series in one statement (one transaction): the series
+# of every accepted measurement is recorded, or nothing is.
+_INSERT_WITH_DIRTY_SQL: Final = (
+    f"WITH ins AS ({_INSERT_SQL}),"
+    " dirt AS (INSERT INTO monitor_dirty (cc, asn, domain, lo, hi)"
+    " SELECT cc, asn, domain, MIN(measured_at), MAX(measured_at) FROM ins"
+    " WHERE cc IS NOT NULL AND asn IS NOT NULL GROUP BY cc, asn, domain)"
+    " SELECT COUNT(*) FROM ins"
+)
+# The monitor's advisory lock (held on a dedicated connection by the one leader).
+_MONITOR_LOCK: Final = 0x66_77_6D_6F  # "fwmo"
 
 
 def postgres_sql(migration: Migration) -> list[str]:
@@ -94,6 +115,7 @@ class PostgresStore(Store):
         self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._leader: asyncpg.Connection | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -136,6 +158,7 @@ class PostgresStore(Store):
         return applied
 
     async def close(self) -> None:
+        await self.release_monitor_lock()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -153,8 +176,8 @@ class PostgresStore(Store):
         rows = [measurement_row(m, agent_id, batch_id, received_at) for m in results]
         columns = [list(col) for col in zip(*rows, strict=True)]
         # One statement, one implicit transaction: committed before this returns.
-        inserted = await self.pool.fetch(_INSERT_SQL, *columns)
-        return InsertOutcome(accepted=len(inserted), duplicates=len(rows) - len(inserted))
+        inserted = int(await self.pool.fetchval(_INSERT_WITH_DIRTY_SQL, *columns))
+        return InsertOutcome(accepted=inserted, duplicates=len(rows) - inserted)
 
     async def count_measurements(self) -> int:
         return int(await self.pool.fetchval("SELECT COUNT(*) FROM measurements"))
@@ -276,3 +299,129 @@ class PostgresStore(Store):
                 "SELECT value FROM collector_secrets WHERE name = $1", name
             )
         return bytes(value)
+
+    # --- the monitor ---
+
+    async def take_dirty(self) -> list[DirtySeries]:
+        rows = await self.pool.fetch(records.TAKE_DIRTY)
+        return [DirtySeries(r[0], int(r[1]), r[2], float(r[3]), float(r[4])) for r in rows]
+
+    async def aggregate_ranges(
+        self, ranges: Sequence[DirtySeries], bucket_s: float, pseudonym_key: bytes
+    ) -> list[BucketCount]:
+        pseudonym = queries.Pseudonyms(pseudonym_key)
+        out: list[BucketCount] = []
+        async with self.pool.acquire() as conn:
+            for cc, asn, since, until, domains in queries.range_groups(ranges, bucket_s):
+                sql = queries.ranges_group_sql(len(domains), bucket_s, queries.POSTGRES)
+                rows = await conn.fetch(sql, cc, asn, since, until, *domains)
+                out.extend(queries.fold_group(cc, asn, rows, pseudonym))
+        return out
+
+    async def live_events(self, ended_after: float) -> list[StoredEvent]:
+        rows = await self.pool.fetch(numbered(records.LIVE_EVENTS), ended_after)
+        return [records.event_from_row(tuple(r)) for r in rows]
+
+    async def save_changes(self, changes: Sequence[EventChange], now: float) -> list[StoredEvent]:
+        if not changes:
+            return []
+        async with self.pool.acquire() as conn, conn.transaction():
+            last = int(await conn.fetchval(records.MAX_SEQ))
+            plan = records.plan_write(changes, last + 1, now)
+            for sql, rows in (
+                (records.INSERT_EVENT, plan.events_new),
+                (records.UPDATE_EVENT, plan.events_updated),
+                (records.INSERT_REVISION, plan.revisions),
+                (records.INSERT_DELIVERY, plan.deliveries),
+            ):
+                if rows:
+                    await conn.executemany(numbered(sql), rows)
+        return plan.saved
+
+    async def list_events(self, query: EventQuery) -> list[StoredEvent]:
+        sql, params = records.list_events_sql(query)
+        rows = await self.pool.fetch(numbered(sql), *params)
+        return [records.event_from_row(tuple(r)) for r in rows]
+
+    async def get_event(self, event_id: str) -> tuple[StoredEvent, list[Revision]] | None:
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            row = await conn.fetchrow(numbered(records.GET_EVENT), event_id)
+            if row is None:
+                return None
+            revisions = await conn.fetch(numbered(records.EVENT_REVISIONS), event_id)
+        return records.event_from_row(tuple(row)), [
+            records.revision_from_row(tuple(r)) for r in revisions
+        ]
+
+    async def revisions_after(self, seq: int, limit: int = 500) -> list[Revision]:
+        rows = await self.pool.fetch(numbered(records.REVISIONS_AFTER), seq, limit)
+        return [records.revision_from_row(tuple(r)) for r in rows]
+
+    async def latest_revisions(self, cc: str | None, limit: int) -> list[Revision]:
+        sql = numbered(records.LATEST_REVISIONS).replace("$1 IS NULL", "$1::text IS NULL")
+        rows = await self.pool.fetch(sql, cc, cc, limit)
+        return [records.revision_from_row(tuple(r)) for r in rows]
+
+    async def last_seq(self) -> int:
+        return int(await self.pool.fetchval(records.MAX_SEQ))
+
+    async def claim_deliveries(self, now: float, limit: int, lease_s: float) -> list[Delivery]:
+        # FOR UPDATE SKIP LOCKED: collectors claiming at once each get other rows; the
+        # lease (next_attempt_at moved on) keeps them claimed after this commits.
+        sql = numbered(records.DUE_DELIVERIES) + " FOR UPDATE OF o SKIP LOCKED"
+        async with self.pool.acquire() as conn, conn.transaction():
+            due = await conn.fetch(sql, now, limit)
+            if due:
+                await conn.executemany(
+                    numbered(records.LEASE_DELIVERY), [(now + lease_s, r[0]) for r in due]
+                )
+        return [records.delivery_from_row(tuple(r)) for r in due]
+
+    async def finish_delivery(
+        self, delivery_id: str, state: str, next_attempt_at: float, error: str | None, now: float
+    ) -> None:
+        finished = None if state == "pending" else now
+        await self.pool.execute(
+            numbered(records.FINISH_DELIVERY), state, next_attempt_at, error, finished, delivery_id
+        )
+
+    async def next_delivery_due(self) -> float | None:
+        value = await self.pool.fetchval(records.NEXT_DUE)
+        return None if value is None else float(value)
+
+    async def outbox_summary(self) -> list[OutboxSummary]:
+        out = []
+        async with self.pool.acquire() as conn:
+            for sub, pending, delivered, failed, oldest, last in await conn.fetch(
+                records.OUTBOX_SUMMARY
+            ):
+                error = await conn.fetchval(numbered(records.LAST_ERROR), sub)
+                out.append(OutboxSummary(sub, pending, delivered, failed, oldest, last, error))
+        return out
+
+    async def try_monitor_lock(self) -> bool:
+        """pg_try_advisory_lock on a connection of its own, outside the pool: the lock lives
+        as long as that session, and PostgreSQL frees it when the leader's process dies."""
+        if self._leader is not None:
+            try:
+                await self._leader.fetchval("SELECT 1")
+                return True
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                await self.release_monitor_lock()
+                return False
+        conn = await asyncpg.connect(self._dsn)
+        got = False
+        try:
+            got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", _MONITOR_LOCK))
+        finally:
+            if not got:
+                conn.terminate()
+        if not got:
+            return False
+        self._leader = conn
+        return True
+
+    async def release_monitor_lock(self) -> None:
+        conn, self._leader = self._leader, None
+        if conn is not None:
+            conn.terminate()

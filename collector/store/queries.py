@@ -8,16 +8,18 @@ row per (cc, asn, domain, bucket), never the measurements themselves.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from itertools import compress
+from itertools import compress, groupby
 from typing import Any
 
 from collector.store.base import EXPORT_COLUMNS, BucketCount
+from collector.store.records import DirtySeries
 from shared.filters import Filters
 from shared.schema import Blocking
 
@@ -214,6 +216,89 @@ def aggregate_sqlite(
         futures = [pool.submit(helper, share) for share in shares[1:]]
         first = run(conn, shares[0])
         return first + [b for f in futures for b in f.result()]
+
+
+def merged_ranges(
+    ranges: Iterable[DirtySeries], bucket_s: float
+) -> list[tuple[str, int, str, float, float]]:
+    """One (cc, asn, domain, since, until) per series, widened to whole buckets."""
+    merged: dict[tuple[str, int, str], tuple[float, float]] = {}
+    for r in ranges:
+        key = (r.cc, r.asn, r.domain)
+        lo, hi = merged.get(key, (r.lo, r.hi))
+        merged[key] = (min(lo, r.lo), max(hi, r.hi))
+    return [
+        (
+            cc,
+            asn,
+            domain,
+            math.floor(lo / bucket_s) * bucket_s,
+            (math.floor(hi / bucket_s) + 1) * bucket_s,
+        )
+        for (cc, asn, domain), (lo, hi) in sorted(merged.items())
+    ]
+
+
+_IN_CHUNK = 500  # domains per statement
+
+
+def ranges_group_sql(domains: int, bucket_s: float, dialect: Dialect) -> str:
+    """The buckets of several domains of one (cc, asn) over one time range, one row per
+    (domain, bucket): parameters cc, asn, since, until, then the domains. One statement
+    for a whole batch's series (an agent measures every target of its country)."""
+    ph = dialect.placeholder
+    bucket = dialect.floor.format(f"measured_at / {float(bucket_s)!r}") + f" * {float(bucket_s)!r}"
+    counts = ", ".join(f"COUNT(*) FILTER (WHERE blocking = '{v}')" for v in _VERDICTS)
+    listed = ", ".join(ph(5 + i) for i in range(domains))
+    return (
+        "SELECT domain, bucket_start, COALESCE(MAX(network_name), ''), COUNT(DISTINCT agent_id),"
+        f" {dialect.distinct_list.format('agent_id')} FILTER (WHERE blocking = 'ok'),"
+        " MIN(measurement_id) FILTER (WHERE blocking = 'ok'),"
+        f" MAX(measurement_id) FILTER (WHERE blocking = 'ok'), {counts}"
+        f" FROM (SELECT domain, {bucket} AS bucket_start, network_name, agent_id, blocking,"
+        " measurement_id FROM measurements"
+        f" WHERE cc = {ph(1)} AND asn = {ph(2)} AND measured_at >= {ph(3)}"
+        f" AND measured_at < {ph(4)} AND domain IN ({listed})) AS m"
+        " GROUP BY domain, bucket_start ORDER BY domain, bucket_start"
+    )
+
+
+def range_groups(
+    ranges: Iterable[DirtySeries], bucket_s: float
+) -> list[tuple[str, int, float, float, list[str]]]:
+    """The merged ranges grouped into statements: (cc, asn, since, until, domains)."""
+    groups: dict[tuple[str, int, float, float], list[str]] = {}
+    for cc, asn, domain, since, until in merged_ranges(ranges, bucket_s):
+        groups.setdefault((cc, asn, since, until), []).append(domain)
+    out = []
+    for (cc, asn, since, until), domains in sorted(groups.items()):
+        for i in range(0, len(domains), _IN_CHUNK):
+            out.append((cc, asn, since, until, domains[i : i + _IN_CHUNK]))
+    return out
+
+
+def fold_group(
+    cc: str, asn: int, rows: Iterable[Sequence[Any]], pseudonym: Callable[[str], str]
+) -> list[BucketCount]:
+    """``BucketCount`` of the rows of ``ranges_group_sql`` (ordered by domain)."""
+    out: list[BucketCount] = []
+    for domain, series in groupby(rows, key=lambda r: r[0]):
+        out.extend(fold_series(cc, asn, domain, (tuple(r)[1:] for r in series), pseudonym))
+    return out
+
+
+def aggregate_ranges_sqlite(
+    conn: sqlite3.Connection, ranges: Sequence[DirtySeries], bucket_s: float, pseudonym_key: bytes
+) -> list[BucketCount]:
+    """The buckets of each dirty series over its range: the monitor's incremental read."""
+    dialect = _sqlite_dialect(conn)
+    pseudonym = Pseudonyms(pseudonym_key)
+    out: list[BucketCount] = []
+    for cc, asn, since, until, domains in range_groups(ranges, bucket_s):
+        sql = ranges_group_sql(len(domains), bucket_s, dialect)
+        rows = conn.execute(sql, [cc, asn, since, until, *domains])
+        out.extend(fold_group(cc, asn, rows, pseudonym))
+    return out
 
 
 def export_sql(filters: Filters, dialect: Dialect) -> tuple[str, list[Any]]:

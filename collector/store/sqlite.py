@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from collector.store import queries
+from collector.store import queries, records
 from collector.store.base import (
     AgentRecord,
     BucketCount,
@@ -32,6 +32,15 @@ from collector.store.base import (
     Store,
 )
 from collector.store.migrate import migrate_sqlite
+from collector.store.records import (
+    Delivery,
+    DirtySeries,
+    EventChange,
+    EventQuery,
+    OutboxSummary,
+    Revision,
+    StoredEvent,
+)
 from shared.filters import Filters
 from shared.schema import Measurement, MeasurementWire
 
@@ -94,6 +103,26 @@ def measurement_row(
         _control_ok(m.control),
         _encode_record(m),
     )
+
+
+def dirty_rows(rows: Sequence[Row]) -> list[tuple[str, int, str, float, float]]:
+    """``monitor_dirty`` rows of measurement rows: per located (cc, asn, domain), the range
+    of measured_at (duplicates included: recounting them is harmless)."""
+    ranges: dict[tuple[str, int, str], list[float]] = {}
+    for row in rows:
+        cc, asn = row[5], row[6]
+        if cc is None or asn is None:
+            continue
+        key = (cc, asn, row[9])
+        at = row[3]
+        seen = ranges.get(key)
+        if seen is None:
+            ranges[key] = [at, at]
+        elif at < seen[0]:
+            seen[0] = at
+        elif at > seen[1]:
+            seen[1] = at
+    return [(cc, asn, domain, lo, hi) for (cc, asn, domain), (lo, hi) in sorted(ranges.items())]
 
 
 def _encode_record(m: Measurement | MeasurementWire) -> bytes:
@@ -182,6 +211,10 @@ class _Writer:
                 job = pending.popleft() if pending else self._queue.get()
                 if job is None:
                     break
+                # A caller cancelled while its job waited: skip it (and never set a result
+                # on its cancelled future, which would raise here and stop the writer).
+                if not job.future.set_running_or_notify_cancel():
+                    continue
                 if job.make_rows is None:
                     _settle(job, job.fn, conn)
                     continue
@@ -194,7 +227,8 @@ class _Writer:
                     if more is None or more.make_rows is None:
                         pending.append(more)
                         break
-                    group.append(more)
+                    if more.future.set_running_or_notify_cancel():
+                        group.append(more)
                 _insert_group(conn, group)
         finally:
             conn.close()
@@ -227,6 +261,10 @@ def _insert_group(conn: sqlite3.Connection, group: list[_Job]) -> None:
             counts = [
                 conn.executemany(_INSERT_SQL, rows).rowcount if rows else 0 for _, rows in built
             ]
+            # The monitor's dirty series commit with the measurements: none is ever missed.
+            conn.executemany(
+                records.INSERT_DIRTY, [d for _, rows in built for d in dirty_rows(rows)]
+            )
     except Exception as exc:
         if len(built) == 1:
             built[0][0].future.set_exception(exc)
@@ -267,6 +305,7 @@ class SqliteStore(Store):
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._monitor_lock: Any = None
 
     # --- threads and connections ---
 
@@ -277,6 +316,7 @@ class SqliteStore(Store):
         self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="sqlite-reader")
 
     async def close(self) -> None:
+        await self.release_monitor_lock()
         writer, readers = self._writer, self._readers
         self._writer = self._readers = None
         if writer is not None:
@@ -481,6 +521,159 @@ class SqliteStore(Store):
 
         return await self.run_write(write)
 
+    # --- the monitor ---
+
+    async def take_dirty(self) -> list[DirtySeries]:
+        def write(conn: sqlite3.Connection) -> list[DirtySeries]:
+            with _transaction(conn):
+                found = conn.execute(records.TAKE_DIRTY).fetchall()
+            return [DirtySeries(cc, int(asn), d, lo, hi) for cc, asn, d, lo, hi in found]
+
+        return await self.run_write(write)
+
+    async def aggregate_ranges(
+        self, ranges: Sequence[DirtySeries], bucket_s: float, pseudonym_key: bytes
+    ) -> list[BucketCount]:
+        return await self.run_read(
+            partial(
+                queries.aggregate_ranges_sqlite,
+                ranges=ranges,
+                bucket_s=bucket_s,
+                pseudonym_key=pseudonym_key,
+            )
+        )
+
+    async def live_events(self, ended_after: float) -> list[StoredEvent]:
+        return await self.run_read(
+            lambda c: [
+                records.event_from_row(r)
+                for r in c.execute(records.LIVE_EVENTS, (ended_after,)).fetchall()
+            ]
+        )
+
+    async def save_changes(self, changes: Sequence[EventChange], now: float) -> list[StoredEvent]:
+        def write(conn: sqlite3.Connection) -> list[StoredEvent]:
+            with _transaction(conn):
+                last = int(conn.execute(records.MAX_SEQ).fetchone()[0])
+                plan = records.plan_write(changes, last + 1, now)
+                conn.executemany(records.INSERT_EVENT, plan.events_new)
+                conn.executemany(records.UPDATE_EVENT, plan.events_updated)
+                conn.executemany(records.INSERT_REVISION, plan.revisions)
+                conn.executemany(records.INSERT_DELIVERY, plan.deliveries)
+            return plan.saved
+
+        if not changes:
+            return []
+        return await self.run_write(write)
+
+    async def list_events(self, query: EventQuery) -> list[StoredEvent]:
+        sql, params = records.list_events_sql(query)
+        return await self.run_read(
+            lambda c: [records.event_from_row(r) for r in c.execute(sql, params).fetchall()]
+        )
+
+    async def get_event(self, event_id: str) -> tuple[StoredEvent, list[Revision]] | None:
+        def read(conn: sqlite3.Connection) -> tuple[StoredEvent, list[Revision]] | None:
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(records.GET_EVENT, (event_id,)).fetchone()
+                if row is None:
+                    return None
+                revisions = conn.execute(records.EVENT_REVISIONS, (event_id,)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return records.event_from_row(row), [records.revision_from_row(r) for r in revisions]
+
+        return await self.run_read(read)
+
+    async def revisions_after(self, seq: int, limit: int = 500) -> list[Revision]:
+        return await self.run_read(
+            lambda c: [
+                records.revision_from_row(r)
+                for r in c.execute(records.REVISIONS_AFTER, (seq, limit)).fetchall()
+            ]
+        )
+
+    async def latest_revisions(self, cc: str | None, limit: int) -> list[Revision]:
+        return await self.run_read(
+            lambda c: [
+                records.revision_from_row(r)
+                for r in c.execute(records.LATEST_REVISIONS, (cc, cc, limit)).fetchall()
+            ]
+        )
+
+    async def last_seq(self) -> int:
+        return await self.run_read(lambda c: int(c.execute(records.MAX_SEQ).fetchone()[0]))
+
+    async def claim_deliveries(self, now: float, limit: int, lease_s: float) -> list[Delivery]:
+        def write(conn: sqlite3.Connection) -> list[Delivery]:
+            with _transaction(conn):  # BEGIN IMMEDIATE: the write lock is the claim
+                due = conn.execute(records.DUE_DELIVERIES, (now, limit)).fetchall()
+                conn.executemany(records.LEASE_DELIVERY, [(now + lease_s, r[0]) for r in due])
+            return [records.delivery_from_row(r) for r in due]
+
+        return await self.run_write(write)
+
+    async def finish_delivery(
+        self, delivery_id: str, state: str, next_attempt_at: float, error: str | None, now: float
+    ) -> None:
+        finished = None if state == "pending" else now
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                records.FINISH_DELIVERY, (state, next_attempt_at, error, finished, delivery_id)
+            )
+
+        await self.run_write(write)
+
+    async def next_delivery_due(self) -> float | None:
+        def read(conn: sqlite3.Connection) -> float | None:
+            value = conn.execute(records.NEXT_DUE).fetchone()[0]
+            return None if value is None else float(value)
+
+        return await self.run_read(read)
+
+    async def outbox_summary(self) -> list[OutboxSummary]:
+        def read(conn: sqlite3.Connection) -> list[OutboxSummary]:
+            out = []
+            for sub, pending, delivered, failed, oldest, last in conn.execute(
+                records.OUTBOX_SUMMARY
+            ).fetchall():
+                error = conn.execute(records.LAST_ERROR, (sub,)).fetchone()
+                out.append(
+                    OutboxSummary(
+                        sub, pending, delivered, failed, oldest, last, error[0] if error else None
+                    )
+                )
+            return out
+
+        return await self.run_read(read)
+
+    async def try_monitor_lock(self) -> bool:
+        """An exclusive flock on ``<database>.monitor-lock``: one monitor per SQLite file,
+        released by the kernel when the process dies, however it dies."""
+        if self._monitor_lock is not None:
+            return True
+
+        def lock() -> Any:
+            import fcntl
+
+            handle = open(f"{self.path}.monitor-lock", "a+b")  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return None
+            return handle
+
+        self._monitor_lock = await asyncio.to_thread(lock)
+        return self._monitor_lock is not None
+
+    async def release_monitor_lock(self) -> None:
+        handle, self._monitor_lock = self._monitor_lock, None
+        if handle is not None:
+            handle.close()
+
 
 @contextlib.contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
@@ -503,4 +696,5 @@ def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> InsertOutcome:
     with _transaction(conn):
         cur = conn.executemany(_INSERT_SQL, rows)
         accepted = cur.rowcount
+        conn.executemany(records.INSERT_DIRTY, dirty_rows(rows))
     return InsertOutcome(accepted=accepted, duplicates=len(rows) - accepted)

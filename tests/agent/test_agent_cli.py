@@ -11,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -109,6 +110,25 @@ async def test_a_config_mistake_names_the_key(tmp_path: Path) -> None:
     config.write_text("collector_url: http://127.0.0.1:9\nprobes: {timeout_s: ten}\n")
     code, _, err = await filterwatch("agent", "run", "--config", str(config))
     assert code == 2 and "probes.timeout_s" in err and str(config) in err
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("probes: {resolver: not-an-address}", "probes.resolver"),
+        ("upload: {proxy: 'proxy.example:3128'}", "upload.proxy"),
+        ("upload: {proxy: 'socks5://'}", "upload.proxy"),
+    ],
+)
+async def test_a_bad_value_exits_2_naming_file_and_key(tmp_path: Path, line: str, key: str) -> None:
+    """Issue 9: a resolver that is not an address, a URL without a scheme or host, exit 2
+    with a message naming the file and the key, and no traceback."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"collector_url: http://127.0.0.1:9\n{line}\n")
+    code, _, err = await filterwatch("agent", "run", "--config", str(config))
+    assert code == 2
+    assert f"{config}: {key}: " in err
+    assert "Traceback" not in err
 
 
 async def test_status_shows_spool_uploads_errors_and_network(tmp_path: Path) -> None:

@@ -103,37 +103,41 @@ async def test_enrolled_probe_uses_the_collectors_control_and_network(
     dns_server.answer("news.test", "127.0.0.1")
     netdb = tmp_path / "ip2asn.tsv"
     netdb.write_text("127.0.0.0\t127.255.255.255\t58224\tIR\tTCI Loopback\n")
-    collector_config = CollectorConfig(
-        database=DatabaseConfig(sqlite_path=tmp_path / "collector.sqlite3"),
-        netdb_path=netdb,
-        control=ControlConfig(
-            allow_ranges=("127.0.0.0/8",), resolver=dns_server.address, timeout_s=3.0
-        ),
-    )
-    app = make_app(collector_config)
     site = HttpSite()
     # The control asks first and gets the real page; the agent then gets the blockpage.
     site.script("*", Page(body=html_page("News Front Page")), Page(status=403, body=IRAN_BLOCKPAGE))
     state = tmp_path / "state"
-    async with serve_http(app) as collector_port, serve_http(site.app) as site_port:
-        collector_url = f"http://127.0.0.1:{collector_port}"
-        await app[STORE].add_enroll_code(hash_enroll_code("LOOPBACK-CODE-1"), None, 1, None)
-        enrolled = await run_cli(
-            "agent",
-            "enroll",
-            "--collector",
-            collector_url,
-            "--code",
-            "LOOPBACK-CODE-1",
-            "--state-dir",
-            str(state),
+    async with serve_http(site.app) as site_port:
+        collector_config = CollectorConfig(
+            database=DatabaseConfig(sqlite_path=tmp_path / "collector.sqlite3"),
+            netdb_path=netdb,
+            control=ControlConfig(
+                allow_ranges=("127.0.0.0/8",),
+                allow_ports=(site_port,),
+                resolver=dns_server.address,
+                timeout_s=3.0,
+            ),
         )
-        assert enrolled == 0
-        capsys.readouterr()
-        config = agent_config(tmp_path / "agent.yaml", dns_server, collector_url, state)
-        code = await run_cli(
-            "agent", "probe", f"http://news.test:{site_port}/", "--config", str(config)
-        )
+        app = make_app(collector_config)
+        async with serve_http(app) as collector_port:
+            collector_url = f"http://127.0.0.1:{collector_port}"
+            await app[STORE].add_enroll_code(hash_enroll_code("LOOPBACK-CODE-1"), None, 1, None)
+            enrolled = await run_cli(
+                "agent",
+                "enroll",
+                "--collector",
+                collector_url,
+                "--code",
+                "LOOPBACK-CODE-1",
+                "--state-dir",
+                str(state),
+            )
+            assert enrolled == 0
+            capsys.readouterr()
+            config = agent_config(tmp_path / "agent.yaml", dns_server, collector_url, state)
+            code = await run_cli(
+                "agent", "probe", f"http://news.test:{site_port}/", "--config", str(config)
+            )
     out = capsys.readouterr().out
     assert code == 1
     assert "from AS58224 TCI Loopback (IR)" in out

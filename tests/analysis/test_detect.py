@@ -100,10 +100,10 @@ CASES: list[tuple[str, Callable[[Isp, str, int, int], str], tuple[Isp, ...], lis
     ),
     (
         "an ISP with only one agent",
-        blocked_except({7777: range(3, 6)}),
+        blocked_except({7777: range(3, 8)}),
         (*FIVE_ISPS, Isp("Solo", 7777, 1)),
         [],
-        [(7777, ("facebook.com",), at(3), at(6))],
+        [(7777, ("facebook.com",), at(3), at(8))],
     ),
     (
         "two ISPs leaking at different times",

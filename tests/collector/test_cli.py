@@ -30,6 +30,9 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
         ("limits: {max_body_bytes: lots}\n", "limits.max_body_bytes"),
         ("analyst_tokens: secret\n", "analyst_tokens"),
         ("colour: blue\n", "colour"),
+        ("control: {resolver: not-an-address}\n", "control.resolver"),  # was <config>
+        ("control: {allow_ports: [70000]}\n", "control.allow_ports"),
+        ("limits: {max_uploads_per_agent: 0}\n", "limits.max_uploads_per_agent"),
     ],
 )
 @pytest.mark.parametrize("command", ["serve", "enroll-code", "analyst-token"])

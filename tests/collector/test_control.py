@@ -25,8 +25,12 @@ async def dns_server() -> AsyncIterator[DnsResponder]:
     server.close()
 
 
-def control_config(config: CollectorConfig, dns: DnsResponder, *allow: str) -> CollectorConfig:
-    control = ControlConfig(allow_ranges=allow, resolver=dns.address, timeout_s=3.0)
+def control_config(
+    config: CollectorConfig, dns: DnsResponder, *allow: str, ports: tuple[int, ...] = ()
+) -> CollectorConfig:
+    control = ControlConfig(
+        allow_ranges=allow, resolver=dns.address, timeout_s=3.0, allow_ports=ports
+    )
     return dataclasses.replace(config, control=control)
 
 
@@ -50,9 +54,10 @@ async def test_control_measures_an_allowed_site(
 ) -> None:
     """Within an allowed range the control answers the DNS, TCP and HTTP facts in msgpack."""
     dns_server.answer("lab.test", "127.0.0.1")
-    client = await aiohttp_client(make_app(control_config(config, dns_server, "127.0.0.0/8")))
-    _, token = await enroll(client)
     async with serve_http(site().app) as port:
+        app = make_app(control_config(config, dns_server, "127.0.0.0/8", ports=(port,)))
+        client = await aiohttp_client(app)
+        _, token = await enroll(client)
         resp = await post_control(client, token, {"url": f"http://lab.test:{port}/"})
         assert resp.status == 200, await resp.text()
         facts = decode(await resp.read())
@@ -67,10 +72,10 @@ async def test_control_refuses_a_loopback_literal(
     aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
 ) -> None:
     """A URL naming a loopback address is refused with 400 and never fetched."""
-    client = await aiohttp_client(make_app(control_config(config, dns_server)))
-    _, token = await enroll(client)
     target = site()
     async with serve_http(target.app) as port:
+        client = await aiohttp_client(make_app(control_config(config, dns_server, ports=(port,))))
+        _, token = await enroll(client)
         resp = await post_control(client, token, {"url": f"http://127.0.0.1:{port}/"})
         assert resp.status == 400
         assert (await resp.json())["error"] == "destination_not_allowed"
@@ -82,10 +87,10 @@ async def test_control_refuses_a_name_that_resolves_to_loopback(
 ) -> None:
     """A name whose DNS answer is a loopback address is refused, and never fetched."""
     dns_server.answer("sneaky.test", "127.0.0.1")
-    client = await aiohttp_client(make_app(control_config(config, dns_server)))
-    _, token = await enroll(client)
     target = site()
     async with serve_http(target.app) as port:
+        client = await aiohttp_client(make_app(control_config(config, dns_server, ports=(port,))))
+        _, token = await enroll(client)
         resp = await post_control(client, token, {"url": f"http://sneaky.test:{port}/"})
         assert resp.status == 400
         assert (await resp.json())["error"] == "destination_not_allowed"
@@ -121,10 +126,11 @@ async def test_control_refuses_a_redirect_into_a_private_address(
     redirect is not followed."""
     dns_server.answer("lab.test", "127.0.0.1")
     # 127.0.0.1 is allowed (the lab), 127.0.0.2 is not: the redirect points there.
-    client = await aiohttp_client(make_app(control_config(config, dns_server, "127.0.0.1/32")))
-    _, token = await enroll(client)
     target = site()
     async with serve_http(target.app) as port:
+        app = make_app(control_config(config, dns_server, "127.0.0.1/32", ports=(port,)))
+        client = await aiohttp_client(app)
+        _, token = await enroll(client)
         target.set("/", Page(status=302, headers={"Location": f"http://127.0.0.2:{port}/x"}))
         resp = await post_control(client, token, {"url": f"http://lab.test:{port}/"})
         assert resp.status == 400
@@ -190,10 +196,11 @@ async def test_agent_control_client_gets_validated_facts(
     """The agent's fetch_control returns the control's facts from a running collector, and
     request_control names the error code when the collector refuses."""
     dns_server.answer("lab.test", "127.0.0.1")
-    client = await aiohttp_client(make_app(control_config(config, dns_server, "127.0.0.1/32")))
-    _, token = await enroll(client)
-    collector_url = str(client.make_url("")).rstrip("/")
     async with serve_http(site().app) as port, aiohttp.ClientSession() as session:
+        app = make_app(control_config(config, dns_server, "127.0.0.1/32", ports=(port,)))
+        client = await aiohttp_client(app)
+        _, token = await enroll(client)
+        collector_url = str(client.make_url("")).rstrip("/")
         facts = await fetch_control(session, collector_url, token, f"http://lab.test:{port}/", 5.0)
         refused = await request_control(
             session, collector_url, token, f"http://127.0.0.9:{port}/", 5.0
@@ -201,3 +208,128 @@ async def test_agent_control_client_gets_validated_facts(
     assert facts is not None and facts["http"] is not None
     assert facts["http"]["status"] == 200
     assert refused.facts is None and refused.problem == "destination_not_allowed"
+
+
+# Finding 5 of issue 9: special-purpose forms that Python's is_global calls global, and the
+# other forms of the IANA registries. None of these is ever sent a packet: the literal is
+# refused before the control starts.
+SPECIAL_FORMS = [
+    "http://[2002:7f00:1::]/",  # 6to4 form of 127.0.0.1
+    "http://[2002:a9fe:a9fe::]/",  # 6to4 form of the metadata address
+    "http://[2002:c0a8:101::1]/",  # 6to4 form of 192.168.1.1
+    "http://[2002:808:808::1]/",  # 6to4 of a public address: still 6to4
+    "http://192.0.0.8/",  # IPv4 dummy address (IETF protocol assignments)
+    "http://192.0.0.170/",  # NAT64 discovery
+    "http://192.88.99.1/",  # deprecated 6to4 relay anycast
+    "http://198.18.0.1/",  # benchmarking
+    "http://198.19.255.254/",
+    "http://192.0.2.10/",  # documentation
+    "http://198.51.100.7/",
+    "http://203.0.113.5/",
+    "http://100.64.0.1/",  # shared address space
+    "http://0.0.0.0/",
+    "http://255.255.255.255/",
+    "http://240.0.0.1/",
+    "http://239.255.255.250/",  # multicast (SSDP)
+    "http://192.31.196.1/",  # AS112
+    "http://[64:ff9b::7f00:1]/",  # NAT64 form of 127.0.0.1
+    "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 form of the metadata address
+    "http://[64:ff9b:1::a00:1]/",  # local-use translation prefix
+    "http://[::127.0.0.1]/",  # IPv4-compatible
+    "http://[::ffff:169.254.169.254]/",  # IPv4-mapped
+    "http://[::ffff:7f00:1]/",
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo, client 127.0.0.1
+    "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",  # Teredo, client 192.0.2.45
+    "http://[2001:db8::1]/",  # documentation
+    "http://[3fff::1]/",
+    "http://[2001:2::1]/",  # benchmarking
+    "http://[100::1]/",  # discard only
+    "http://[::1]/",
+    "http://[::]/",
+    "http://[fc00::1]/",
+    "http://[fd00:ec2::254]/",  # the metadata service's IPv6 address
+    "http://[fec0::1]/",
+    "http://[ff02::1]/",
+    "http://[4000::1]/",  # unassigned
+]
+
+
+@pytest.mark.parametrize("url", SPECIAL_FORMS)
+async def test_control_refuses_every_special_purpose_form(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder, url: str
+) -> None:
+    """Every special-purpose form, embedded IPv4 ones included, is a 400 saying why."""
+    client = await aiohttp_client(make_app(control_config(config, dns_server)))
+    _, token = await enroll(client)
+    resp = await post_control(client, token, {"url": url})
+    assert resp.status == 400
+    doc = await resp.json()
+    assert doc["error"] == "destination_not_allowed"
+    assert " is " in doc["detail"]  # "<address> is in <range> (<name>)" or similar
+
+
+@pytest.mark.parametrize(
+    "answer", ["192.0.0.8", "192.88.99.1", "198.18.0.1", "100.64.0.1", "203.0.113.9"]
+)
+async def test_control_refuses_a_name_resolving_to_a_special_address(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder, answer: str
+) -> None:
+    """A name whose DNS answer is special-purpose is refused, naming the address."""
+    dns_server.answer("special.test", answer)
+    client = await aiohttp_client(make_app(control_config(config, dns_server)))
+    _, token = await enroll(client)
+    resp = await post_control(client, token, {"url": "http://special.test/"})
+    assert resp.status == 400
+    doc = await resp.json()
+    assert doc["error"] == "destination_not_allowed"
+    assert answer in doc["detail"]
+
+
+async def test_control_refuses_a_name_with_any_refused_address(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
+) -> None:
+    """One refused answer among allowed ones refuses the name: no address of it is visited."""
+    dns_server.answer("mixed.test", "127.0.0.1", "127.0.0.2")
+    target = site()
+    async with serve_http(target.app) as port:
+        app = make_app(control_config(config, dns_server, "127.0.0.1/32", ports=(port,)))
+        client = await aiohttp_client(app)
+        _, token = await enroll(client)
+        resp = await post_control(client, token, {"url": f"http://mixed.test:{port}/"})
+        assert resp.status == 400
+        assert "127.0.0.2" in (await resp.json())["detail"]
+    assert target.requests == []
+
+
+@pytest.mark.parametrize("port", [22, 6379, 8080])
+async def test_control_refuses_a_non_web_port(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder, port: int
+) -> None:
+    """An allowed address on a port other than 80 and 443 is refused unless listed."""
+    dns_server.answer("lab.test", "127.0.0.1")
+    client = await aiohttp_client(make_app(control_config(config, dns_server, "127.0.0.0/8")))
+    _, token = await enroll(client)
+    for url in (f"http://lab.test:{port}/", f"http://127.0.0.1:{port}/"):
+        resp = await post_control(client, token, {"url": url})
+        assert resp.status == 400
+        doc = await resp.json()
+        assert doc["error"] == "destination_not_allowed"
+        assert f"port {port}" in doc["detail"]
+    assert dns_server.queries == []
+
+
+async def test_control_refuses_a_redirect_to_a_non_web_port(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
+) -> None:
+    """A redirect to a port that is not allowed is not followed: the control is no scanner."""
+    dns_server.answer("lab.test", "127.0.0.1")
+    target = site()
+    async with serve_http(target.app) as port:
+        app = make_app(control_config(config, dns_server, "127.0.0.0/8", ports=(port,)))
+        client = await aiohttp_client(app)
+        _, token = await enroll(client)
+        target.set("/", Page(status=302, headers={"Location": "http://127.0.0.1:6379/"}))
+        resp = await post_control(client, token, {"url": f"http://lab.test:{port}/"})
+        assert resp.status == 400
+        assert "port 6379" in (await resp.json())["detail"]
+    assert target.requests == [f"lab.test:{port}/"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import sqlite3
 import zlib
 from typing import Any
 
@@ -240,11 +241,41 @@ async def test_metrics_count_ingest(client: Client) -> None:
 
 
 async def test_ingest_beyond_the_in_flight_bound_gets_503(aiohttp_client: Any, config: Any) -> None:
-    """With the in-flight bound reached, another batch is shed with 503 and Retry-After."""
+    """With the in-flight bound reached (a batch waiting for the database), another agent's
+    batch is shed with 503 and Retry-After; the waiting one is stored afterwards."""
     from collector.api.ingest import INGEST_GATE
 
     client = await aiohttp_client(make_app(with_limits(config, max_inflight_batches=1)))
+    first_id, first_token = await enroll(client)
+    second_id, second_token = await enroll(client)
+    # Another process holds SQLite's write lock: the first batch waits inside the gate.
+    blocker = sqlite3.connect(config.database.sqlite_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        first = asyncio.create_task(post_batch(client, first_token, batch(first_id, [record(0)])))
+        while client.app[INGEST_GATE].busy == 0:  # noqa: ASYNC110 - wait for the state
+            await asyncio.sleep(0.01)
+        shed = await post_batch(client, second_token, batch(second_id, [record(1)]))
+        assert shed.status == 503
+        assert shed.headers["Retry-After"] == "2"
+        assert (await shed.json())["error"] == "overloaded"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    resp = await first
+    assert (await resp.json())["accepted"] == 1
+
+
+async def test_one_agent_cannot_hold_more_than_its_uploads(
+    aiohttp_client: Any, config: Any
+) -> None:
+    """Two uploads of one agent still reading their bodies: a third gets 429, and another
+    agent's batch goes through."""
+    from collector.api.ingest import UPLOADS
+
+    client = await aiohttp_client(make_app(config))
     agent_id, token = await enroll(client)
+    other_id, other_token = await enroll(client)
     release = asyncio.Event()
     body = encode(batch(agent_id, [record(0)]))
 
@@ -254,26 +285,28 @@ async def test_ingest_beyond_the_in_flight_bound_gets_503(aiohttp_client: Any, c
         yield body[10:]
 
     headers = {**auth(token), "Content-Type": MSGPACK, "Accept": "application/json"}
-    first = asyncio.create_task(client.post("/api/v1/batches", data=slow_body(), headers=headers))
-    # The first batch is in the gate once its headers are read: wait for that, not for a time.
-    while client.app[INGEST_GATE].busy == 0:  # noqa: ASYNC110
+    held = [
+        asyncio.create_task(client.post("/api/v1/batches", data=slow_body(), headers=headers))
+        for _ in range(2)
+    ]
+    while client.app[UPLOADS].total < 2:  # noqa: ASYNC110 - wait for the state
         await asyncio.sleep(0.01)
-    shed = await client.post(
-        "/api/v1/batches", data=encode(batch(agent_id, [record(1)])), headers=headers
-    )
-    assert shed.status == 503
-    assert shed.headers["Retry-After"] == "2"
-    assert (await shed.json())["error"] == "overloaded"
+    third = await post_batch(client, token, batch(agent_id, [record(1)]))
+    assert third.status == 429
+    assert (await third.json())["error"] == "too_many_uploads"
+    assert "Retry-After" in third.headers
+    other = await post_batch(client, other_token, batch(other_id, [record(2)]))
+    assert (await other.json())["accepted"] == 1
     release.set()
-    resp = await first
-    assert (await resp.json())["accepted"] == 1
+    answers = [await (await task).json() for task in held]
+    assert sorted(a["accepted"] + a["duplicates"] for a in answers) == [1, 1]
 
 
 async def test_body_cut_short_is_a_400_not_a_failure(client: Client) -> None:
     """A client that promises more body than it sends and hangs up gets no 500 logged."""
     from structlog.testing import capture_logs
 
-    from collector.api.ingest import INGEST_GATE
+    from collector.api.ingest import UPLOADS
 
     agent_id, token = await enroll(client)
     body = encode(batch(agent_id, [record(0)]))
@@ -291,11 +324,11 @@ async def test_body_cut_short_is_a_400_not_a_failure(client: Client) -> None:
             + body
         )
         await writer.drain()
-        while client.app[INGEST_GATE].busy == 0:  # noqa: ASYNC110 - wait for the handler
+        while client.app[UPLOADS].total == 0:  # noqa: ASYNC110 - wait for the handler
             await asyncio.sleep(0.01)
         writer.close()
         await writer.wait_closed()
-        while client.app[INGEST_GATE].busy:  # noqa: ASYNC110 - and for it to finish
+        while client.app[UPLOADS].total:  # noqa: ASYNC110 - and for it to finish
             await asyncio.sleep(0.01)
     statuses = [e.get("status") for e in events if e["event"] == "http_request"]
     assert len(statuses) == 1 and statuses[0] in (400, 499)  # refused, or cut off with it

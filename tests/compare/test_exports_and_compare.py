@@ -155,6 +155,22 @@ def test_empty_store_exports_and_compares_to_nothing(tmp_path: Path) -> None:
     assert analyse(bucket_counts(read_exports([[out]]), FILTERS), HOUR).to_json(with_isps=True) == {
         "leaks": [],
         "uncorroborated": [],
+        "divergences": [],
         "isps": [],
     }
     conn.close()
+
+
+def test_empty_jsonl_export_compares_to_nothing(tmp_path: Path) -> None:
+    """An export of no measurements in JSONL (an empty file) reads as no rows, alone or
+    merged with another export, instead of failing."""
+    conn = store_with(tmp_path / "empty.sqlite3", [])
+    empty = _export(conn, "jsonl", tmp_path / "empty.jsonl")
+    conn.close()
+    assert empty.read_bytes() == b""
+    assert read_exports([export_files([empty])]).num_rows == 0
+    rows = make_rows(FIVE_ISPS[:2], ("facebook.com",), 3, story_verdict)
+    other = store_with(tmp_path / "s.sqlite3", rows)
+    full = _export(other, "csv", tmp_path / "full.csv")
+    other.close()
+    assert read_exports([export_files([empty]), export_files([full])]).num_rows == len(rows)

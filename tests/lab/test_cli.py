@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from lab.netns import UsernsSettings, missing_tools, userns_problems
 from lab.report import render
@@ -75,9 +76,8 @@ def test_root_needs_only_user_namespaces_enabled() -> None:
     assert userns_problems(root) == []
 
 
-def test_report_names_the_leaking_isp_in_plain_words() -> None:
-    """The demo's text says which ISP let which sites through, when, and where to look next."""
-    doc = {
+def report_doc() -> dict[str, Any]:
+    return {
         "scenario": "iran-2013",
         "rounds": 12,
         "round_seconds": 5.0,
@@ -114,8 +114,60 @@ def test_report_names_the_leaking_isp_in_plain_words() -> None:
         "total_seconds": 80.0,
         "setup_seconds": 15.0,
     }
-    text = render(doc, demo=True)
+
+
+def test_report_names_the_leaking_isp_in_plain_words() -> None:
+    """The demo's text says which ISP let which sites through, when, and where to look next."""
+    text = render(report_doc(), demo=True)
     assert "LEAK: Shatel (AS31549) let through twitter.com from 10:00:15Z to 10:00:40Z" in text
     assert "(rounds 4-8)" in text
     assert "found 1, missed 0, false 0" in text
     assert "Where to look next" in text
+    assert "seen by 2 distinct agent(s)" in text
+
+
+def test_report_shows_divergences_in_words_with_their_score() -> None:
+    """Divergences have their own section, in words, beside the truth and the score."""
+    doc = {
+        **report_doc(),
+        "divergences": [
+            {
+                "asn": 64605,
+                "network_name": "Echo",
+                "domains": ["x.example"],
+                "kind": "unfiltered",
+                "start": "2013-09-16T10:00:00Z",
+                "end": None,
+                "isps_blocking": 4,
+                "isps_measured": 5,
+                "blocked_share": 0.0,
+            }
+        ],
+        "expected_divergences": [
+            {
+                "isp": "Kcell",
+                "asn": 29355,
+                "domain": "y.example",
+                "kind": "partial",
+                "rounds": [1, 12],
+                "blocked_share": 0.7,
+            }
+        ],
+        "divergences_expected": 1,
+        "divergences_found": 0,
+        "divergences_wrong": 1,
+        "wrong_divergences": [{"asn": 64605, "domain": "x.example", "kind": "unfiltered"}],
+        "missed_divergences": [{"isp": "Kcell", "domain": "y.example", "kind": "partial"}],
+    }
+    text = render(doc)
+    assert "UNFILTERED: Echo (AS64605) has never filtered x.example, which 4 of 5" in text
+    assert "Kcell (AS29355) blocks y.example only 70% of the time in rounds 1-12" in text
+    assert "divergences: expected 1, found 0, wrong 1" in text
+    assert "wrong: unfiltered x.example on AS64605; missed: partial y.example on Kcell" in text
+
+
+def test_report_warns_when_a_busy_machine_spoilt_the_verdicts() -> None:
+    """Many wrong verdicts on a loaded machine are called what they are."""
+    text = render({**report_doc(), "verdict_accuracy": 0.6, "load_average": [3.0, 24.5]})
+    assert "40% of the verdicts are wrong and the load average was 24.5" in text
+    assert "note:" not in render({**report_doc(), "load_average": [30.0, 30.0]})

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from lab.scenario import BUILTIN_DIR, builtin_scenario_path, load_scenario
+from lab.scenario import BUILTIN_DIR, builtin_scenario_path, load_scenario, scenario_from_mapping
 from shared.errors import ConfigError
 
 DESIGN_EXAMPLE = """
@@ -136,3 +137,75 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
     """A scenario file that does not exist is named in the error."""
     with pytest.raises(ConfigError, match="no such file"):
         load_scenario(tmp_path / "nope.yaml")
+
+
+ROLLING = """
+name: rolling
+country: KZ
+round_seconds: 4
+rounds: 10
+sites: [{url: "https://www.facebook.com/"}, {url: "http://www.bbc.com/"}]
+isps:
+  - name: Kcell
+    asn: 29355
+    agents: 3
+    censor:
+      ip_block: [facebook.com]
+      sni_reset: [facebook.com, bbc.com]
+      rates: {ip_block: 0.7}
+    blocks_from_round: {bbc.com: 8}
+"""
+
+
+def test_rates_and_blocks_from_round_load() -> None:
+    """The issue 6 keys of design.md section 7 load: a rate per method (1 unless given) and
+    the round a block reaches this ISP."""
+    scenario = scenario_from_mapping(yaml.safe_load(ROLLING))
+    kcell = scenario.isps[0]
+    assert kcell.censor.rates.of("ip_block") == 0.7
+    assert kcell.censor.rates.of("sni_reset") == 1.0
+    assert kcell.blocks_from_round == {"bbc.com": 8}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "problem"),
+    [
+        ("{ip_block: 0.7}", "{ip_block: 1.5}", "isps[0].censor.rates.ip_block", "(0, 1]"),
+        ("{ip_block: 0.7}", "{ip_block: 0}", "isps[0].censor.rates.ip_block", "(0, 1]"),
+        ("{ip_block: 0.7}", "{ip_block: -0.2}", "isps[0].censor.rates.ip_block", "(0, 1]"),
+        ("{ip_block: 0.7}", "{ip_block: .nan}", "isps[0].censor.rates.ip_block", "(0, 1]"),
+        ("{ip_block: 0.7}", "{ip_block: high}", "isps[0].censor.rates.ip_block", "a number"),
+        ("{ip_block: 0.7}", "{tcp_rst: 0.5}", "isps[0].censor.rates.tcp_rst", "unknown key"),
+        ("{ip_block: 0.7}", "[0.7]", "isps[0].censor.rates", "expected a mapping"),
+        ("{bbc.com: 8}", "{bbc.com: 11}", "isps[0].blocks_from_round.bbc.com", "not in 1..10"),
+        ("{bbc.com: 8}", "{bbc.com: 0}", "isps[0].blocks_from_round.bbc.com", "not in 1..10"),
+        ("{bbc.com: 8}", "{bbc.com: x}", "isps[0].blocks_from_round.bbc.com", "whole number"),
+        ("{bbc.com: 8}", "{BBC: 8}", "isps[0].blocks_from_round.BBC", "domain name"),
+        (
+            "{bbc.com: 8}",
+            "{twitter.com: 8}",
+            "isps[0].blocks_from_round.twitter.com",
+            "does not list twitter.com",
+        ),
+        ("blocks_from_round:", "blocks_from_rounds:", "isps[0].blocks_from_rounds", "unknown key"),
+    ],
+)
+def test_bad_rates_and_rounds_name_file_and_key(
+    tmp_path: Path, old: str, new: str, key: str, problem: str
+) -> None:
+    """A rate outside (0, 1], an unknown method, a round out of range or a domain the censor
+    does not list is refused, naming the file and the exact key."""
+    path = write(tmp_path, ROLLING.replace(old, new))
+    with pytest.raises(ConfigError) as err:
+        load_scenario(path)
+    assert str(err.value).startswith(f"{path}: {key}: "), str(err.value)
+    assert problem in str(err.value)
+
+
+def test_blocks_from_round_may_name_a_subdomain_or_a_parent() -> None:
+    """A rolling block may name a subdomain of a listed domain, or a parent of one."""
+    text = ROLLING.replace("{bbc.com: 8}", "{www.bbc.com: 8, facebook.com: 3}").replace(
+        "ip_block: [facebook.com]", "ip_block: [www.facebook.com]"
+    )
+    scenario = scenario_from_mapping(yaml.safe_load(text))
+    assert scenario.isps[0].blocks_from_round == {"www.bbc.com": 8, "facebook.com": 3}

@@ -7,7 +7,7 @@ from typing import Any
 from lab.report import iso
 from lab.scenario import scenario_from_mapping
 from lab.score import MeasurementRow, match_events, score, to_rounds
-from lab.truth import ExpectedEvent, expected_events
+from lab.truth import ExpectedEvent, expected_divergences, expected_events
 
 RS = 5.0
 T0 = 1_700_000_000.0  # a multiple of RS, as the lab's round 1 always is
@@ -143,5 +143,105 @@ def test_json_has_the_contract_keys() -> None:
         "false_leaks",
         "window_error_rounds",
         "verdict_accuracy",
+        "divergences_expected",
+        "divergences_found",
+        "divergences_wrong",
     ):
         assert key in doc
+
+
+# Beeline never filters Twitter; Tele2 drops Facebook's connections 70 % of the time; the
+# block of Facebook reaches Kcell only in round 6.
+DIVERGING = scenario_from_mapping(
+    {
+        "name": "d",
+        "country": "KZ",
+        "round_seconds": RS,
+        "rounds": 10,
+        "sites": [{"url": "https://www.facebook.com/"}, {"url": "https://twitter.com/"}],
+        "isps": [
+            {
+                "name": "Kazakhtelecom",
+                "asn": 9198,
+                "censor": {"ip_block": ["facebook.com", "twitter.com"]},
+            },
+            {"name": "Beeline", "asn": 21299, "censor": {"ip_block": ["facebook.com"]}},
+            {
+                "name": "Tele2",
+                "asn": 48503,
+                "agents": 3,
+                "censor": {"ip_block": ["facebook.com", "twitter.com"], "rates": {"ip_block": 0.7}},
+            },
+            {
+                "name": "Kcell",
+                "asn": 29355,
+                "censor": {"ip_block": ["facebook.com", "twitter.com"]},
+                "blocks_from_round": {"facebook.com": 6},
+            },
+        ],
+    }
+)
+
+
+def divergence(asn: int, domains: list[str], kind: str, share: float = 0.0) -> dict[str, Any]:
+    """A collector divergence in the contract shape (the leak-event shape plus kind)."""
+    return {**event(asn, domains, 1, None), "kind": kind, "blocked_share": share}
+
+
+def test_divergences_match_by_asn_domain_and_kind() -> None:
+    """Each expected divergence is found by a collector divergence of its AS, domain and
+    kind, whatever its window; the JSON counts them."""
+    expected = expected_divergences(DIVERGING)
+    assert sorted((d.asn, d.domain, d.kind) for d in expected) == [
+        (21299, "twitter.com", "unfiltered"),
+        (29355, "www.facebook.com", "lagging"),
+        (48503, "twitter.com", "partial"),
+        (48503, "www.facebook.com", "partial"),
+    ]
+    report = {
+        "leaks": [],
+        "divergences": [
+            divergence(21299, ["twitter.com"], "unfiltered"),
+            divergence(29355, ["www.facebook.com"], "lagging"),
+            divergence(48503, ["twitter.com", "www.facebook.com"], "partial", 0.69),
+        ],
+    }
+    result = score(DIVERGING, expected_events(DIVERGING), report, [], T0, expected)
+    doc = result.to_json()
+    assert (doc["divergences_expected"], doc["divergences_found"]) == (4, 4)
+    assert doc["divergences_wrong"] == 0 and doc["passed"] and doc["perfect"]
+    assert {d["found_blocked_share"] for d in doc["found_divergences"]} == {0.0, 0.69}
+
+
+def test_unexpected_or_wrongly_named_divergence_is_wrong() -> None:
+    """A partial on an ISP that blocks every time is wrong, so is the right place with the
+    wrong kind (which also misses the expected one); a repeat of a found one is not."""
+    expected = expected_divergences(DIVERGING)
+    report = {
+        "divergences": [
+            divergence(21299, ["twitter.com"], "unfiltered"),
+            divergence(21299, ["twitter.com"], "unfiltered"),
+            divergence(29355, ["www.facebook.com"], "unfiltered"),
+            divergence(48503, ["twitter.com", "www.facebook.com"], "partial"),
+            divergence(9198, ["www.facebook.com"], "partial", 0.95),
+        ],
+    }
+    result = score(DIVERGING, expected_events(DIVERGING), report, [], T0, expected)
+    doc = result.to_json()
+    assert (doc["divergences_expected"], doc["divergences_found"]) == (4, 3)
+    assert doc["divergences_wrong"] == 2 and not doc["passed"]
+    assert {(w["asn"], w["kind"]) for w in doc["wrong_divergences"]} == {
+        (29355, "unfiltered"),
+        (9198, "partial"),
+    }
+    assert [(m["isp"], m["kind"]) for m in doc["missed_divergences"]] == [("Kcell", "lagging")]
+
+
+def test_no_divergence_expected_and_none_found_passes() -> None:
+    """A scenario without standing differences passes with no divergences at all; a leak
+    reported as a divergence is wrong there."""
+    clean = score(SCENARIO, expected_events(SCENARIO), {"leaks": []}, [], T0)
+    assert clean.to_json()["divergences_expected"] == 0 and clean.divergences.wrong == ()
+    report = {"divergences": [divergence(3, ["twitter.com"], "lagging")]}
+    result = score(SCENARIO, expected_events(SCENARIO), report, [], T0)
+    assert result.to_json()["divergences_wrong"] == 1

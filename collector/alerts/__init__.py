@@ -1,0 +1,1 @@
+"""Telling people: webhook subscriptions, the durable outbox and its delivery worker."""

@@ -1,0 +1,133 @@
+"""The store (SQLite and a real PostgreSQL) and `compare` on its exports give the same
+lapses, divergences and context fields, with and without --asn / --domain."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from collector.analysis import analyse_filtered, evidence_filters
+from collector.exports import bucket_counts, export_files, read_exports, write_export
+from collector.store.base import PSEUDONYM_SECRET
+from collector.store.postgres import _INSERT_SQL, PostgresStore
+from collector.store.sqlite import SqliteStore
+from shared.filters import Filters, build_filters
+from tests.analysis.scenarios import NOISY_ISPS, STORY_DOMAINS, make_rows, noisy_story
+from tests.compare.helpers import store_with, stored_values
+from tests.conftest import skip_or_fail_in_ci
+
+DSN = os.environ.get("FILTERWATCH_TEST_PG_DSN", "")
+SELECTIONS = [
+    build_filters(),
+    build_filters(asn="44244"),
+    build_filters(asn="AS64605", domain="bbc.com"),
+    build_filters(domain="wikipedia.org", cc="IR"),
+    build_filters(since="2013-09-16T02:00:00Z", until="2013-09-16T11:00:00Z", bucket="30m"),
+]
+
+
+def rows() -> list[dict[str, object]]:
+    return make_rows(NOISY_ISPS, STORY_DOMAINS, 12, noisy_story)
+
+
+async def answer(store: SqliteStore | PostgresStore, filters: Filters) -> str:
+    key = await store.secret(PSEUDONYM_SECRET)
+    buckets = await store.aggregate(evidence_filters(filters), key)
+    return analyse_filtered(buckets, filters).dumps(with_isps=True)
+
+
+async def exported(store: SqliteStore | PostgresStore, fmt: str, out: Path) -> Path:
+    key = await store.secret(PSEUDONYM_SECRET)
+    chunks = [chunk async for chunk in store.export_rows(Filters(), key, 50)]
+    write_export(chunks, fmt, out)
+    return out
+
+
+def compared(export: Path, filters: Filters) -> str:
+    table = read_exports([export_files([export])])
+    buckets = bucket_counts(table, evidence_filters(filters))
+    return analyse_filtered(buckets, filters).dumps(with_isps=True)
+
+
+def test_whole_answer_has_every_kind_of_finding() -> None:
+    """The data set holds a lapse, a lapse then lifted nationally, and each divergence."""
+    from collector.analysis import analyse
+    from tests.analysis.scenarios import HOUR, reference_buckets
+
+    doc = analyse(reference_buckets(rows(), HOUR), HOUR).to_json(with_isps=False)
+    assert [(e["asn"], e["then_lifted_nationally_at"]) for e in doc["leaks"]] == [
+        (31549, None),
+        (44244, "2013-09-16T10:00:00Z"),
+    ]
+    assert sorted((d["asn"], d["kind"]) for d in doc["divergences"]) == [
+        (16322, "lagging"),
+        (64605, "partial"),
+        (64605, "unfiltered"),
+        (197207, "lagging"),
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+async def test_sqlite_store_and_compare_agree(tmp_path: Path, fmt: str) -> None:
+    """Every selection gives byte-identical JSON from the SQLite store and from compare on
+    its export."""
+    store_with(tmp_path / "s.sqlite3", rows()).close()
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    await store.open()
+    try:
+        export = await exported(store, fmt, tmp_path / f"e.{fmt}")
+        for filters in SELECTIONS:
+            assert compared(export, filters) == await answer(store, filters), filters
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def pg_store() -> AsyncIterator[PostgresStore]:
+    """A PostgreSQL store in a new database on the test server, dropped afterwards."""
+    if not DSN:
+        skip_or_fail_in_ci("FILTERWATCH_TEST_PG_DSN is not set (scripts/test sets it as root)")
+    try:
+        admin = await asyncpg.connect(DSN)
+    except (OSError, asyncpg.PostgresError) as exc:
+        skip_or_fail_in_ci(f"no PostgreSQL server at FILTERWATCH_TEST_PG_DSN: {exc}")
+    name = f"fw_{uuid.uuid4().hex[:12]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    store = PostgresStore(DSN.rsplit("/", 1)[0] + "/" + name)
+    try:
+        await store.open()
+        yield store
+    finally:
+        await store.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_postgres_store_sqlite_store_and_compare_agree(
+    pg_store: PostgresStore, tmp_path: Path
+) -> None:
+    """The same measurements in a real PostgreSQL and in SQLite (each with its own
+    pseudonym key) give the same JSON for every selection, and so does compare on the
+    PostgreSQL store's export."""
+    data = rows()
+    columns = [list(col) for col in zip(*stored_values(data), strict=True)]
+    await pg_store.pool.fetch(_INSERT_SQL, *columns)
+    store_with(tmp_path / "s.sqlite3", data).close()
+    lite = SqliteStore(tmp_path / "s.sqlite3")
+    await lite.open()
+    try:
+        export = await exported(pg_store, "parquet", tmp_path / "pg.parquet")
+        for filters in SELECTIONS:
+            from_pg = await answer(pg_store, filters)
+            assert from_pg == await answer(lite, filters), filters
+            assert compared(export, filters) == from_pg, filters
+        whole = json.loads(await answer(pg_store, SELECTIONS[0]))
+        assert len(whole["leaks"]) == 2 and len(whole["divergences"]) == 4
+    finally:
+        await lite.close()

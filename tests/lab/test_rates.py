@@ -1,0 +1,128 @@
+"""Blocking rates below 1, enforced for real: the routers' kernel rules, the ISP resolver
+and the transparent proxy each block only part of the time, and the kernel holds a draw
+for the rest of an agent's measurement.
+
+``tests/lab/rate_harness.py`` builds the network in the lab's sandbox and measures from
+one agent's namespace with many source addresses, one per simulated agent. The bounds are
+far from the expected share (six standard deviations), so that they
+cannot fail by chance, and still fail for a rule that blocks always or never.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.netns import check_prerequisites, sandbox_command, tool_path
+from tests.conftest import skip_or_fail_in_ci
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = 60  # the iptables ``recent`` lists hold 100 addresses each
+
+SCENARIO = """
+name: rates-check
+country: KZ
+round_seconds: 8
+rounds: 2
+sites:
+  - url: https://www.facebook.com/
+  - url: https://twitter.com/
+  - url: http://www.bbc.com/
+  - url: https://www.youtube.com/
+isps:
+  - name: Kcell
+    asn: 29355
+    agents: 1
+    censor:
+      ip_block: [facebook.com]
+      sni_reset: [twitter.com]
+      http_blockpage: [bbc.com]
+      dns_inject: [youtube.com]
+      rates: {ip_block: 0.7, sni_reset: 0.7, http_blockpage: 0.7, dns_inject: 0.7}
+"""
+
+
+@pytest.fixture(scope="module")
+def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    problems = check_prerequisites()
+    if problems:
+        skip_or_fail_in_ci("; ".join(problems))
+    tmp = tmp_path_factory.mktemp("lab-rates")
+    scenario = tmp / "scenario.yaml"
+    scenario.write_text(SCENARIO)
+    inner = [
+        sys.executable,
+        "-m",
+        "tests.lab.rate_harness",
+        str(tmp / "run"),
+        str(scenario),
+        str(SOURCES),
+    ]
+    proc = subprocess.run(
+        sandbox_command(inner),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PATH": tool_path()},
+        timeout=180,
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(f"the rate harness failed: {proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def share_is_about(blocked: int, tries: int, rate: float = 0.7) -> bool:
+    """Strictly between none and all, and within six standard deviations of the rate."""
+    sd = (tries * rate * (1 - rate)) ** 0.5
+    return 0 < blocked < tries and abs(blocked - tries * rate) < 6 * sd
+
+
+def test_ip_block_drops_about_the_rate_of_connections(seen: dict[str, Any]) -> None:
+    """nft ``numgen random``: about 70 % of the agents' connections to the address time out."""
+    blocked = seen["ip_block"].count(False)
+    assert share_is_about(blocked, SOURCES), blocked
+
+
+def test_ip_block_holds_each_agents_draw(seen: dict[str, Any]) -> None:
+    """A second connection of the same agent within the hold gets the first one's answer:
+    one draw per measurement, not per connection."""
+    assert seen["hold_s"] == 6
+    assert seen["ip_block_again"] == seen["ip_block"]
+
+
+def test_sni_reset_resets_about_the_rate_of_handshakes(seen: dict[str, Any]) -> None:
+    """iptables ``statistic``: about 70 % of the ClientHellos naming the site are reset; a
+    handshake naming another host is never reset."""
+    blocked = seen["sni_reset"].count("reset")
+    assert share_is_about(blocked, SOURCES), seen["sni_reset"]
+    assert "reset" not in seen["sni_innocuous"]
+
+
+def test_sni_reset_holds_each_agents_draw(seen: dict[str, Any]) -> None:
+    """A second handshake of the same agent within the hold is reset exactly when the first
+    was (a handshake that passed may still be slow on a busy machine, never reset)."""
+    first = [outcome == "reset" for outcome in seen["sni_reset"]]
+    again = [outcome == "reset" for outcome in seen["sni_reset_again"]]
+    assert again == first
+
+
+def test_dns_injection_forges_about_the_rate_of_answers(seen: dict[str, Any]) -> None:
+    """The ISP resolver draws per query: about 70 % of the answers point at the blockpage."""
+    blocked = seen["dns_inject"].count(True)
+    assert share_is_about(blocked, 2 * SOURCES), blocked
+
+
+def test_blockpage_is_served_for_about_the_rate_of_requests(seen: dict[str, Any]) -> None:
+    """The transparent proxy draws per request: about 70 % get the blockpage, the rest the
+    site."""
+    blocked = seen["http_blockpage"].count(True)
+    assert share_is_about(blocked, SOURCES), blocked
