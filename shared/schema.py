@@ -135,6 +135,7 @@ class DnsFacts(TypedDict, total=False):
     system_failure: FailureValue | None
     bogon: bool  # an answer is a known bogon or private address
     failure: FailureValue | None
+    blockpage_elsewhere: Short | None  # a DNS fingerprint of other countries matched
 
 
 class TcpFacts(TypedDict, total=False):
@@ -167,6 +168,7 @@ class HttpFacts(TypedDict, total=False):
     redirects: Count
     failure: FailureValue | None
     body_truncated: bool
+    blockpage_elsewhere: Short | None  # a blockpage fingerprint of other countries matched
 
 
 TcpList = Annotated[list[TcpFacts], Meta(max_length=64)]

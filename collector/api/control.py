@@ -22,11 +22,12 @@ from typing import Final
 
 from aiohttp import web
 
+from agent.blockpages import Fingerprints
 from agent.probes.dns import parse_resolver
 from agent.probes.web import ProbeOptions, measure_facts, parse_target
 from collector.api import decode_small_body, read_body, reply
 from collector.config import ControlConfig
-from collector.state import CONFIG, json_error, require_agent
+from collector.state import CONFIG, FINGERPRINTS, json_error, require_agent
 from shared.errors import ConfigError
 from shared.schema import MAX_URL_LENGTH, ControlFacts
 
@@ -111,7 +112,9 @@ def control_setup(config: ControlConfig) -> _ControlSetup:
     return _ControlSetup(options=options, allow=allow)
 
 
-async def _measure(url: str, setup: _ControlSetup, gate: _Gate) -> tuple[ControlFacts, list[str]]:
+async def _measure(
+    url: str, setup: _ControlSetup, gate: _Gate, fingerprints: Fingerprints | None = None
+) -> tuple[ControlFacts, list[str]]:
     refused: list[str] = []
 
     def may_connect(address: str) -> bool:
@@ -122,7 +125,9 @@ async def _measure(url: str, setup: _ControlSetup, gate: _Gate) -> tuple[Control
 
     gate.active += 1
     try:
-        facts = await measure_facts(url, setup.options, may_connect=may_connect)
+        facts = await measure_facts(
+            url, setup.options, may_connect=may_connect, fingerprints=fingerprints
+        )
     finally:
         gate.active -= 1
     return facts, refused
@@ -157,7 +162,7 @@ async def post_control(request: web.Request) -> web.Response:
                 f"{gate.limit} controls are running; retry in a few seconds",
                 {"Retry-After": str(RETRY_AFTER_S)},
             )
-        shared = asyncio.ensure_future(_measure(url, setup, gate))
+        shared = asyncio.ensure_future(_measure(url, setup, gate, request.app.get(FINGERPRINTS)))
         inflight[url] = shared
         shared.add_done_callback(lambda _: inflight.pop(url, None))
     facts, refused = await asyncio.shield(shared)
