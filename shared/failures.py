@@ -112,6 +112,8 @@ def map_failure(text: str) -> str:
     name = head.group(0) if head else ""
     if name in OURS:
         return name  # "connection_reset: read tcp ...": our name with a detail
+    if "certificate verify failed" in lowered:
+        return _F.SSL_UNKNOWN_AUTHORITY  # OpenSSL's words for a chain it does not trust
     found = _NAMES.get(name)
     if found is not None:
         return found
