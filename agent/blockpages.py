@@ -27,7 +27,8 @@ Fields:
 - ``expected_countries``: where the fingerprint is a blockpage. Elsewhere a match is not
   called a blockpage: ``scan_*`` report it as ``elsewhere`` and the measurement records it
   (``blockpage_elsewhere`` in its facts) while the verdict comes from the comparison with
-  the control. No countries: a blockpage anywhere.
+  the control. No countries: a blockpage anywhere, except that Censored Planet's names say their
+  country (``cp.b_nat_ir_national_2``, which OONI's CSV carries without one, is IR's).
 
 Every pattern is compiled by RE2 (google-re2), whose matching time is linear in the input
 whatever the pattern: a hostile or careless regexp in a fingerprint file cannot hang a
@@ -76,7 +77,7 @@ MAX_PATTERN: Final = 4096
 _CC_RE: Final = re.compile(r"^[A-Z]{2}$")
 # Censored Planet's name prefixes and the scopes they mean.
 _CP_SCOPES: Final = {"a": "prod", "b": "nat", "c": "isp", "d": "inst", "e": "unk", "f": "vbw"}
-_CP_COUNTRY_RE: Final = re.compile(r"^[bc]_(?:nat|isp)_([a-z]{2})(?:_|$)")
+_CP_COUNTRY_RE: Final = re.compile(r"^(?:cp\.)?[bc]_(?:nat|isp)_([a-z]{2})(?:_|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,13 +351,17 @@ def fingerprint_from_row(row: Mapping[str, Any], source: str, where: str) -> Fin
         raise ConfigError(source, f"{where}: location_found", str(exc)) from None
     if location == "dns" and pattern_type == "full":
         pattern = normal_address(pattern)
+    countries = _countries(row.get("expected_countries"), source, where)
+    named = _CP_COUNTRY_RE.match(name.lower())
+    if not countries and named is not None:
+        countries = (named.group(1).upper(),)
     fp = Fingerprint(
         name=name,
         scope=str(row.get("scope") or "").strip().lower(),
         location=location,
         pattern_type=pattern_type,
         pattern=pattern,
-        expected_countries=_countries(row.get("expected_countries"), source, where),
+        expected_countries=countries,
         source=str(row.get("source") or "").strip(),
         exp_url=str(row.get("exp_url") or "").strip(),
         notes=str(row.get("notes") or "").strip(),
@@ -398,14 +403,13 @@ def parse_censoredplanet(
             scope = FALSE_POSITIVE_SCOPE
         else:
             scope = _CP_SCOPES.get(name[:1].lower(), "unk") if name[1:2] == "_" else "unk"
-        country = _CP_COUNTRY_RE.match(name.lower())
         row = {
             "name": f"cp.{name}",
             "scope": scope,
             "location_found": "response",
             "pattern_type": "regexp",
             "pattern": doc.get("pattern"),
-            "expected_countries": country.group(1).upper() if country else "",
+            "expected_countries": "",  # from the name, as for every cp. fingerprint
             "source": "censoredplanet/censoredplanet-analysis",
         }
         entries.append(fingerprint_from_row(row, source, where))
