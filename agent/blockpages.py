@@ -182,6 +182,7 @@ def _header_line(name: str, value: str) -> bytes:
     return f"{canonical}: {value}".encode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=65536)
 def normal_address(value: str) -> str:
     """A DNS answer in the form fingerprints compare: a canonical address or a bare name."""
     try:
@@ -197,6 +198,7 @@ class Fingerprints:
         self.entries: tuple[Fingerprint, ...] = tuple(entries)
         self._matchers: dict[str, _Matcher] = {}
         self._digest: str | None = None
+        self._order = {fp: i for i, fp in enumerate(self.entries)}
         self._header_names = frozenset(
             f.location[len("header.") :] for f in self.entries if f.location.startswith("header.")
         )
@@ -290,8 +292,9 @@ class Fingerprints:
             for header, value in pairs:
                 if header == name:
                     hits.extend(matcher.hits(value.encode("utf-8", "replace")))
-        order = {fp: i for i, fp in enumerate(self.entries)}
-        return self._decide(sorted(set(hits), key=order.__getitem__), cc)
+        if not hits:
+            return _NOTHING
+        return self._decide(sorted(set(hits), key=self._order.__getitem__), cc)
 
     def match_response(
         self, headers: Iterable[tuple[str, str]], body: bytes | None, cc: str | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -94,11 +95,12 @@ class Mapper:
             )
             mid_source = hashlib.sha256(msgspec.json.encode(doc)).hexdigest()
         cc, asn = _network(doc)
-        judged = self.judge(tk, cc if asn is not None else None)
+        answers = dns_answers(tk)
+        http = _final_response(tk)
+        judged = self.judge(tk, cc if asn is not None else None, answers, http)
         self.verdicts[judged.blocking.value] += 1
         if judged.elsewhere:
             self.fingerprints_elsewhere += 1
-        http = _final_response(tk)
         return {
             "measurement_id": measurement_id(mid_source, url),
             "measured_at": measured_at,
@@ -112,18 +114,27 @@ class Mapper:
             "accessible": judged.blocking.accessible,
             "failure": map_failure(judged.failure) if judged.failure else None,
             "blockpage": judged.blockpage,
-            "dns_answers": dns_answers(tk) or None,
+            "dns_answers": answers or None,
             "http_status": http.status,
             "http_body_length": http.body_length,
             "control_ok": control_ok(tk),
             "failure_original": judged.failure,
         }
 
-    def judge(self, tk: Mapping[str, Any], cc: str | None) -> Judged:
+    def judge(
+        self,
+        tk: Mapping[str, Any],
+        cc: str | None,
+        answers: list[str] | None = None,
+        http: Response | None = None,
+    ) -> Judged:
         """Our verdict from OONI's facts, in the order docs/ooni.md gives."""
         if cc is None:
             return Judged(Blocking.INCONCLUSIVE, _any_failure(tk))
-        answers = dns_answers(tk)
+        if answers is None:
+            answers = dns_answers(tk)
+        if http is None:
+            http = _final_response(tk)
         elsewhere = None
         for answer in answers:
             scan = self.fingerprints.scan_dns(answer, cc)
@@ -131,7 +142,6 @@ class Mapper:
                 return Judged(Blocking.DNS, _dns_failure(tk), scan.counted.name)
             elsewhere = elsewhere or scan.elsewhere
         ooni = tk.get("blocking")
-        http = _final_response(tk)
         if http.status is not None:
             scan = self.fingerprints.scan_response(http.headers, http.body, cc)
             page: Fingerprint | None = scan.counted
@@ -232,6 +242,7 @@ def _control_addresses(tk: Mapping[str, Any]) -> set[str] | None:
     return {a for a in dns.get("addrs") or () if isinstance(a, str)}
 
 
+@functools.lru_cache(maxsize=65536)
 def _is_global(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_global
