@@ -491,6 +491,7 @@ class FingerprintBox:
 
     local: Fingerprints
     current: Fingerprints = field(init=False)
+    collector_digest: str | None = None  # of the collector's set in use (its ETag)
 
     def __post_init__(self) -> None:
         self.current = self.local
@@ -498,3 +499,4 @@ class FingerprintBox:
     def use_collector_set(self, collector: Fingerprints) -> None:
         """Measure with the agent's own set and ``collector``'s (compile it first)."""
         self.current = self.local.merged(collector).compile()
+        self.collector_digest = collector.digest()

@@ -367,6 +367,7 @@ class Agent:
         """The collector's fingerprint set joins the agent's own; cached like the targets.
         A collector without one (404) leaves the agent's own set alone."""
         doc = None
+        etag = box.collector_digest
         try:
             res = await call(
                 channel.session,
@@ -374,12 +375,13 @@ class Agent:
                 api_url(self.creds.collector_url, "/api/v1/fingerprints"),
                 token=self.creds.token,
                 proxy=channel.proxy,
+                extra_headers={"If-None-Match": f'"{etag}"'} if etag else None,
             )
             doc = res.body
             await asyncio.to_thread(save_fingerprint_doc, self.state_dir, doc)
         except ApiError as exc:
-            if exc.status == 404:
-                return
+            if exc.status in (304, 404):
+                return  # unchanged since the last round, or a collector without a set
             doc = await asyncio.to_thread(load_fingerprint_doc, self.state_dir)
             log.warning("fingerprints_from_cache", reason=str(exc), cached=doc is not None)
         if doc is None:

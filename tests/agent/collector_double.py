@@ -38,6 +38,7 @@ class CollectorDouble:
     reject_urls: frozenset[str] = frozenset()  # results of these URLs are "invalid"
     batch_stored: asyncio.Event = field(default_factory=asyncio.Event)
     fingerprints: dict[str, object] | None = None  # GET /api/v1/fingerprints; None: 404
+    fingerprints_unchanged: int = 0  # answers 304 to If-None-Match
 
     async def wait_for(self, ids: set[str]) -> None:
         """Return once every measurement id in ``ids`` has been stored."""
@@ -78,7 +79,11 @@ class CollectorDouble:
         self._auth(request)
         if self.fingerprints is None:
             return web.json_response({"error": "not_found"}, status=404)
-        return web.json_response(self.fingerprints)
+        etag = f'"{self.fingerprints.get("digest")}"'
+        if request.headers.get("If-None-Match") == etag:
+            self.fingerprints_unchanged += 1
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.json_response(self.fingerprints, headers={"ETag": etag})
 
     async def post_batch(self, request: web.Request) -> web.Response:
         self._auth(request)

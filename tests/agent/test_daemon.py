@@ -523,7 +523,8 @@ async def test_the_collectors_fingerprints_are_used_and_cached(
     aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
     """The agent measures with the collector's fingerprint set (an Iranian one, matched on
-    an Iranian network), and keeps it in the state directory for when the collector is away."""
+    an Iranian network), keeps it in the state directory for when the collector is away,
+    and asks again with its ETag: an unchanged set is not sent again."""
     from agent.blockpages import Fingerprints, fingerprint_from_row
 
     row = {
@@ -541,9 +542,10 @@ async def test_the_collectors_fingerprints_are_used_and_cached(
     config = agent_config(str(collector.make_url("")), tmp_path)
     _agent, stop, task = await start_agent(config, recorder)
     async with asyncio.timeout(60):
-        await recorder.wait_for(2)
+        await recorder.wait_for(4)  # two rounds
     stop.set()
     await task
-    assert {m.blockpage for m in recorder.results[:2]} == {"collector_fp"}
+    assert {m.blockpage for m in recorder.results[:4]} == {"collector_fp"}
+    assert double.fingerprints_unchanged >= 1
     cached = json.loads((tmp_path / "state" / "fingerprints.json").read_text())
     assert cached["fingerprints"][0]["name"] == "collector_fp"
