@@ -1,4 +1,4 @@
-"""``filterwatch agent enroll|run|probe|status``"""
+"""``filterwatch agent enroll|run|probe|status|check``"""
 
 from __future__ import annotations
 
@@ -63,6 +63,17 @@ def register(sub: Any) -> None:
     c.add_argument("--json", action="store_true", help="print the measurement as JSON")
     common(c)
     c.set_defaults(handler=cmd_probe)
+
+    c = cmds.add_parser(
+        "check",
+        help="is my set-up right? load the configuration, credentials, fingerprints, targets",
+        description="Loads the configuration, the credentials, the blockpage fingerprints and"
+        " the cached targets and says what it found (exit 0), or names what is wrong (exit 2)."
+        " Sends nothing anywhere.",
+    )
+    c.add_argument("--json", action="store_true", help="print what was found as JSON")
+    common(c)
+    c.set_defaults(handler=cmd_check)
 
     c = cmds.add_parser("status", help="spool size, last upload, last error, network")
     c.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -155,6 +166,87 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from agent.probe_cli import run_probe
 
     return run_probe(args)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``agent check``: everything ``agent run`` reads at start-up, read now, nothing sent."""
+    from agent.blockpages import fingerprints_from_json, load_fingerprint_set
+    from agent.state import load_fingerprint_doc, load_targets
+
+    try:
+        setup = _setup(args)
+    except ConfigError as exc:
+        return _fail(f"configuration: {exc}")
+    try:
+        creds = load_credentials(setup.state_dir)
+    except NotEnrolledError:
+        return _fail(
+            f"not enrolled: no credentials in {setup.state_dir}; run `filterwatch agent enroll"
+            " --collector URL --code CODE`"
+        )
+    except StateError as exc:
+        return _fail(f"credentials: {exc}")
+    config = setup.config or default_config(creds.collector_url)
+    try:
+        own = load_fingerprint_set(list(config.probes.fingerprints))
+    except ConfigError as exc:
+        return _fail(f"probes.fingerprints: {exc}")
+    try:
+        cached_doc = load_fingerprint_doc(setup.state_dir)
+        cached = fingerprints_from_json(cached_doc) if cached_doc is not None else None
+        targets = load_targets(setup.state_dir)
+    except StateError as exc:
+        return _fail(str(exc))
+    except ConfigError as exc:
+        return _fail(f"cached fingerprints: {exc} (remove the file; the next round fetches it)")
+    for name, path in (
+        ("probes.ca_file", config.probes.ca_file),
+        ("upload.ca_file", config.upload.ca_file),
+    ):
+        if path is not None and not path.is_file():
+            return _fail(f"{name}: {path}: no such file")
+    doc: dict[str, Any] = {
+        "config": str(args.config or (default_config_path() if setup.config else "")) or None,
+        "state_dir": str(setup.state_dir),
+        "agent_id": creds.agent_id,
+        "collector_url": config.collector_url,
+        "fingerprints": {
+            "files": [str(p) for p in config.probes.fingerprints],
+            **own.counts(),
+            "from_collector": len(cached) if cached is not None else None,
+        },
+        "targets_cached": len(targets) if targets is not None else None,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    prints = doc["fingerprints"]
+    lines = [
+        f"configuration: {doc['config'] or 'none (defaults)'}",
+        f"state dir:     {doc['state_dir']}",
+        f"agent:         {creds.agent_id} -> {config.collector_url}",
+        f"fingerprints:  {len(own)} ({prints['dns']} DNS, {prints['http']} HTTP,"
+        f" {prints['false_positive']} false positives) from the shipped set"
+        + (
+            f" and {len(config.probes.fingerprints)} configured path(s)"
+            if config.probes.fingerprints
+            else ""
+        ),
+        "               "
+        + (
+            f"{len(cached)} more from the collector (cached)"
+            if cached is not None
+            else "the collector's set is fetched at the first round"
+        ),
+        "targets:       "
+        + (
+            f"{len(targets)} cached from the collector"
+            if targets is not None
+            else "none cached yet: the first round fetches them"
+        ),
+    ]
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -125,10 +125,11 @@ async def call(
     body: Mapping[str, Any] | bytes | None = None,
     proxy: str | None = None,
     timeout_s: float = 30.0,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> ApiResult:
     """One request to the collector. Non-2xx answers raise ``ApiError`` with the status and
     any ``Retry-After``; so do network failures (status None)."""
-    headers = {"Accept": f"{CONTENT_TYPE}, application/json;q=0.5"}
+    headers = {"Accept": f"{CONTENT_TYPE}, application/json;q=0.5", **(extra_headers or {})}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     data: bytes | None = None

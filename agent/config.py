@@ -33,6 +33,9 @@ class ProbesConfig:
     resolver: str | None = None  # "ip" or "ip:port"; None: the first nameserver of resolv.conf
     system_resolver: bool = True
     ca_file: Path | None = None
+    # Blockpage fingerprint files (OONI CSV, Censored Planet JSON lines) or directories of
+    # them, used with the shipped set and the collector's (agent/blockpages.py).
+    fingerprints: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         _positive("timeout_s", self.timeout_s)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from agent.blockpages import Fingerprints, load_fingerprints
+from agent.blockpages import Fingerprints, load_fingerprint_set
 from agent.collector_api import direct_session, upload_channel
 from agent.config import AgentConfig, load_agent_config
 from agent.control_client import request_control
@@ -229,6 +229,11 @@ def explain(
     lines.append(f"         because {why}")
     if m.blockpage and m.blocking is not Blocking.BLOCKPAGE:
         lines.append(f"         fingerprint matched: {m.blockpage}")
+    if again.elsewhere:
+        lines.append(
+            f"         fingerprint {again.elsewhere} matched, but it is a blockpage of other"
+            " countries, not counted here"
+        )
     return lines
 
 
@@ -248,7 +253,8 @@ async def _probe(
     url: str, config: AgentConfig | None, creds: Credentials | None, not_enrolled: str | None
 ) -> tuple[Measurement, ProbeContext, Fingerprints]:
     options = _options(config)
-    fingerprints = await asyncio.to_thread(load_fingerprints)
+    paths = list(config.probes.fingerprints) if config else []
+    fingerprints = await asyncio.to_thread(load_fingerprint_set, paths)
     network: NetworkFacts | None = None
     control: ControlFacts | None = None
     clock_age: float | None = None

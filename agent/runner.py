@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from agent.blockpages import FingerprintBox, fingerprints_from_json
 from agent.collector_api import (
     ApiError,
     UploadChannel,
@@ -52,12 +53,15 @@ from agent.state import (
     StatusRecorder,
     Target,
     ensure_state_dir,
+    load_fingerprint_doc,
     load_status,
     load_targets,
     lock_state_dir,
+    save_fingerprint_doc,
     save_targets,
 )
 from agent.uploader import Uploader
+from shared.errors import ConfigError
 from shared.schema import ControlFacts, Measurement, NetworkFacts
 
 log = structlog.get_logger("agent.runner")
@@ -79,6 +83,8 @@ class Probing:
     # Built once before the first round: what every measurement shares (TLS contexts with
     # the system's roots). Left to the first measurements, each would build its own.
     warm_up: Callable[[], Awaitable[object]] | None = None
+    # The blockpage fingerprints measurements use; the runner adds the collector's set.
+    fingerprints: FingerprintBox | None = None
 
 
 ProbingFactory = Callable[[AgentConfig, Credentials, UploadChannel], Probing]
@@ -86,7 +92,7 @@ ProbingFactory = Callable[[AgentConfig, Credentials, UploadChannel], Probing]
 
 def real_probing(config: AgentConfig, creds: Credentials, channel: UploadChannel) -> Probing:
     """The probes of agent/probes, with the options from ``config``."""
-    from agent.blockpages import load_fingerprints
+    from agent.blockpages import load_fingerprint_set
     from agent.control_client import fetch_control
     from agent.probes.tls import tls_contexts
     from agent.probes.web import ProbeOptions, measure
@@ -98,7 +104,7 @@ def real_probing(config: AgentConfig, creds: Credentials, channel: UploadChannel
         system_resolver=p.system_resolver,
         ca_file=p.ca_file,
     )
-    fingerprints = load_fingerprints()
+    box = FingerprintBox(load_fingerprint_set(list(p.fingerprints)))
 
     async def measure_one(
         url: str,
@@ -112,7 +118,7 @@ def real_probing(config: AgentConfig, creds: Credentials, channel: UploadChannel
             network=network,
             control=control,
             clock_age_s=clock_age_s,
-            fingerprints=fingerprints,
+            fingerprints=box.current,
         )
 
     async def control_for(url: str) -> ControlFacts | None:
@@ -125,7 +131,7 @@ def real_probing(config: AgentConfig, creds: Credentials, channel: UploadChannel
             proxy=channel.proxy,
         )
 
-    return Probing(measure_one, control_for, lambda: tls_contexts(p.ca_file))
+    return Probing(measure_one, control_for, lambda: tls_contexts(p.ca_file), box)
 
 
 class Agent:
@@ -269,6 +275,8 @@ class Agent:
         controls: dict[str, asyncio.Future[ControlFacts | None]],
     ) -> None:
         targets = await self._targets(channel)
+        if probing.fingerprints is not None:
+            await self._fingerprints(channel, probing.fingerprints)
         if not targets:
             log.warning("no_targets")
             return
@@ -354,6 +362,38 @@ class Agent:
         targets = [Target(u) for u in urls]
         await asyncio.to_thread(save_targets, self.state_dir, targets)
         return targets
+
+    async def _fingerprints(self, channel: UploadChannel, box: FingerprintBox) -> None:
+        """The collector's fingerprint set joins the agent's own; cached like the targets.
+        A collector without one (404) leaves the agent's own set alone."""
+        doc = None
+        etag = box.collector_digest
+        try:
+            res = await call(
+                channel.session,
+                "GET",
+                api_url(self.creds.collector_url, "/api/v1/fingerprints"),
+                token=self.creds.token,
+                proxy=channel.proxy,
+                extra_headers={"If-None-Match": f'"{etag}"'} if etag else None,
+            )
+            doc = res.body
+            await asyncio.to_thread(save_fingerprint_doc, self.state_dir, doc)
+        except ApiError as exc:
+            if exc.status in (304, 404):
+                return  # unchanged since the last round, or a collector without a set
+            doc = await asyncio.to_thread(load_fingerprint_doc, self.state_dir)
+            log.warning("fingerprints_from_cache", reason=str(exc), cached=doc is not None)
+        if doc is None:
+            return
+        try:
+            collector_set = await asyncio.to_thread(fingerprints_from_json, doc)
+        except ConfigError as exc:
+            log.warning("fingerprints_refused", reason=str(exc))
+            return
+        if box.current != box.local.merged(collector_set):
+            await asyncio.to_thread(box.use_collector_set, collector_set)
+            log.info("fingerprints_updated", fingerprints=len(box.current))
 
     # --- status ------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ Layout (all files belong to the volunteer's own user; nothing needs privileges):
 
     credentials.json   agent_id, token, collector_url   (mode 0600: the token is a secret)
     targets.json       the last target list the collector gave, so rounds go on without it
+    fingerprints.json  the last blockpage fingerprint set the collector gave (same reason)
     status.json        what `filterwatch agent status` shows besides the spool
     spool.sqlite3      results not yet acknowledged (agent/spool.py)
 
@@ -26,6 +27,7 @@ from shared.errors import FilterwatchError
 
 CREDENTIALS_FILE = "credentials.json"
 TARGETS_FILE = "targets.json"
+FINGERPRINTS_FILE = "fingerprints.json"
 STATUS_FILE = "status.json"
 SPOOL_FILE = "spool.sqlite3"
 LOCK_FILE = "agent.lock"
@@ -153,6 +155,16 @@ def load_targets(state_dir: Path) -> list[Target] | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("targets"), list):
         return None
     return [Target(u) for u in doc["targets"] if isinstance(u, str)]
+
+
+def save_fingerprint_doc(state_dir: Path, doc: Any) -> None:
+    """Cache the collector's fingerprint set as it came (GET /api/v1/fingerprints)."""
+    write_atomically(state_dir / FINGERPRINTS_FILE, json.dumps(doc).encode())
+
+
+def load_fingerprint_doc(state_dir: Path) -> Any:
+    """The cached fingerprint answer, or None when the collector never gave one."""
+    return _read_json(state_dir / FINGERPRINTS_FILE)
 
 
 @dataclass(frozen=True, slots=True)

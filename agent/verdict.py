@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from agent.blockpages import Fingerprint, Fingerprints
+from agent.blockpages import Fingerprint, Fingerprints, Scan
 from agent.probes.headers import COMMON_SERVER_HEADERS
 from shared.schema import (
     Blocking,
@@ -61,6 +61,10 @@ class Assessment:
     failure: str | None
     blockpage: str | None
     reason: str
+    # A fingerprint that matched but is a blockpage only in other countries (not counted),
+    # and where it matched: "http" or "dns".
+    elsewhere: str | None = None
+    elsewhere_in: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +108,23 @@ def dns_answers(dns: DnsFacts | None) -> list[str]:
     return out
 
 
-def dns_fingerprint(dns: DnsFacts | None, fingerprints: Fingerprints) -> Fingerprint | None:
-    """The blockpage fingerprint any DNS answer matches."""
+def dns_scan(dns: DnsFacts | None, fingerprints: Fingerprints, cc: str | None) -> Scan:
+    """What the DNS answers match for an agent in ``cc``: the first counted blockpage, else
+    the first that counts only elsewhere."""
+    elsewhere = None
     for answer in dns_answers(dns):
-        found = fingerprints.match_dns(answer)
-        if found is not None:
-            return found
-    return None
+        scan = fingerprints.scan_dns(answer, cc)
+        if scan.counted is not None:
+            return scan
+        elsewhere = elsewhere or scan
+    return elsewhere or Scan()
+
+
+def dns_fingerprint(
+    dns: DnsFacts | None, fingerprints: Fingerprints, cc: str | None = None
+) -> Fingerprint | None:
+    """The blockpage fingerprint any DNS answer matches (in ``cc``; None: anywhere)."""
+    return dns_scan(dns, fingerprints, cc).counted
 
 
 def dns_bogon(
@@ -185,14 +199,14 @@ def own_connectivity_failed(facts: ControlFacts) -> bool:
 
 
 def _dns_inconsistency(
-    facts: ControlFacts, control: ControlFacts, fingerprints: Fingerprints
+    facts: ControlFacts, control: ControlFacts, fingerprints: Fingerprints, cc: str | None
 ) -> str | None:
     dns, control_dns = facts.get("dns"), control.get("dns")
     if not dns or not control_dns:
         return None  # an IP-literal URL: no DNS to compare
     ours = dns_answers(dns)
     theirs = set(dns_answers(control_dns))
-    known = dns_fingerprint(dns, fingerprints)
+    known = dns_fingerprint(dns, fingerprints, cc)
     if known is not None:
         return f"an answer is a known injection address (fingerprint {known.name})"
     if not ours:
@@ -218,6 +232,15 @@ def _dns_inconsistency(
     return None
 
 
+def _differs_from_control(facts: ControlFacts, control: ControlFacts | None) -> bool:
+    """Whether the page fetched differs from the control's (False when nothing to compare)."""
+    http = facts.get("http")
+    control_http = control.get("http") if control else None
+    if not http or not control or not control_http or not fetched(control):
+        return False
+    return not compare_http(http, control_http).consistent
+
+
 def assess(
     facts: ControlFacts,
     control: ControlFacts | None,
@@ -233,13 +256,22 @@ def assess(
     if headers is None:
         http_facts = facts.get("http")
         headers = list((http_facts.get("headers") or {}).items()) if http_facts else []
-    page = fingerprints.match_response(headers, body) if fetched(facts) else None
-    dns_fp = dns_fingerprint(facts.get("dns"), fingerprints)
+    cc = network["cc"] if network else None
+    scan = fingerprints.scan_response(headers, body, cc) if fetched(facts) else Scan()
+    page = scan.counted
+    if page is not None and page.generic and not _differs_from_control(facts, control):
+        page = None  # "Access Denied" on a page like the control's is the site's own
+    dns_found = dns_scan(facts.get("dns"), fingerprints, cc)
+    dns_fp = dns_found.counted
     blockpage = page.name if page else (dns_fp.name if dns_fp else None)
+    elsewhere = where = None
+    if blockpage is None and (scan.elsewhere or dns_found.elsewhere):
+        other = scan.elsewhere or dns_found.elsewhere
+        elsewhere, where = (other.name if other else None), ("http" if scan.elsewhere else "dns")
     failure = facts.get("failure")
 
     def verdict(blocking: Blocking, why: str, fail: str | None = failure) -> Assessment:
-        return Assessment(blocking, fail, blockpage, why)
+        return Assessment(blocking, fail, blockpage, why, elsewhere, where)
 
     if network is None:
         return verdict(Blocking.INCONCLUSIVE, "the network this was measured on is not known")
@@ -257,7 +289,7 @@ def assess(
         return verdict(Blocking.INCONCLUSIVE, why)
     if page is not None:
         return verdict(Blocking.BLOCKPAGE, f"the page is a known blockpage ({page.name})", None)
-    dns_problem = _dns_inconsistency(facts, control, fingerprints)
+    dns_problem = _dns_inconsistency(facts, control, fingerprints, cc)
     if dns_problem is not None:
         dns = facts.get("dns") or {}
         return verdict(

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import structlog
 from aiohttp import web
 
+from agent.blockpages import Fingerprints, load_fingerprint_set
 from collector.api import agents, ingest
 from collector.api.errors import error_middleware
 from collector.config import CollectorConfig
 from collector.metrics import CONTENT_TYPE_LATEST, Metrics
 from collector.netdb import NetDb, load_netdb
-from collector.state import CONFIG, METRICS, NETDB, PSEUDONYM_KEY, STORE, TARGETS
+from collector.state import CONFIG, FINGERPRINTS, METRICS, NETDB, PSEUDONYM_KEY, STORE, TARGETS
 from collector.store.base import PSEUDONYM_SECRET, Store
 from collector.store.sqlite import SqliteStore
-from collector.targets import load_targets
+from collector.targets import load_targets, log_targets
+
+log = structlog.get_logger("collector.app")
 
 
 def make_store(config: CollectorConfig) -> Store:
@@ -27,13 +32,28 @@ def make_store(config: CollectorConfig) -> Store:
     return SqliteStore(config.database.sqlite_path)
 
 
+def _fingerprint_set(path: Path | None) -> Fingerprints:
+    """The collector's set: the configured files then the shipped ones, compiled now."""
+    found = load_fingerprint_set([path] if path is not None else [])
+    found.compile()
+    return found
+
+
 async def _store_and_tables(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: open the store, load the IP-to-ASN table and the target list."""
+    """cleanup_ctx: open the store, load the IP-to-ASN table, the target list and the
+    fingerprints, and say what was loaded."""
     config = app[CONFIG]
     store = app[STORE]
     netdb_path, targets_path = config.netdb_path, config.targets_path
     app[NETDB] = await asyncio.to_thread(load_netdb, netdb_path) if netdb_path else NetDb()
+    if netdb_path is None:
+        log.warning("netdb_missing", hint="set netdb_path: every agent is AS0/ZZ without it")
+    else:
+        log.info("netdb_loaded", path=str(netdb_path), rows=len(app[NETDB]))
     app[TARGETS] = await asyncio.to_thread(load_targets, targets_path)
+    log_targets(app[TARGETS], targets_path)
+    app[FINGERPRINTS] = await asyncio.to_thread(_fingerprint_set, config.fingerprints_path)
+    log.info("fingerprints_loaded", **app[FINGERPRINTS].counts())
     await store.open()
     try:
         app[PSEUDONYM_KEY] = await store.secret(PSEUDONYM_SECRET)

@@ -186,6 +186,9 @@ class CollectorConfig:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     netdb_path: Path | None = None  # IP-to-ASN TSV (plain or .gz); None: every caller is AS0/ZZ
     targets_path: Path | None = None  # YAML or CSV target list (or a directory of CSVs)
+    # Blockpage fingerprints for the agents and the control: an OONI CSV or Censored Planet
+    # JSON-lines file, or a directory of them; None: the set shipped with filterwatch.
+    fingerprints_path: Path | None = None
     analyst_tokens: tuple[str, ...] = ()  # plaintext tokens accepted besides generated ones
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)

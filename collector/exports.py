@@ -52,13 +52,53 @@ EXPORT_SCHEMA: Final = pa.schema(
         ("accessible", pa.bool_()),
         ("failure", pa.string()),
         ("blockpage", pa.string()),
-        ("dns_answers", pa.string()),
+        ("dns_answers", pa.list_(pa.string())),
         ("http_status", pa.int64()),
         ("http_body_length", pa.int64()),
         ("control_ok", pa.bool_()),
+        ("failure_original", pa.string()),
     ]
 )
 assert tuple(EXPORT_SCHEMA.names) == EXPORT_COLUMNS
+
+
+def _pandas_metadata(schema: pa.Schema) -> bytes:
+    """The ``pandas`` schema metadata that makes ``pandas.read_parquet`` give nullable
+    integers as ``Int64`` and booleans as ``boolean`` (not float64 and object), as pyarrow
+    writes it for such a DataFrame; written by hand so that exports need no pandas."""
+    kinds = {pa.int64(): ("int64", "Int64"), pa.bool_(): ("bool", "boolean")}
+    columns = []
+    for f in schema:
+        if f.type in kinds:
+            pandas_type, numpy_type = kinds[f.type]
+        elif f.type == TIMESTAMP:
+            pandas_type, numpy_type = "datetimetz", "datetime64[us]"
+        elif pa.types.is_list(f.type):
+            pandas_type, numpy_type = "list[unicode]", "object"
+        else:
+            pandas_type, numpy_type = "unicode", "object"
+        metadata = {"timezone": "UTC"} if f.type == TIMESTAMP else None
+        columns.append(
+            {
+                "name": f.name,
+                "field_name": f.name,
+                "pandas_type": pandas_type,
+                "numpy_type": numpy_type,
+                "metadata": metadata,
+            }
+        )
+    doc = {
+        "index_columns": [],
+        "column_indexes": [],
+        "columns": columns,
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.0.0",
+    }
+    return json.dumps(doc).encode("utf-8")
+
+
+# The schema Parquet files are written with: EXPORT_SCHEMA and its pandas metadata.
+PARQUET_SCHEMA: Final = EXPORT_SCHEMA.with_metadata({b"pandas": _pandas_metadata(EXPORT_SCHEMA)})
 
 # What compare reads: the columns the aggregation needs (CSV and JSONL give measured_at as
 # text; it becomes epoch seconds, float64, in ``_normalise``).
@@ -84,6 +124,8 @@ def _csv_value(value: object) -> object:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)  # dns_answers: addresses, space-separated
     return value
 
 
@@ -93,21 +135,32 @@ def csv_bytes(rows: Sequence[dict[str, object]], *, header: bool) -> bytes:
     writer = csv.writer(buf, lineterminator="\n")
     if header:
         writer.writerow(EXPORT_COLUMNS)
-    writer.writerows([_csv_value(row[c]) for c in EXPORT_COLUMNS] for row in rows)
+    writer.writerows([_csv_value(row.get(c)) for c in EXPORT_COLUMNS] for row in rows)
     return buf.getvalue().encode("utf-8")
+
+
+def _answers(value: object) -> object:
+    # Rows made before dns_answers became a list carry the stored space-separated text.
+    return value.split() if isinstance(value, str) else value
+
+
+def _json_value(column: str, value: object) -> object:
+    return _answers(value) if column == "dns_answers" else value
 
 
 def jsonl_bytes(rows: Sequence[dict[str, object]]) -> bytes:
     """One JSON object per line, keys in EXPORT_COLUMNS order."""
     return "".join(
-        json.dumps({c: row[c] for c in EXPORT_COLUMNS}, separators=(",", ":")) + "\n"
+        json.dumps({c: _json_value(c, row.get(c)) for c in EXPORT_COLUMNS}, separators=(",", ":"))
+        + "\n"
         for row in rows
     ).encode("utf-8")
 
 
 def arrow_batch(rows: Sequence[dict[str, object]]) -> pa.RecordBatch:
     """A record batch of ``rows`` in EXPORT_SCHEMA (measured_at parsed to a UTC timestamp)."""
-    columns: dict[str, Any] = {c: [row[c] for row in rows] for c in EXPORT_COLUMNS}
+    columns: dict[str, Any] = {c: [row.get(c) for row in rows] for c in EXPORT_COLUMNS}
+    columns["dns_answers"] = [_answers(v) for v in columns["dns_answers"]]
     arrays = []
     for field in EXPORT_SCHEMA:
         values = columns[field.name]
@@ -169,7 +222,7 @@ class ExportEncoder:
             return jsonl_bytes(rows)
         if self._parquet is None:
             self._drain = _Drain()
-            self._parquet = pq.ParquetWriter(self._drain, EXPORT_SCHEMA, compression="zstd")
+            self._parquet = pq.ParquetWriter(self._drain, PARQUET_SCHEMA, compression="zstd")
         assert self._drain is not None
         if rows:
             self._group.append(arrow_batch(rows))
@@ -181,7 +234,9 @@ class ExportEncoder:
     def _write_group(self) -> None:
         assert self._parquet is not None
         if self._group:
-            table = pa.Table.from_batches(self._group, schema=EXPORT_SCHEMA)
+            table = pa.Table.from_batches(
+                self._group, schema=EXPORT_SCHEMA
+            ).replace_schema_metadata(PARQUET_SCHEMA.metadata)
             self._parquet.write_table(table, row_group_size=max(1, table.num_rows))
         self._group, self._group_rows = [], 0
 

@@ -1,10 +1,12 @@
 """IP address -> (ASN, country, network name) from an iptoasn.com-style table.
 
 The table is tab-separated, one range a line: ``range_start range_end AS_number
-country_code AS_description``, IPv4 and IPv6 mixed or in separate files, plain or gzipped.
-Rows with AS 0 (``Not routed``) mean unknown. It is loaded once into sorted arrays and
-looked up with ``bisect`` in O(log n). Addresses are looked up and forgotten: nothing here
-stores or logs them.
+country_code AS_description``, in every layout iptoasn.com publishes: ``ip2asn-v4.tsv``,
+``ip2asn-v6.tsv``, ``ip2asn-combined.tsv`` (both families), ``ip2asn-v4-u32.tsv`` (IPv4
+addresses as unsigned 32-bit integers), each plain or gzipped (``.gz``, told by its first
+bytes, not its name). Rows with AS 0 (``Not routed``, country ``None``) mean unknown.
+It is loaded once into sorted arrays and looked up with ``bisect`` in O(log n). Addresses
+are looked up and forgotten: nothing here stores or logs them.
 """
 
 from __future__ import annotations
@@ -48,6 +50,16 @@ class _Family:
         return UNKNOWN
 
 
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    text = text.strip()
+    if text.isdigit():  # the u32 layout: an IPv4 address as an unsigned integer
+        value = int(text)
+        if value >= 1 << 32:
+            raise ValueError(f"{text} is not an IPv4 address as a 32-bit integer")
+        return ipaddress.IPv4Address(value)
+    return ipaddress.ip_address(text)
+
+
 class NetDb:
     """An immutable IP-to-network table; an empty one answers AS0/ZZ for everything."""
 
@@ -56,8 +68,8 @@ class NetDb:
         self._v6 = _Family()
         interned: dict[tuple[int, str, str], NetworkFacts] = {}
         for start_text, end_text, asn, cc, name in rows:
-            start = ipaddress.ip_address(start_text)
-            end = ipaddress.ip_address(end_text)
+            start = _address(start_text)
+            end = _address(end_text)
             if start.version != end.version or int(end) < int(start):
                 raise ValueError(f"bad range {start_text} - {end_text}")
             if asn == 0:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from agent.blockpages import Fingerprints
 from collector.auth import bearer_token, hash_secret, matches_any
 from collector.config import CollectorConfig
 from collector.metrics import Metrics
@@ -25,6 +26,7 @@ CONFIG: web.AppKey[CollectorConfig] = web.AppKey("config", CollectorConfig)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 PSEUDONYM_KEY: web.AppKey[bytes] = web.AppKey("pseudonym_key", bytes)
 NETDB: web.AppKey[NetDb] = web.AppKey("netdb", NetDb)
+FINGERPRINTS: web.AppKey[Fingerprints] = web.AppKey("fingerprints", Fingerprints)
 
 JSON_CONTENT_TYPE = "application/json"
 

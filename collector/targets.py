@@ -8,7 +8,12 @@ Two formats are read. YAML, either a list (every country) or a mapping whose key
 
 and CSV in the Citizen Lab test-lists layout (``url,category_code,category_description,
 date_added,source,notes``). A CSV file applies to every country; a directory of them is
-read like the test-lists repository: ``global.csv`` for everyone and ``ir.csv`` for IR.
+read like the test-lists repository (its root, which holds ``lists/``, or ``lists/``
+itself): ``global.csv`` for everyone, ``ir.csv`` for IR, and the regional lists for the
+countries of their region (``cis.csv``: the README's "former Commonwealth of Independent
+States nations", see ``REGIONAL_LISTS``). The category legend
+(``00-LEGEND-category_codes.csv``, ``00-LEGEND-new_category_codes.csv``) names the
+category codes. A directory with no list at all is an error, not an empty list.
 """
 
 from __future__ import annotations
@@ -22,11 +27,25 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import structlog
 import yaml
 
 from shared.errors import ConfigError
 
+log = structlog.get_logger("collector.targets")
+
 GLOBAL: Final = "global"
+# Lists that apply to several countries. The test-lists README: "The only testing list that
+# applies regionally (more than one country) is the CIS testing list which is intended for
+# testing former Commonwealth of Independent States nations": the twelve former Soviet
+# republics that were members (Georgia, Ukraine and Turkmenistan since left or associate).
+REGIONAL_LISTS: Final[Mapping[str, frozenset[str]]] = {
+    "cis": frozenset({"AM", "AZ", "BY", "GE", "KG", "KZ", "MD", "RU", "TJ", "TM", "UA", "UZ"}),
+}
+_LEGENDS: Final = {
+    "00-LEGEND-category_codes.csv": ("CategoryCode", "CategoryName"),
+    "00-LEGEND-new_category_codes.csv": ("New Code", "Category Description"),
+}
 _CC_RE: Final = re.compile(r"^[A-Za-z]{2}$")
 _DEFAULT_CATEGORY: Final = "MISC"
 
@@ -45,14 +64,20 @@ class TargetList:
     """Targets per country code (upper case) and for everyone (``global``)."""
 
     by_country: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
+    categories: Mapping[str, str] = field(default_factory=dict)  # code -> name (the legend)
 
     def for_country(self, cc: str | None) -> list[Target]:
-        """The global targets then the country's own, each URL once."""
+        """The global targets, the country's own, then its regions', each URL once."""
         seen: set[str] = set()
         out: list[Target] = []
         groups = [self.by_country.get(GLOBAL, ())]
         if cc:
             groups.append(self.by_country.get(cc.upper(), ()))
+            groups.extend(
+                self.by_country.get(region, ())
+                for region, members in REGIONAL_LISTS.items()
+                if cc.upper() in members
+            )
         for group in groups:
             for target in group:
                 if target.url not in seen:
@@ -62,6 +87,10 @@ class TargetList:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_country.values())
+
+    def sizes(self) -> dict[str, int]:
+        """Targets per list: ``global``, each country code, each regional list."""
+        return {name: len(items) for name, items in sorted(self.by_country.items())}
 
 
 def _check_url(url: str, source: str, where: str) -> str:
@@ -109,12 +138,14 @@ def parse_yaml(text: str, source: str) -> TargetList:
     by_country: dict[str, tuple[Target, ...]] = {}
     for key, items in data.items():
         name = str(key)
-        if name.lower() == GLOBAL:
-            by_country[GLOBAL] = _group(items, source, name)
+        if name.lower() == GLOBAL or name.lower() in REGIONAL_LISTS:
+            by_country[name.lower()] = _group(items, source, name)
         elif _CC_RE.match(name):
             by_country[name.upper()] = _group(items, source, name)
         else:
-            raise ConfigError(source, name, "expected 'global' or a two-letter country code")
+            raise ConfigError(
+                source, name, "expected 'global', a regional list (cis) or a country code"
+            )
     return TargetList(by_country)
 
 
@@ -137,15 +168,57 @@ def parse_csv(text: str, source: str) -> tuple[Target, ...]:
     return tuple(out)
 
 
+def _legend(path: Path, code_column: str, name_column: str) -> dict[str, str]:
+    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+    if code_column not in (reader.fieldnames or ()):
+        raise ConfigError(str(path), "line 1", f"expected a {code_column!r} column")
+    return {
+        (row.get(code_column) or "").strip(): (row.get(name_column) or "").strip()
+        for row in reader
+        if (row.get(code_column) or "").strip()
+    }
+
+
 def _csv_dir(directory: Path) -> TargetList:
+    lists = directory / "lists"
+    if lists.is_dir():
+        directory = lists  # the root of a test-lists checkout
     by_country: dict[str, tuple[Target, ...]] = {}
+    categories: dict[str, str] = {}
     for path in sorted(directory.glob("*.csv")):
-        stem = path.stem
-        if stem.lower() == GLOBAL:
-            by_country[GLOBAL] = parse_csv(path.read_text(encoding="utf-8"), str(path))
+        stem = path.stem.lower()
+        if path.name in _LEGENDS:
+            categories.update(_legend(path, *_LEGENDS[path.name]))
+        elif stem == GLOBAL or stem in REGIONAL_LISTS:
+            by_country[stem] = parse_csv(path.read_text(encoding="utf-8"), str(path))
         elif _CC_RE.match(stem):
             by_country[stem.upper()] = parse_csv(path.read_text(encoding="utf-8"), str(path))
-    return TargetList(by_country)
+    if not by_country:
+        raise ConfigError(
+            str(directory),
+            "",
+            "no target list here: expected global.csv, <country>.csv (test-lists' lists/)"
+            " or a test-lists checkout holding lists/",
+        )
+    return TargetList(by_country, categories)
+
+
+def log_targets(targets: TargetList, path: Path | None) -> None:
+    """Say at start-up what the target list holds; an empty one is a warning."""
+    if len(targets) == 0:
+        log.warning(
+            "no_targets",
+            path=str(path) if path else None,
+            hint="set targets_path to a YAML or CSV list or to the test-lists repository",
+        )
+        return
+    log.info(
+        "targets_loaded",
+        path=str(path) if path else None,
+        targets=len(targets),
+        per_list=targets.sizes(),
+        categories=len(targets.categories),
+    )
 
 
 def load_targets(path: Path | None) -> TargetList:

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from agent import cli as agent_cli
     from collector import cli as collector_cli
     from collector import compare_cli
+    from collector.ooni import cli as import_cli
     from lab import cli as lab_cli
 
     parser = _Parser(
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     collector_cli.register(sub)
     agent_cli.register(sub)
     compare_cli.register(sub)
+    import_cli.register(sub)
     return parser
 
 

@@ -20,12 +20,13 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypedDict
+from typing import Annotated, Any, Final, TypedDict
 
 import msgspec
 from msgspec import Meta
 
 from shared.errors import CodecError, SchemaError
+from shared.failures import mapped
 
 SCHEMA_VERSION: Final = 1
 
@@ -96,25 +97,10 @@ BLOCKING_VALUES: Final = frozenset(b.value for b in Blocking)
 FAILURE_VALUES: Final = frozenset(f.value for f in Failure)
 
 
-if TYPE_CHECKING:
-    FailureValue = str  # producers build failure strings from ``Failure``
-else:
-    FailureValue = Literal[
-        "connection_refused",
-        "connection_reset",
-        "generic_timeout_error",
-        "eof_error",
-        "dns_nxdomain_error",
-        "dns_servfail_error",
-        "dns_no_answer",
-        "ssl_invalid_hostname",
-        "ssl_unknown_authority",
-        "ssl_failed_handshake",
-        "host_unreachable",
-        "network_unreachable",
-        "unknown_failure",
-    ]
-# On the wire a failure is one of the values of ``Failure`` (a test keeps the two equal).
+# On the wire a failure is any short string: ours (``Failure``), or another tool's name such
+# as OONI's ``connection_refused_error``, which ingest maps onto ours and keeps beside it
+# (``failure_original``): a third-party agent loses no result for naming failures its way.
+FailureValue = Annotated[str, Meta(max_length=256)]
 
 # The limits of the wire format, one alias per kind of value (docs/wire-format.md).
 Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -149,6 +135,7 @@ class DnsFacts(TypedDict, total=False):
     system_failure: FailureValue | None
     bogon: bool  # an answer is a known bogon or private address
     failure: FailureValue | None
+    blockpage_elsewhere: Short | None  # a DNS fingerprint of other countries matched
 
 
 class TcpFacts(TypedDict, total=False):
@@ -181,6 +168,7 @@ class HttpFacts(TypedDict, total=False):
     redirects: Count
     failure: FailureValue | None
     body_truncated: bool
+    blockpage_elsewhere: Short | None  # a blockpage fingerprint of other countries matched
 
 
 TcpList = Annotated[list[TcpFacts], Meta(max_length=64)]
@@ -215,6 +203,7 @@ class Measurement:
     control: ControlFacts | None = None
     timings: dict[str, float] = field(default_factory=dict)
     agent_version: str | None = None
+    failure_original: str | None = None  # the failure as another tool named it (mapped)
     extra: dict[str, Any] = field(default_factory=dict)  # fields this version does not know
 
     def to_wire(self) -> dict[str, Any]:
@@ -239,6 +228,8 @@ class Measurement:
             timings=self.timings,
             agent_version=self.agent_version,
         )
+        if self.failure_original is not None:
+            out["failure_original"] = self.failure_original
         return out
 
 
@@ -291,6 +282,7 @@ class MeasurementWire(msgspec.Struct, frozen=True):
     control: ControlFacts | None = None
     timings: Annotated[dict[Short, Finite], Meta(max_length=64)] = {}
     agent_version: Annotated[str, Meta(max_length=64)] | None = None
+    failure_original: FailureValue | None = None
 
     def __post_init__(self) -> None:
         expected = self.blocking.accessible
@@ -404,10 +396,44 @@ def _version_error(version: int) -> SchemaError:
     )
 
 
+_FACT_FAILURES: Final = ("failure", "system_failure", "innocuous_failure")
+
+
+def _map_fact_failures(facts: Any) -> None:
+    # Failures inside facts are mapped in place, the original kept as ``<key>_original``.
+    if not facts:
+        return
+    for key in _FACT_FAILURES:
+        value = facts.get(key)
+        if value is not None:
+            ours, original = mapped(value)
+            if original is not None:
+                facts[key] = ours
+                facts[f"{key}_original"] = original
+
+
+def map_failures(wire: MeasurementWire) -> MeasurementWire:
+    """``wire`` with every failure in our vocabulary, other tools' names kept beside them."""
+    for facts in (wire.dns, wire.tls, wire.http, *wire.tcp):
+        _map_fact_failures(facts)
+    control = wire.control
+    if control:
+        _map_fact_failures(control)
+        for facts in (control.get("dns"), control.get("tls"), control.get("http")):
+            _map_fact_failures(facts)
+        for facts in control.get("tcp") or ():
+            _map_fact_failures(facts)
+    ours, original = mapped(wire.failure)
+    if original is not None:
+        return msgspec.structs.replace(wire, failure=ours, failure_original=original)
+    return wire
+
+
 def decode_measurement(raw: bytes | msgspec.Raw) -> MeasurementWire:
-    """Decode and validate one msgpack measurement; ``SchemaError`` names the bad field."""
+    """Decode and validate one msgpack measurement, failures mapped onto our vocabulary
+    (``map_failures``); ``SchemaError`` names the bad field."""
     try:
-        return _MEASUREMENT_DECODER.decode(raw)
+        return map_failures(_MEASUREMENT_DECODER.decode(raw))
     except msgspec.ValidationError as exc:
         raise _schema_error(exc) from None
     except (msgspec.DecodeError, RecursionError) as exc:
@@ -422,7 +448,7 @@ def measurement_from_wire(record: Any) -> Measurement:
     if type(record) is not dict:
         raise SchemaError("", "expected a map (the measurement)")
     try:
-        wire = msgspec.convert(record, MeasurementWire)
+        wire = map_failures(msgspec.convert(record, MeasurementWire))
     except msgspec.ValidationError as exc:
         raise _schema_error(exc) from None
     return Measurement(
@@ -443,6 +469,7 @@ def measurement_from_wire(record: Any) -> Measurement:
         control=wire.control,
         timings=wire.timings,
         agent_version=wire.agent_version,
+        failure_original=wire.failure_original,
         extra={k: v for k, v in record.items() if k not in _MEASUREMENT_FIELDS},
     )
 

@@ -232,16 +232,22 @@ async def run_steps(
 
 
 async def measure_facts(
-    url: str, options: ProbeOptions, *, may_connect: MayConnect | None = None
+    url: str,
+    options: ProbeOptions,
+    *,
+    may_connect: MayConnect | None = None,
+    fingerprints: Fingerprints | None = None,
 ) -> ControlFacts:
     """The DNS, TCP, TLS and HTTP facts for ``url``: what the control endpoint returns.
 
-    ``may_connect`` ((address, port) -> bool) vetoes destinations before any packet goes there.
+    ``may_connect`` ((address, port) -> bool) vetoes destinations before any packet goes there;
+    ``fingerprints`` (the collector's set; None: the shipped one) mark injected answers.
     """
     run = await run_steps(url, options, may_connect=may_connect)
     dns = run.facts.get("dns")
     if dns is not None:
-        fingerprints = await asyncio.to_thread(default_fingerprints)
+        if fingerprints is None:
+            fingerprints = await asyncio.to_thread(default_fingerprints)
         dns["bogon"] = dns_bogon(dns, None, fingerprints)
     return run.facts
 
@@ -278,6 +284,12 @@ async def measure(
         headers=response.headers if response is not None and response.body is not None else None,
         body=response.body if response is not None else None,
     )
+    if verdict.elsewhere is not None:
+        # Said in the facts, not claimed as a blockpage: the fingerprint is another
+        # country's (blockpages.py, expected_countries).
+        noted = facts.get("http") if verdict.elsewhere_in == "http" else dns
+        if noted is not None:
+            noted["blockpage_elsewhere"] = verdict.elsewhere
     return Measurement(
         id=new_measurement_id(),
         measured_at=measured_at,

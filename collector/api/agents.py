@@ -10,7 +10,14 @@ from aiohttp import web
 
 from collector.api import decode_small_body, read_body, reply
 from collector.auth import hash_enroll_code, hash_secret, new_agent_id, new_agent_token
-from collector.state import STORE, TARGETS, caller_network, json_error, require_agent
+from collector.state import (
+    FINGERPRINTS,
+    STORE,
+    TARGETS,
+    caller_network,
+    json_error,
+    require_agent,
+)
 
 log = structlog.get_logger("collector.agents")
 
@@ -58,11 +65,31 @@ async def targets(request: web.Request) -> web.Response:
     """The target list for the agent's country: the enrollment code's, else its network's."""
     agent = await require_agent(request)
     cc = agent.cc or caller_network(request)["cc"]
-    items = request.app[TARGETS].for_country(cc)
-    return reply(request, [t.to_json() for t in items])
+    target_list = request.app[TARGETS]
+    legend = target_list.categories
+    items = [
+        {**t.to_json(), "category_description": legend[t.category_code]}
+        if t.category_code in legend
+        else t.to_json()
+        for t in target_list.for_country(cc)
+    ]
+    return reply(request, items)
+
+
+async def fingerprints(request: web.Request) -> web.Response:
+    """The blockpage fingerprint set agents measure with (the control uses it too)."""
+    await require_agent(request)
+    found = request.app[FINGERPRINTS]
+    etag = f'"{found.digest()}"'
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={"ETag": etag})
+    response = reply(request, found.to_json())
+    response.headers["ETag"] = etag
+    return response
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/enroll", enroll)
     app.router.add_get("/api/v1/whoami", whoami)
     app.router.add_get("/api/v1/targets", targets)
+    app.router.add_get("/api/v1/fingerprints", fingerprints)

@@ -23,11 +23,12 @@ from typing import Final
 
 from aiohttp import web
 
+from agent.blockpages import Fingerprints
 from agent.probes.web import ProbeOptions, measure_facts, parse_target
 from collector.api import decode_small_body, read_body, reply
 from collector.config import ControlConfig
 from collector.outbound import DestinationRefused, Network, check_port, parse_ranges, refusal
-from collector.state import CONFIG, json_error, require_agent
+from collector.state import CONFIG, FINGERPRINTS, json_error, require_agent
 from shared.schema import MAX_URL_LENGTH, ControlFacts
 
 CONTROL_BODY_LIMIT: Final = 4096
@@ -84,7 +85,9 @@ def control_setup(config: ControlConfig) -> _ControlSetup:
     return _ControlSetup(options=options, allow=allow, allow_ports=frozenset(config.allow_ports))
 
 
-async def _measure(url: str, setup: _ControlSetup, gate: _Gate) -> ControlFacts:
+async def _measure(
+    url: str, setup: _ControlSetup, gate: _Gate, fingerprints: Fingerprints | None = None
+) -> ControlFacts:
     def may_connect(address: str, port: int) -> bool:
         # Raising stops the measurement before any address of this host is connected to.
         check_destination(address, port, setup)
@@ -92,7 +95,9 @@ async def _measure(url: str, setup: _ControlSetup, gate: _Gate) -> ControlFacts:
 
     gate.active += 1
     try:
-        return await measure_facts(url, setup.options, may_connect=may_connect)
+        return await measure_facts(
+            url, setup.options, may_connect=may_connect, fingerprints=fingerprints
+        )
     finally:
         gate.active -= 1
 
@@ -130,7 +135,7 @@ async def post_control(request: web.Request) -> web.Response:
                 f"{gate.limit} controls are running; retry in a few seconds",
                 {"Retry-After": str(RETRY_AFTER_S)},
             )
-        shared = asyncio.ensure_future(_measure(url, setup, gate))
+        shared = asyncio.ensure_future(_measure(url, setup, gate, request.app.get(FINGERPRINTS)))
         inflight[url] = shared
         shared.add_done_callback(lambda _: inflight.pop(url, None))
     try:

@@ -80,6 +80,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "http_status",
     "http_body_length",
     "control_ok",
+    "failure_original",  # the failure as another tool named it, when mapped (issue 12)
 )
 
 

@@ -70,12 +70,13 @@ _COLUMN_TYPES: Final = (
     "int4",  # http_status
     "int8",  # http_body_length
     "int2",  # control_ok
+    "text",  # failure_original
     "bytea",  # record
 )
 _INSERT_SQL: Final = (
     "INSERT INTO measurements (measurement_id, agent_id, batch_id, measured_at, received_at,"
     " cc, asn, network_name, url, domain, blocking, accessible, failure, blockpage,"
-    " dns_answers, http_status, http_body_length, control_ok, record)"
+    " dns_answers, http_status, http_body_length, control_ok, failure_original, record)"
     " SELECT * FROM unnest("
     + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_COLUMN_TYPES))
     + ") ON CONFLICT (measurement_id) DO NOTHING RETURNING cc, asn, domain, measured_at"

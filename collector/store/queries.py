@@ -326,6 +326,8 @@ def export_row(values: Sequence[Any], pseudonym: Pseudonyms) -> dict[str, object
     for flag in ("accessible", "control_ok"):
         if row[flag] is not None:
             row[flag] = bool(row[flag])
+    answers = row["dns_answers"]
+    row["dns_answers"] = str(answers).split() if answers else None  # stored space-separated
     return row
 
 

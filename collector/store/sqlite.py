@@ -53,8 +53,8 @@ _BUSY_TIMEOUT_MS: Final = 10_000
 _INSERT_SQL: Final = (
     "INSERT INTO measurements (measurement_id, agent_id, batch_id, measured_at, received_at,"
     " cc, asn, network_name, url, domain, blocking, accessible, failure, blockpage,"
-    " dns_answers, http_status, http_body_length, control_ok, record)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " dns_answers, http_status, http_body_length, control_ok, failure_original, record)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (measurement_id) DO NOTHING"
 )
 
@@ -101,6 +101,7 @@ def measurement_row(
         http.get("status") if http else None,
         http.get("body_length") if http else None,
         _control_ok(m.control),
+        m.failure_original,
         _encode_record(m),
     )
 

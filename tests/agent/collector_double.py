@@ -37,6 +37,8 @@ class CollectorDouble:
     whoami_calls: int = 0
     reject_urls: frozenset[str] = frozenset()  # results of these URLs are "invalid"
     batch_stored: asyncio.Event = field(default_factory=asyncio.Event)
+    fingerprints: dict[str, object] | None = None  # GET /api/v1/fingerprints; None: 404
+    fingerprints_unchanged: int = 0  # answers 304 to If-None-Match
 
     async def wait_for(self, ids: set[str]) -> None:
         """Return once every measurement id in ``ids`` has been stored."""
@@ -49,6 +51,7 @@ class CollectorDouble:
         app.router.add_post("/api/v1/enroll", self.enroll)
         app.router.add_get("/api/v1/whoami", self.whoami)
         app.router.add_get("/api/v1/targets", self.get_targets)
+        app.router.add_get("/api/v1/fingerprints", self.get_fingerprints)
         app.router.add_post("/api/v1/batches", self.post_batch)
         return app
 
@@ -71,6 +74,16 @@ class CollectorDouble:
     async def get_targets(self, request: web.Request) -> web.Response:
         self._auth(request)
         return web.json_response({"targets": [{"url": u} for u in self.targets]})
+
+    async def get_fingerprints(self, request: web.Request) -> web.Response:
+        self._auth(request)
+        if self.fingerprints is None:
+            return web.json_response({"error": "not_found"}, status=404)
+        etag = f'"{self.fingerprints.get("digest")}"'
+        if request.headers.get("If-None-Match") == etag:
+            self.fingerprints_unchanged += 1
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.json_response(self.fingerprints, headers={"ETag": etag})
 
     async def post_batch(self, request: web.Request) -> web.Response:
         self._auth(request)

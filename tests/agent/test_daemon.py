@@ -61,7 +61,7 @@ class Recorder:
             self.measured.set()
             return m
 
-        return Probing(measure, real.control)
+        return Probing(measure, real.control, fingerprints=real.fingerprints)
 
     async def wait_for(self, count: int) -> None:
         while len(self.ids) < count:
@@ -517,3 +517,35 @@ async def test_a_change_of_local_addresses_asks_whoami_again(tmp_path: Path) -> 
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert json.loads(out.splitlines()[-1]) == [1, 2]
+
+
+async def test_the_collectors_fingerprints_are_used_and_cached(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    """The agent measures with the collector's fingerprint set (an Iranian one, matched on
+    an Iranian network), keeps it in the state directory for when the collector is away,
+    and asks again with its ETag: an unchanged set is not sent again."""
+    from agent.blockpages import Fingerprints, fingerprint_from_row
+
+    row = {
+        "name": "collector_fp",
+        "scope": "isp",
+        "location_found": "body",
+        "pattern_type": "regexp",
+        "pattern": "<body>hel+o</body>",
+        "expected_countries": "IR",
+    }
+    prints = Fingerprints([fingerprint_from_row(row, "test", "row")])
+    double = CollectorDouble(targets=await sites(aiohttp_server, 2), fingerprints=prints.to_json())
+    collector = await aiohttp_server(double.app())
+    recorder = Recorder()
+    config = agent_config(str(collector.make_url("")), tmp_path)
+    _agent, stop, task = await start_agent(config, recorder)
+    async with asyncio.timeout(60):
+        await recorder.wait_for(4)  # two rounds
+    stop.set()
+    await task
+    assert {m.blockpage for m in recorder.results[:4]} == {"collector_fp"}
+    assert double.fingerprints_unchanged >= 1
+    cached = json.loads((tmp_path / "state" / "fingerprints.json").read_text())
+    assert cached["fingerprints"][0]["name"] == "collector_fp"

@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 
 from agent.blockpages import Fingerprints, default_fingerprints, parse_fingerprints
-from agent.verdict import compare_http, dns_bogon, judge
+from agent.verdict import assess, compare_http, dns_bogon, judge
 from shared.errors import ConfigError
 from shared.schema import Blocking, ControlFacts, HttpFacts, NetworkFacts
 
 NET: NetworkFacts = {"asn": 58224, "cc": "IR", "network_name": "TCI"}
+NET_AE: NetworkFacts = {"asn": 5384, "cc": "AE", "network_name": "Etisalat"}
 FP = default_fingerprints()
 
 
@@ -138,7 +139,50 @@ def test_false_positive_fingerprint_wins_over_a_blockpage_match() -> None:
 def test_header_fingerprints_match_recorded_headers_without_the_body() -> None:
     """Judging stored facts again still finds a header blockpage from the recorded headers."""
     mine = facts(page=http(headers={"server": "Protected by WireFilter 8"}))
-    assert judge(mine, CONTROL, NET, FP)[::2] == (Blocking.BLOCKPAGE, "ae_header_1")
+    assert judge(mine, CONTROL, NET_AE, FP)[::2] == (Blocking.BLOCKPAGE, "ae_header_1")
+
+
+def test_a_fingerprint_of_other_countries_is_noted_not_counted() -> None:
+    """WireFilter (expected in AE and SA) seen from Iran is not called a blockpage there:
+    the comparison with the control decides, and the match is named as another country's."""
+    mine = facts(page=http(headers={"server": "Protected by WireFilter 8"}))
+    verdict = assess(mine, CONTROL, NET, FP)
+    assert (verdict.blocking, verdict.blockpage) == (Blocking.OK, None)
+    assert (verdict.elsewhere, verdict.elsewhere_in) == ("ae_header_1", "http")
+
+
+def test_a_vague_word_counts_only_on_a_page_unlike_the_control() -> None:
+    """OONI's vbw fingerprints ("Access Denied") say blockpage only when the page also
+    differs from the control's; on a page like the control's the site said it itself."""
+    prints = parse_fingerprints(
+        "name,scope,location_found,pattern_type,pattern,expected_countries,source,exp_url,notes\n"
+        "cp.f_gen_access_denied,vbw,body,contains,Access Denied,,test,,\n"
+    )
+    like_control = facts(page=http())
+    assert judge(like_control, CONTROL, NET, prints, headers=[], body=b"Access Denied")[0] is (
+        Blocking.OK
+    )
+    unlike = facts(page=http(status=403, body_length=20, body_sha256="e" * 64, title="Nope"))
+    assert judge(unlike, CONTROL, NET, prints, headers=[], body=b"Access Denied")[::2] == (
+        Blocking.BLOCKPAGE,
+        "cp.f_gen_access_denied",
+    )
+
+
+def test_regexp_fingerprints_are_searched_in_linear_time() -> None:
+    """A regexp fingerprint matches; a pattern that backtracks exponentially in Python's re
+    still answers at once on a long input (RE2), and one RE2 refuses names its line."""
+    prints = parse_fingerprints(
+        "name,scope,location_found,pattern_type,pattern,expected_countries,source,exp_url,notes\n"
+        "rx,nat,body,regexp,blocked by order no\\. [0-9]+,,test,,\n"
+        "evil,nat,body,regexp,(a+)+$,,test,,\n"
+    )
+    assert prints.match_response([], b"<p>blocked by order no. 42</p>") is not None
+    assert prints.match_response([], b"a" * 100_000 + b"!") is None
+    with pytest.raises(ConfigError, match=r"line 2: pattern"):
+        parse_fingerprints(
+            "name,scope,location_found,pattern_type,pattern\nbad,nat,body,regexp,(a)\\1\n"
+        )
 
 
 def test_known_injection_address_is_dns_with_its_fingerprint() -> None:
@@ -242,7 +286,7 @@ def test_fingerprint_file_errors_name_the_line_and_column() -> None:
     """A bad pattern_type is a ConfigError naming the line and the column."""
     text = (
         "name,scope,location_found,pattern_type,pattern,expected_countries,source,exp_url,notes\n"
-        "x,nat,body,regexp,a+,,,,\n"
+        "x,nat,body,glob,a*,,,,\n"
     )
     with pytest.raises(ConfigError, match=r"line 2: pattern_type"):
         parse_fingerprints(text, "prints.csv")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import Any
 
 import msgspec
 import pytest
@@ -29,12 +29,45 @@ BASE: dict[str, Any] = {
 }
 
 
-def test_failure_literal_matches_the_enum() -> None:
-    """The wire's failure vocabulary is exactly the Failure enum."""
-    import shared.schema as schema
+def test_failure_mapping_knows_exactly_the_enum() -> None:
+    """The vocabulary other tools' names are mapped onto is exactly the Failure enum."""
+    from shared.failures import OURS
 
-    literal = schema.__dict__["FailureValue"]
-    assert set(get_args(literal)) == FAILURE_VALUES
+    assert OURS == FAILURE_VALUES
+
+
+@pytest.mark.parametrize(
+    ("name", "ours"),
+    [
+        ("ssl_invalid_certificate", "ssl_failed_handshake"),
+        ("http_invalid_redirect_location_host", "unknown_failure"),
+        (
+            "unknown_failure: read tcp 10.0.0.1:443: use of closed network connection",
+            "unknown_failure",
+        ),
+        ("connection_refused_error", "connection_refused"),
+        ("dns_lookup_error", "dns_servfail_error"),
+        ("connection_reset: read: connection reset by peer", "connection_reset"),
+        ("[Errno 111] Connection refused", "connection_refused"),
+    ],
+)
+def test_ooni_failures_are_accepted_mapped_and_kept(name: str, ours: str) -> None:
+    """An OONI failure name in a result is mapped onto ours; the original stays beside it."""
+    rec = {**BASE, "failure": name, "dns": {"failure": name}, "tcp": [{"failure": name}]}
+    for decode in (lambda r: decode_measurement(encode(r)), measurement_from_wire):
+        m = decode(rec)
+        assert (m.failure, m.failure_original) == (ours, name)
+        assert m.dns is not None and (m.dns["failure"], m.dns.get("failure_original")) == (
+            ours,
+            name,
+        )  # type: ignore[typeddict-item]
+        assert m.tcp[0]["failure"] == ours
+
+
+def test_our_own_failures_carry_no_original() -> None:
+    """A failure already in our vocabulary is kept as it is, with no original beside it."""
+    m = decode_measurement(encode({**BASE, "failure": "connection_reset"}))
+    assert (m.failure, m.failure_original) == ("connection_reset", None)
 
 
 def test_wire_fields_match_measurement() -> None:
@@ -55,7 +88,7 @@ def test_wire_fields_match_measurement() -> None:
         ({"network": {"asn": -1, "cc": "IR", "network_name": ""}}, "network.asn", ">= 0"),
         ({"network": {"asn": 1, "network_name": ""}}, "network.cc", "required field is missing"),
         ({"dns": {"answers": "1.2.3.4"}}, "dns.answers", "expected `array`, got `str`"),
-        ({"dns": {"failure": "oops"}}, "dns.failure", "invalid enum value 'oops'"),
+        ({"dns": {"failure": "x" * 300}}, "dns.failure", "length <= 256"),
         ({"tcp": [{"port": 1}, {"port": "x"}]}, "tcp[1].port", "expected `int`, got `str`"),
         ({"http": {"status": 1000}}, "http.status", "<= 999"),
         ({"http": {"headers": {"a": 5}}}, "http.headers[...]", "expected `str`, got `int`"),
