@@ -21,6 +21,9 @@ from collector.targets import load_targets
 def make_store(config: CollectorConfig) -> Store:
     """The store the configuration asks for (not yet opened)."""
     if config.database.postgres_dsn:
+        from filterwatch.extras import require_extra
+
+        require_extra("the PostgreSQL store (database.postgres_dsn)", "postgres")
         from collector.store.postgres import PostgresStore
 
         return PostgresStore(config.database.postgres_dsn)

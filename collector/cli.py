@@ -18,7 +18,6 @@ import structlog
 from aiohttp import web
 
 from collector import query_cli
-from collector.app import make_app, make_store
 from collector.auth import hash_enroll_code, hash_secret, new_analyst_token, new_enroll_code
 from collector.config import CollectorConfig, load_collector_config
 from collector.netdb import NetdbError
@@ -107,6 +106,8 @@ def _load(args: argparse.Namespace) -> CollectorConfig:
 
 
 def _with_store(config: CollectorConfig, fn: Callable[[Store], Awaitable[T]]) -> T:
+    from collector.app import make_store
+
     async def run() -> T:
         store = make_store(config)
         await store.open()
@@ -185,6 +186,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: CollectorConfig) -> None:
+    from collector.app import make_app
+
     # access_log=None: aiohttp's access log would print every client's address.
     runner = web.AppRunner(make_app(config), access_log=None, handle_signals=False)
     await runner.setup()
