@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import re
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -170,9 +171,14 @@ def serve_command(args: argparse.Namespace) -> int:
             return 2
         listen = dataclasses.replace(listen, port=args.port)
     config = dataclasses.replace(config, listen=listen)
+    tls = None
+    if listen.tls_cert is not None and listen.tls_key is not None:
+        from collector.tls import server_context
+
+        tls = server_context(listen.tls_cert, listen.tls_key, _source(args))
     configure_logging(config.logging.json, config.logging.level)
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, tls, _source(args)))
     except NetdbError as exc:
         print(f"filterwatch: {exc}", file=sys.stderr)
         return 2
@@ -185,26 +191,47 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: CollectorConfig) -> None:
+def _source(args: argparse.Namespace) -> str:
+    return str(args.config) if args.config else "<defaults>"
+
+
+async def _serve(config: CollectorConfig, tls: ssl.SSLContext | None, source: str) -> None:
     from collector.app import make_app
 
     # access_log=None: aiohttp's access log would print every client's address.
     runner = web.AppRunner(make_app(config), access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.listen.host, config.listen.port)
+        site = web.TCPSite(runner, config.listen.host, config.listen.port, ssl_context=tls)
         await site.start()
+        scheme = "https" if tls is not None else "http"
         for address in runner.addresses:
             host, port = address[0], address[1]
             shown = f"[{host}]" if ":" in host else host
             # The collector's own address (not a client's): printed, not logged.
-            print(f"filterwatch collector listening on http://{shown}:{port}", flush=True)
-        log.info("collector_started", sqlite=str(config.database.sqlite_path))
+            print(f"filterwatch collector listening on {scheme}://{shown}:{port}", flush=True)
+        log.info("collector_started", sqlite=str(config.database.sqlite_path), tls=tls is not None)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if tls is not None:
+            loop.add_signal_handler(signal.SIGHUP, _reload_tls, tls, config, source)
         await stop.wait()
         log.info("collector_stopping")
     finally:
         await runner.cleanup()
+
+
+def _reload_tls(tls: ssl.SSLContext, config: CollectorConfig, source: str) -> None:
+    """SIGHUP: the certificate and key again (renewed); a pair that fails keeps the old."""
+    from collector.tls import load_pair
+
+    cert, key = config.listen.tls_cert, config.listen.tls_key
+    assert cert is not None and key is not None
+    try:
+        load_pair(tls, cert, key, source)
+    except ConfigError as exc:
+        log.error("tls_reload_failed", error=str(exc))
+        return
+    log.info("tls_reloaded", cert=str(cert))

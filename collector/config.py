@@ -23,10 +23,14 @@ DEFAULT_SQLITE_PATH = Path("filterwatch.sqlite3")
 class ListenConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    tls_cert: Path | None = None  # PEM certificate chain: the collector serves HTTPS itself
+    tls_key: Path | None = None  # PEM private key; both reloaded on SIGHUP
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not in 0..65535")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
 
 
 @dataclass(frozen=True, slots=True)
