@@ -25,10 +25,18 @@ class ListenConfig:
     port: int = DEFAULT_PORT
     tls_cert: Path | None = None  # PEM certificate chain: the collector serves HTTPS itself
     tls_key: Path | None = None  # PEM private key; both reloaded on SIGHUP
+    # Load balancers (CIDRs) whose X-Forwarded-For names the real caller (HAProxy's
+    # `option forwardfor`); from anyone else the header is ignored.
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not in 0..65535")
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {cidr!r} is not a CIDR range") from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: set both or neither")
 
