@@ -10,6 +10,7 @@ from aiohttp import web
 from collector.api import agents, ingest
 from collector.api.errors import error_middleware
 from collector.config import CollectorConfig
+from collector.maintenance import maintenance_ctx
 from collector.metrics import CONTENT_TYPE_LATEST, Metrics
 from collector.netdb import NetDb, load_netdb
 from collector.state import CONFIG, METRICS, NETDB, PSEUDONYM_KEY, STORE, TARGETS
@@ -68,6 +69,7 @@ def make_app(config: CollectorConfig, store: Store | None = None) -> web.Applica
     app[STORE] = store if store is not None else make_store(config)
     app[METRICS] = Metrics.create()
     app.cleanup_ctx.append(_store_and_tables)
+    app.cleanup_ctx.append(maintenance_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     agents.add_routes(app)

@@ -92,6 +92,29 @@ def register(sub: Any) -> None:
     revoke.add_argument("agent_id")
     revoke.set_defaults(handler=revoke_agent_command)
 
+    prune = cmds.add_parser(
+        "prune",
+        help="delete measurements made before a date (retention)",
+        description="Delete the measurements made before DATE. PostgreSQL drops whole month"
+        " partitions and deletes the rest in batches; SQLite deletes in batches. Ingest goes"
+        " on meanwhile.",
+    )
+    _config_arg(prune)
+    prune.add_argument(
+        "--before", required=True, metavar="DATE", help="ISO 8601 (2025-01-01) or an age like 400d"
+    )
+    prune.set_defaults(handler=prune_command)
+
+    backup = cmds.add_parser(
+        "backup",
+        help="an online backup of the SQLite store (PostgreSQL: use pg_dump)",
+        description="Copy the SQLite store into FILE while the collector runs (SQLite's online"
+        " backup API). For PostgreSQL use pg_dump (see the README).",
+    )
+    _config_arg(backup)
+    backup.add_argument("--out", required=True, type=Path, metavar="FILE")
+    backup.set_defaults(handler=backup_command)
+
     query_cli.register_leaks(cmds)
     query_cli.register_export(cmds)
 
@@ -235,3 +258,58 @@ def _reload_tls(tls: ssl.SSLContext, config: CollectorConfig, source: str) -> No
         log.error("tls_reload_failed", error=str(exc))
         return
     log.info("tls_reloaded", cert=str(cert))
+
+
+def prune_command(args: argparse.Namespace) -> int:
+    from shared.filters import parse_time
+
+    config = _load(args)
+    before = parse_time(args.before, "--before")
+    if before > time.time():
+        print(
+            "filterwatch: --before: that is in the future; nothing would be kept", file=sys.stderr
+        )
+        return 2
+    outcome = _with_store(config, lambda store: store.prune(before))
+    if outcome.busy:
+        print(
+            "filterwatch: another collector is pruning right now; try again later", file=sys.stderr
+        )
+        return 1
+    when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(before))
+    months = (
+        f" ({len(outcome.dropped_partitions)} month partitions dropped)"
+        if outcome.dropped_partitions
+        else ""
+    )
+    print(f"deleted {outcome.deleted} measurements made before {when}{months}")
+    return 0
+
+
+def backup_command(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config.database.postgres_dsn:
+        print(
+            "filterwatch: backup copies the SQLite store; for PostgreSQL use pg_dump, e.g.\n"
+            '  pg_dump --format=custom --file=filterwatch.dump "$DSN"\n'
+            'and pg_restore --dbname="$NEW_DSN" filterwatch.dump to restore',
+            file=sys.stderr,
+        )
+        return 2
+    from collector.store.sqlite import SqliteStore
+
+    out: Path = args.out
+    if out.resolve() == config.database.sqlite_path.resolve():
+        print("filterwatch: --out: that is the store itself", file=sys.stderr)
+        return 2
+    if not out.parent.is_dir():
+        print(f"filterwatch: --out: {out.parent} is not a directory", file=sys.stderr)
+        return 2
+
+    async def run(store: Store) -> None:
+        assert isinstance(store, SqliteStore)
+        await store.backup(out)
+
+    _with_store(config, run)
+    print(f"backed up {config.database.sqlite_path} to {out}")
+    return 0

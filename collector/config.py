@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.config import config_from_mapping, load_config
+from shared.config import config_from_mapping, load_config, parse_duration
 from shared.logging import LoggingConfig
 
 DEFAULT_HOST = "127.0.0.1"
@@ -45,6 +45,17 @@ class ListenConfig:
 class DatabaseConfig:
     sqlite_path: Path = DEFAULT_SQLITE_PATH
     postgres_dsn: str | None = None  # set: PostgreSQL instead of SQLite (several collectors)
+    # Keep measurements this long (a duration like 400d); older ones are pruned hourly
+    # (PostgreSQL: whole months dropped). None: keep everything.
+    retention: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.retention is not None and parse_duration(self.retention) < 86400:
+            raise ValueError("retention must be at least 1d")
+
+    @property
+    def retention_s(self) -> float | None:
+        return None if self.retention is None else parse_duration(self.retention)
 
 
 @dataclass(frozen=True, slots=True)

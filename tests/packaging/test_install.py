@@ -187,6 +187,8 @@ def test_plain_agent_enrolls_probes_and_reports(venvs: dict[str, Path], tmp_path
     finally:
         server.terminate()
         server.wait(30)
+        if server.stdout is not None:
+            server.stdout.close()
 
 
 def test_collector_install_runs_the_demo(venvs: dict[str, Path], tmp_path: Path) -> None:
