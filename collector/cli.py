@@ -22,7 +22,7 @@ from collector import query_cli
 from collector.auth import hash_enroll_code, hash_secret, new_analyst_token, new_enroll_code
 from collector.config import CollectorConfig, load_collector_config
 from collector.netdb import NetdbError
-from collector.store.base import Store
+from collector.store.base import PSEUDONYM_SECRET, Store
 from shared.config import parse_duration
 from shared.errors import ConfigError
 from shared.logging import configure_logging
@@ -308,6 +308,9 @@ def backup_command(args: argparse.Namespace) -> int:
 
     async def run(store: Store) -> None:
         assert isinstance(store, SqliteStore)
+        # The pseudonym key goes along (made now if the store never had one), so that the
+        # restored store names agents in exports exactly as this one does.
+        await store.secret(PSEUDONYM_SECRET)
         await store.backup(out)
 
     _with_store(config, run)

@@ -183,14 +183,15 @@ class PostgresStore(Store):
                 await conn.execute("SELECT pg_advisory_unlock($1)", _PRUNE_LOCK)
         return PruneOutcome(deleted, dropped)
 
-    async def migrate(self) -> list[int]:
-        """Apply pending migrations, each in one transaction; return the versions applied."""
+    async def migrate(self, migrations: list[Migration] | None = None) -> list[int]:
+        """Apply pending migrations (default: all), each in one transaction; return the
+        versions applied."""
         applied: list[int] = []
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(_BOOKKEEPING)
             done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            for migration in load_migrations():
+            for migration in load_migrations() if migrations is None else migrations:
                 if migration.version in done:
                     continue
                 try:
