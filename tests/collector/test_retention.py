@@ -24,7 +24,7 @@ from collector.store.postgres import PostgresStore, month_start
 from collector.store.sqlite import SqliteStore, measurement_row
 from shared.schema import Measurement, measurement_from_wire
 from tests.collector.conftest import record
-from tests.conftest import skip_or_fail_in_ci
+from tests.conftest import drop_test_database, skip_or_fail_in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 DSN = os.environ.get("FILTERWATCH_TEST_PG_DSN", "")
@@ -173,7 +173,7 @@ async def pg_dsn() -> AsyncIterator[str]:
     try:
         yield DSN.rsplit("/", 1)[0] + "/" + name
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_test_database(admin, name)
         await admin.close()
 
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,9 +27,10 @@ from agent.config import UploadConfig
 from agent.spool import Spool
 from agent.state import Status, StatusRecorder
 from agent.uploader import Uploader
+from bench.fleet import free_port, haproxy_config
 from bench.ingest.workload import measurement as wire_measurement
 from shared.schema import measurement_from_wire
-from tests.conftest import skip_or_fail_in_ci
+from tests.conftest import drop_test_database, skip_or_fail_in_ci
 
 pytestmark = [pytest.mark.fleet, pytest.mark.postgres, pytest.mark.slow]
 
@@ -42,13 +41,6 @@ ROUNDS = 30
 PER_ROUND = 10
 ROUND_S = 0.25
 FILTERWATCH = (sys.executable, "-m", "filterwatch")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -65,7 +57,7 @@ async def pg_dsn() -> AsyncIterator[str]:
     try:
         yield DSN.rsplit("/", 1)[0] + "/" + name
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_test_database(admin, name)
         await admin.close()
 
 
@@ -118,15 +110,6 @@ async def _healthy(url: str, timeout_s: float = 60) -> None:
             await asyncio.sleep(0.2)
 
 
-def _haproxy_config(front: int, ports: list[int]) -> str:
-    """deploy/fleet/haproxy.cfg as shipped, with this test's ports."""
-    text = (ROOT / "deploy" / "fleet" / "haproxy.cfg").read_text()
-    text = re.sub(r"(?m)^    bind .*$", f"    bind 127.0.0.1:{front}", text)
-    text = re.sub(r"(?m)^    server .*\n", "", text)
-    servers = "".join(f"    server collector{i + 1} 127.0.0.1:{p}\n" for i, p in enumerate(ports))
-    return text.rstrip("\n") + "\n" + servers
-
-
 def _start_haproxy(binary: str, cfg: Path, log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log:
         return subprocess.Popen([binary, "-db", "-f", str(cfg)], stdout=log, stderr=log)
@@ -149,13 +132,13 @@ async def fleet(tmp_path: Path, pg_dsn: str, haproxy_bin: str) -> AsyncIterator[
         "limits: {max_inflight_batches: 32}\n"
         "logging: {json: true, level: warning}\n"
     )
-    ports = [_free_port(), _free_port()]
-    front = _free_port()
+    ports = [free_port(), free_port()]
+    front = free_port()
     fleet = Fleet(tmp_path, config, ports, f"http://127.0.0.1:{front}")
     for port in ports:
         fleet.start(port)
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(_haproxy_config(front, ports))
+    cfg.write_text(haproxy_config(front, ports))
     haproxy = _start_haproxy(haproxy_bin, cfg, tmp_path / "haproxy.log")
     try:
         for port in ports:
