@@ -1,4 +1,4 @@
-"""``filterwatch agent enroll|run|probe|status|check``"""
+"""``filterwatch agent enroll|run|probe|status|check|install-service|uninstall-service``"""
 
 from __future__ import annotations
 
@@ -79,6 +79,29 @@ def register(sub: Any) -> None:
     c.add_argument("--json", action="store_true", help="print the status as JSON")
     common(c)
     c.set_defaults(handler=cmd_status)
+
+    for name, helptext, handler in (
+        ("install-service", "install, enable and start the agent's systemd unit", cmd_install),
+        ("uninstall-service", "stop, disable and remove the agent's systemd unit", cmd_uninstall),
+    ):
+        c = cmds.add_parser(name, help=helptext)
+        scope = c.add_mutually_exclusive_group()
+        scope.add_argument(
+            "--user",
+            dest="system",
+            action="store_false",
+            help="a user unit run by your own systemd user manager, no root (the default)",
+        )
+        scope.add_argument(
+            "--system",
+            dest="system",
+            action="store_true",
+            help="a system unit (needs root), run as a dynamic unprivileged user",
+        )
+        common(c)
+        if name == "install-service":
+            c.add_argument("--dry-run", action="store_true", help="print the unit, change nothing")
+        c.set_defaults(handler=handler, system=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +187,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from agent.probe_cli import run_probe
+
+    # Log events (a control refused, ...) go to stderr: stdout is the answer (--json).
+    configure_logging(json=False, level="warning")
 
     return run_probe(args)
 
@@ -348,3 +374,21 @@ def _status_text(doc: dict[str, Any]) -> str:
     else:
         lines.append("clock:        not yet confirmed by the collector")
     return "\n".join(lines)
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from agent.service import ServiceError, install
+
+    try:
+        return install(args)
+    except ServiceError as exc:
+        return _fail(str(exc))
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from agent.service import ServiceError, uninstall
+
+    try:
+        return uninstall(args)
+    except ServiceError as exc:
+        return _fail(str(exc))

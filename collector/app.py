@@ -13,6 +13,7 @@ from agent.blockpages import Fingerprints, load_fingerprint_set
 from collector.api import agents, ingest
 from collector.api.errors import error_middleware
 from collector.config import CollectorConfig
+from collector.maintenance import maintenance_ctx
 from collector.metrics import CONTENT_TYPE_LATEST, Metrics
 from collector.netdb import NetDb, load_netdb
 from collector.state import CONFIG, FINGERPRINTS, METRICS, NETDB, PSEUDONYM_KEY, STORE, TARGETS
@@ -26,6 +27,9 @@ log = structlog.get_logger("collector.app")
 def make_store(config: CollectorConfig) -> Store:
     """The store the configuration asks for (not yet opened)."""
     if config.database.postgres_dsn:
+        from filterwatch.extras import require_extra
+
+        require_extra("the PostgreSQL store (database.postgres_dsn)", "postgres")
         from collector.store.postgres import PostgresStore
 
         return PostgresStore(config.database.postgres_dsn)
@@ -117,6 +121,7 @@ def make_app(config: CollectorConfig, store: Store | None = None) -> web.Applica
     app[STORE] = store if store is not None else make_store(config)
     app[METRICS] = Metrics.create()
     app.cleanup_ctx.append(_store_and_tables)
+    app.cleanup_ctx.append(maintenance_ctx)
     app.cleanup_ctx.append(_monitor_and_alerts)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import re
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -18,12 +19,11 @@ import structlog
 from aiohttp import web
 
 from collector import events_cli, query_cli
-from collector.app import make_app, make_store
 from collector.auth import hash_enroll_code, hash_secret, new_analyst_token, new_enroll_code
 from collector.config import CollectorConfig, load_collector_config
 from collector.netdb import NetdbError
 from collector.server import make_runner
-from collector.store.base import Store
+from collector.store.base import PSEUDONYM_SECRET, Store
 from shared.config import parse_duration
 from shared.errors import ConfigError
 from shared.logging import configure_logging
@@ -93,6 +93,29 @@ def register(sub: Any) -> None:
     revoke.add_argument("agent_id")
     revoke.set_defaults(handler=revoke_agent_command)
 
+    prune = cmds.add_parser(
+        "prune",
+        help="delete measurements made before a date (retention)",
+        description="Delete the measurements made before DATE. PostgreSQL drops whole month"
+        " partitions and deletes the rest in batches; SQLite deletes in batches. Ingest goes"
+        " on meanwhile.",
+    )
+    _config_arg(prune)
+    prune.add_argument(
+        "--before", required=True, metavar="DATE", help="ISO 8601 (2025-01-01) or an age like 400d"
+    )
+    prune.set_defaults(handler=prune_command)
+
+    backup = cmds.add_parser(
+        "backup",
+        help="an online backup of the SQLite store (PostgreSQL: use pg_dump)",
+        description="Copy the SQLite store into FILE while the collector runs (SQLite's online"
+        " backup API). For PostgreSQL use pg_dump (see the README).",
+    )
+    _config_arg(backup)
+    backup.add_argument("--out", required=True, type=Path, metavar="FILE")
+    backup.set_defaults(handler=backup_command)
+
     query_cli.register_leaks(cmds)
     query_cli.register_export(cmds)
     events_cli.register(cmds)
@@ -109,6 +132,8 @@ def _load(args: argparse.Namespace) -> CollectorConfig:
 
 
 def _with_store(config: CollectorConfig, fn: Callable[[Store], Awaitable[T]]) -> T:
+    from collector.app import make_store
+
     async def run() -> T:
         store = make_store(config)
         await store.open()
@@ -171,9 +196,14 @@ def serve_command(args: argparse.Namespace) -> int:
             return 2
         listen = dataclasses.replace(listen, port=args.port)
     config = dataclasses.replace(config, listen=listen)
+    tls = None
+    if listen.tls_cert is not None and listen.tls_key is not None:
+        from collector.tls import server_context
+
+        tls = server_context(listen.tls_cert, listen.tls_key, _source(args))
     configure_logging(config.logging.json, config.logging.level)
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, tls, _source(args)))
     except NetdbError as exc:
         print(f"filterwatch: {exc}", file=sys.stderr)
         return 2
@@ -186,23 +216,104 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: CollectorConfig) -> None:
+def _source(args: argparse.Namespace) -> str:
+    return str(args.config) if args.config else "<defaults>"
+
+
+async def _serve(config: CollectorConfig, tls: ssl.SSLContext | None, source: str) -> None:
+    from collector.app import make_app
+
     runner = make_runner(make_app(config), config)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.listen.host, config.listen.port)
+        site = web.TCPSite(runner, config.listen.host, config.listen.port, ssl_context=tls)
         await site.start()
+        scheme = "https" if tls is not None else "http"
         for address in runner.addresses:
             host, port = address[0], address[1]
             shown = f"[{host}]" if ":" in host else host
             # The collector's own address (not a client's): printed, not logged.
-            print(f"filterwatch collector listening on http://{shown}:{port}", flush=True)
-        log.info("collector_started", sqlite=str(config.database.sqlite_path))
+            print(f"filterwatch collector listening on {scheme}://{shown}:{port}", flush=True)
+        log.info("collector_started", sqlite=str(config.database.sqlite_path), tls=tls is not None)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if tls is not None:
+            loop.add_signal_handler(signal.SIGHUP, _reload_tls, tls, config, source)
         await stop.wait()
         log.info("collector_stopping")
     finally:
         await runner.cleanup()
+
+
+def _reload_tls(tls: ssl.SSLContext, config: CollectorConfig, source: str) -> None:
+    """SIGHUP: the certificate and key again (renewed); a pair that fails keeps the old."""
+    from collector.tls import load_pair
+
+    cert, key = config.listen.tls_cert, config.listen.tls_key
+    assert cert is not None and key is not None
+    try:
+        load_pair(tls, cert, key, source)
+    except ConfigError as exc:
+        log.error("tls_reload_failed", error=str(exc))
+        return
+    log.info("tls_reloaded", cert=str(cert))
+
+
+def prune_command(args: argparse.Namespace) -> int:
+    from shared.filters import parse_time
+
+    config = _load(args)
+    before = parse_time(args.before, "--before")
+    if before > time.time():
+        print(
+            "filterwatch: --before: that is in the future; nothing would be kept", file=sys.stderr
+        )
+        return 2
+    outcome = _with_store(config, lambda store: store.prune(before))
+    if outcome.busy:
+        print(
+            "filterwatch: another collector is pruning right now; try again later", file=sys.stderr
+        )
+        return 1
+    when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(before))
+    months = (
+        f" ({len(outcome.dropped_partitions)} month partitions dropped)"
+        if outcome.dropped_partitions
+        else ""
+    )
+    print(f"deleted {outcome.deleted} measurements made before {when}{months}")
+    return 0
+
+
+def backup_command(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config.database.postgres_dsn:
+        print(
+            "filterwatch: backup copies the SQLite store; for PostgreSQL use pg_dump, e.g.\n"
+            '  pg_dump --format=custom --file=filterwatch.dump "$DSN"\n'
+            'and pg_restore --dbname="$NEW_DSN" filterwatch.dump to restore',
+            file=sys.stderr,
+        )
+        return 2
+    from collector.store.sqlite import SqliteStore
+
+    out: Path = args.out
+    if out.resolve() == config.database.sqlite_path.resolve():
+        print("filterwatch: --out: that is the store itself", file=sys.stderr)
+        return 2
+    if not out.parent.is_dir():
+        print(f"filterwatch: --out: {out.parent} is not a directory", file=sys.stderr)
+        return 2
+
+    async def run(store: Store) -> None:
+        assert isinstance(store, SqliteStore)
+        # The pseudonym key goes along (made now if the store never had one), so that the
+        # restored store names agents in exports exactly as this one does.
+        await store.secret(PSEUDONYM_SECRET)
+        await store.backup(out)
+
+    _with_store(config, run)
+    print(f"backed up {config.database.sqlite_path} to {out}")
+    return 0

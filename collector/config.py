@@ -27,16 +27,39 @@ DEFAULT_SQLITE_PATH = Path("filterwatch.sqlite3")
 class ListenConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    tls_cert: Path | None = None  # PEM certificate chain: the collector serves HTTPS itself
+    tls_key: Path | None = None  # PEM private key; both reloaded on SIGHUP
+    # Load balancers (CIDRs) whose X-Forwarded-For names the real caller (HAProxy's
+    # `option forwardfor`); from anyone else the header is ignored.
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port: {self.port} is not in 0..65535")
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {cidr!r} is not a CIDR range") from None
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert: goes with tls_key: set both or neither")
 
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
     sqlite_path: Path = DEFAULT_SQLITE_PATH
     postgres_dsn: str | None = None  # set: PostgreSQL instead of SQLite (several collectors)
+    # Keep measurements this long (a duration like 400d); older ones are pruned hourly
+    # (PostgreSQL: whole months dropped). None: keep everything.
+    retention: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.retention is not None and parse_duration(self.retention) < 86400:
+            raise ValueError("retention: must be at least 1d")
+
+    @property
+    def retention_s(self) -> float | None:
+        return None if self.retention is None else parse_duration(self.retention)
 
 
 @dataclass(frozen=True, slots=True)

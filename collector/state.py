@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 from collections.abc import Mapping
 
@@ -21,6 +22,8 @@ from collector.netdb import NetDb
 from collector.store.base import AgentRecord, Store
 from collector.targets import TargetList
 from shared.schema import NetworkFacts
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 CONFIG: web.AppKey[CollectorConfig] = web.AppKey("config", CollectorConfig)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
@@ -109,8 +112,38 @@ def caller_network(request: web.Request) -> NetworkFacts:
     netdb = request.app.get(NETDB)
     if netdb is None:
         return {"asn": 0, "cc": "ZZ", "network_name": ""}
-    net = netdb.lookup(request.remote)
+    net = netdb.lookup(caller_address(request))
     return {"asn": net["asn"], "cc": net["cc"], "network_name": net["network_name"]}
+
+
+def caller_address(request: web.Request) -> str | None:
+    """The caller's address: the peer's, or behind a trusted load balancer (listen.
+    trusted_proxies) the rightmost X-Forwarded-For entry that is not one of those proxies.
+    Only ever looked up, never kept."""
+    remote = request.remote
+    trusted = _trusted_proxies(request.app)
+    if not trusted or not _within(remote, trusted):
+        return remote
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", []) for h in v.split(",")]
+    for hop in reversed(hops):
+        if not _within(hop, trusted):
+            return hop
+    return remote
+
+
+def _trusted_proxies(app: web.Application) -> tuple[IPNetwork, ...]:
+    config = app.get(CONFIG)
+    if config is None or not config.listen.trusted_proxies:
+        return ()
+    return tuple(ipaddress.ip_network(c, strict=False) for c in config.listen.trusted_proxies)
+
+
+def _within(address: str | None, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 def agent_pseudonym(key: bytes, agent_id: str) -> str:

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from filterwatch.extras import COMMAND_EXTRAS, MissingExtraError, extra_of_module, require_extra
 from shared.errors import ConfigError
 from shared.filters import FilterError
 
@@ -55,9 +56,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if args.group in COMMAND_EXTRAS:
+            require_extra(*COMMAND_EXTRAS[args.group])
         return int(handler(args))
-    except (ConfigError, FilterError) as exc:
+    except (ConfigError, FilterError, MissingExtraError) as exc:
         print(f"filterwatch: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        # A lazy import deeper down that the check above did not foresee: still no traceback.
+        extra = extra_of_module(exc.name)
+        if extra is None:
+            raise
+        print(
+            f"filterwatch: {args.group} needs: pip install 'filterwatch[{extra}]'"
+            f" (missing: {exc.name})",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,6 +1,7 @@
 """Ingest benchmark: end-to-end results/s over HTTP against the ceiling without HTTP.
 
     .venv/bin/python -m bench.ingest [--batches 200] [--size 500] [--clients 4]
+    .venv/bin/python -m bench.ingest --postgres [DSN] [--collectors 1 2]
 
 A real collector (``filterwatch collector serve``, SQLite in WAL mode in a temporary
 directory) runs in its own process on 127.0.0.1; this process is the load generator. It
@@ -8,6 +9,11 @@ pre-encodes the batches, enrolls an agent, then POSTs every batch and times the 
 the first request to the last answer (each answer comes after its commit). In the same run
 it measures the ceiling: decode + validate + insert of the same batches in one process,
 with no HTTP. Nothing leaves the loopback interface.
+
+With ``--postgres`` (DSN default: $FILTERWATCH_TEST_PG_DSN) the collectors store into a
+fresh database on that server, and for each count in ``--collectors`` that many collector
+processes run behind HAProxy (deploy/fleet/haproxy.cfg); the load goes through HAProxy, as
+a fleet's agents' does. The ceiling is then one process inserting with no HTTP.
 """
 
 from __future__ import annotations
@@ -143,6 +149,188 @@ async def _ceiling(path: Path, bodies: list[bytes]) -> tuple[float, float, float
     return total, decode_s, insert_s, cpu
 
 
+async def _fresh_database(dsn: str) -> str:
+    import asyncpg
+
+    name = f"fw_bench_{os.getpid()}_{int(time.time())}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return dsn.rsplit("/", 1)[0] + "/" + name
+
+
+async def _drop_database(dsn: str, db_dsn: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db_dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _pg_count(db_dsn: str) -> int:
+    from collector.store.postgres import PostgresStore
+
+    store = PostgresStore(db_dsn)
+    await store.open()
+    try:
+        return await store.count_measurements()
+    finally:
+        await store.close()
+
+
+async def _pg_ceiling(db_dsn: str, bodies: list[bytes], clients: int) -> tuple[float, float]:
+    """(seconds, decode share) to decode and insert every batch in this process, no HTTP,
+    ``clients`` inserts at once (the pool's connections work in parallel)."""
+    from collector.store.postgres import PostgresStore
+
+    store = PostgresStore(db_dsn)
+    await store.open()
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    decode_s = 0.0
+
+    async def worker() -> None:
+        nonlocal decode_s
+        while not queue.empty():
+            body = queue.get_nowait()
+            t0 = time.perf_counter()
+            env = decode_batch(body)
+            results = [decode_measurement(raw) for raw in env.results]
+            decode_s += time.perf_counter() - t0
+            await store.insert_measurements(env.agent_id, env.batch_id, results, time.time())
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return time.perf_counter() - started, decode_s
+    finally:
+        await store.close()
+
+
+def fleet_end_to_end(
+    dsn: str, work: Path, collectors: int, batches: int, size: int, clients: int
+) -> tuple[float, float, float, int]:
+    """(wall s, collectors' CPU s, HAProxy's CPU s, stored) through HAProxy to N collectors."""
+    import shutil
+
+    from bench.fleet import free_port, haproxy_config
+
+    db = asyncio.run(_fresh_database(dsn))
+    config = work / f"collector-{collectors}.yaml"
+    config.write_text(
+        f"database: {{postgres_dsn: '{db}'}}\n"
+        "listen: {trusted_proxies: [127.0.0.1/32]}\n"
+        "limits: {max_inflight_batches: 64}\nlogging: {json: true, level: warning}\n"
+    )
+    servers: list[subprocess.Popen[str]] = []
+    haproxy: subprocess.Popen[bytes] | None = None
+    try:
+        code = subprocess.run(
+            _filterwatch("collector", "enroll-code", "--config", str(config), "--uses", "1"),
+            check=True,
+            capture_output=True,
+            text=True,
+            env=_env(),
+        ).stdout.strip()
+        ports = [free_port() for _ in range(collectors)]
+        for port in ports:
+            servers.append(
+                subprocess.Popen(
+                    _filterwatch(
+                        "collector", "serve", "--config", str(config), "--port", str(port)
+                    ),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                    env=_env(),
+                )
+            )
+        for server in servers:
+            assert server.stdout is not None
+            server.stdout.readline()  # listening
+        front = free_port()
+        cfg = work / f"haproxy-{collectors}.cfg"
+        cfg.write_text(haproxy_config(front, ports))
+        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        haproxy = subprocess.Popen(
+            [binary, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        url = f"http://127.0.0.1:{front}"
+        agent_id, token = asyncio.run(_enroll_when_up(url, code))
+        bodies = encoded_batches(agent_id, batches, size, seed=2)
+        procs = [psutil.Process(s.pid) for s in servers]
+        hap = psutil.Process(haproxy.pid)
+        cpu_before = sum(sum(p.cpu_times()[:2]) for p in procs)
+        hap_before = sum(hap.cpu_times()[:2])
+        elapsed = asyncio.run(_post_all(url, token, bodies, clients))
+        cpu = sum(sum(p.cpu_times()[:2]) for p in procs) - cpu_before
+        hap_cpu = sum(hap.cpu_times()[:2]) - hap_before
+        stored = asyncio.run(_pg_count(db))
+    finally:
+        if haproxy is not None:
+            haproxy.terminate()
+            haproxy.wait(30)
+        for server in servers:
+            server.terminate()
+            server.wait(30)
+            if server.stdout is not None:
+                server.stdout.close()
+        asyncio.run(_drop_database(dsn, db))
+    return elapsed, cpu, hap_cpu, stored
+
+
+async def _enroll_when_up(url: str, code: str) -> tuple[str, str]:
+    for _ in range(100):
+        try:
+            return await _enroll(url, code)
+        except (aiohttp.ClientError, KeyError, ValueError):
+            await asyncio.sleep(0.2)
+    raise SystemExit(f"bench: HAProxy at {url} never answered")
+
+
+def main_postgres(args: argparse.Namespace) -> int:
+    dsn = args.postgres or os.environ.get("FILTERWATCH_TEST_PG_DSN", "")
+    if not dsn:
+        print("bench: --postgres needs a DSN or $FILTERWATCH_TEST_PG_DSN", file=sys.stderr)
+        return 2
+    n = args.batches * args.size
+    bodies = encoded_batches("ag-bench", args.batches, args.size, seed=1)
+    db = asyncio.run(_fresh_database(dsn))
+    try:
+        ceiling_s, decode_s = asyncio.run(_pg_ceiling(db, bodies, args.clients))
+    finally:
+        asyncio.run(_drop_database(dsn, db))
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        f"workload: {args.batches} batches x {args.size} results, {args.clients} concurrent"
+        " clients, PostgreSQL (a fresh database each run)"
+    )
+    print(f"  decode+validate (msgspec)        {n / decode_s:>10,.0f} results/s")
+    print(f"  ceiling: 1 process, no HTTP      {n / ceiling_s:>10,.0f} results/s")
+    with tempfile.TemporaryDirectory(prefix="fw-bench-pg-") as tmp:
+        for count in args.collectors:
+            load_before = os.getloadavg()[0]
+            e2e_s, cpu, hap_cpu, stored = fleet_end_to_end(
+                dsn, Path(tmp), count, args.batches, args.size, args.clients
+            )
+            if stored != n:
+                print(f"bench: {stored} results stored, expected {n}", file=sys.stderr)
+                return 1
+            print(
+                f"  {count} collector(s) behind HAProxy  {n / e2e_s:>10,.0f} results/s"
+                f"  ({e2e_s:.2f} s; collectors {cpu:.1f} CPU-s, HAProxy {hap_cpu:.1f} CPU-s,"
+                f" load {load_before:.1f} -> {os.getloadavg()[0]:.1f})"
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.ingest", description=__doc__.split("\n")[0]
@@ -150,7 +338,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--size", type=int, default=500, help="results per batch")
     parser.add_argument("--clients", type=int, default=4, help="concurrent uploads")
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DSN",
+        help="PostgreSQL through HAProxy (DSN default: $FILTERWATCH_TEST_PG_DSN)",
+    )
+    parser.add_argument(
+        "--collectors",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="with --postgres: collector processes behind HAProxy, one run per count",
+    )
     args = parser.parse_args(argv)
+    if args.postgres is not None:
+        return main_postgres(args)
     n = args.batches * args.size
     with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
         work = Path(tmp)

@@ -30,6 +30,13 @@ class InsertOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class PruneOutcome:
+    deleted: int  # measurements removed
+    dropped_partitions: list[str]  # whole months dropped (PostgreSQL)
+    busy: bool = False  # another collector was pruning: nothing done here
+
+
+@dataclass(frozen=True, slots=True)
 class AgentRecord:
     agent_id: str
     cc: str | None  # the country the enrollment code was made for, if any
@@ -94,6 +101,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+    async def maintain(self, now: float) -> None:
+        """Periodic upkeep the store needs (PostgreSQL: month partitions made ahead)."""
+        return None
+
+    async def prune(self, before: float, batch: int = 10_000) -> PruneOutcome:
+        """Remove the measurements made before ``before`` (epoch seconds), in steps that
+        never hold ingest up for long."""
+        raise NotImplementedError(f"{type(self).__name__} has no retention")
 
     # --- measurements ---
     @abc.abstractmethod

@@ -1,9 +1,10 @@
 """Versioned schema migrations: ``migrations/NNNN_name.sql``, applied in order, once each.
 
-The SQL is portable (SQLite and PostgreSQL run the same text). Each migration runs in one
-transaction together with the row that records it in ``schema_migrations``, so a failed
-migration leaves no half-built schema, and two processes starting at once do not both
-apply it (the SQLite runner takes the write lock first).
+The SQL is portable (SQLite and PostgreSQL run the same text), except in a migration whose
+first line names one dialect (``-- dialect: postgres``): only that store runs it. Each
+migration runs in one transaction together with the row that records it in
+``schema_migrations``, so a failed migration leaves no half-built schema, and two processes
+starting at once do not both apply it (the SQLite runner takes the write lock first).
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def dialect(self) -> str | None:
+        """``postgres`` for a migration whose first line is ``-- dialect: postgres`` (the
+        other stores record it as applied and run nothing); None when portable."""
+        first = self.sql.split("\n", 1)[0].strip()
+        if first.startswith("-- dialect:"):
+            return first.removeprefix("-- dialect:").strip()
+        return None
 
     def statements(self) -> list[str]:
         """The migration's statements, split where SQLite says a statement is complete."""
@@ -86,8 +96,9 @@ def migrate_sqlite(
             if done:
                 conn.execute("ROLLBACK")
                 continue
-            for stmt in migration.statements():
-                conn.execute(stmt)
+            if migration.dialect in (None, "sqlite"):
+                for stmt in migration.statements():
+                    conn.execute(stmt)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                 (migration.version, migration.name, time.time()),

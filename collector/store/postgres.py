@@ -13,6 +13,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import asyncpg
@@ -22,6 +23,7 @@ from collector.store.base import (
     AgentRecord,
     BucketCount,
     InsertOutcome,
+    PruneOutcome,
     Store,
 )
 from collector.store.migrate import Migration, MigrationError, load_migrations
@@ -79,7 +81,7 @@ _INSERT_SQL: Final = (
     " dns_answers, http_status, http_body_length, control_ok, failure_original, record)"
     " SELECT * FROM unnest("
     + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_COLUMN_TYPES))
-    + ") ON CONFLICT (measurement_id) DO NOTHING RETURNING cc, asn, domain, measured_at"
+    + ") ON CONFLICT (measurement_id, measured_at) DO NOTHING RETURNING cc, asn, domain, measured_at"
 )
 # The insert and the monitor's dirty series in one statement (one transaction): the series
 # of every accepted measurement is recorded, or nothing is.
@@ -92,6 +94,10 @@ _INSERT_WITH_DIRTY_SQL: Final = (
 )
 # The monitor's advisory lock (held on a dedicated connection by the one leader).
 _MONITOR_LOCK: Final = 0x66_77_6D_6F  # "fwmo"
+# Retention runs in one collector at a time (another such lock: the migrations').
+_PRUNE_LOCK: Final = 0x66_77_70_72  # "fwpr"
+_PARTITION_RE: Final = re.compile(r"^measurements_(\d{4})_(\d{2})$")
+MONTHS_AHEAD: Final = 2  # partitions made ahead of the current month
 
 
 def postgres_sql(migration: Migration) -> list[str]:
@@ -117,6 +123,7 @@ class PostgresStore(Store):
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._leader: asyncpg.Connection | None = None
+        self._months: set[float] = set()  # month partitions known to exist (their starts)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -129,21 +136,92 @@ class PostgresStore(Store):
             self._dsn, min_size=self._min_size, max_size=self._max_size
         )
         await self.migrate()
+        await self.maintain(time.time())
 
-    async def migrate(self) -> list[int]:
-        """Apply pending migrations, each in one transaction; return the versions applied."""
+    async def maintain(self, now: float) -> None:
+        """Make this month's partition and the next MONTHS_AHEAD months' ahead of need."""
+        start = month_start(now)
+        await self._ensure_months({add_months(start, k) for k in range(MONTHS_AHEAD + 1)})
+
+    async def _ensure_months(self, months: set[float]) -> None:
+        missing = months - self._months
+        if missing:
+            await self.pool.execute(
+                "SELECT filterwatch_month_partition(m) FROM unnest($1::float8[]) AS m",
+                sorted(missing),
+            )
+            self._months |= missing
+
+    async def partitions(self) -> list[tuple[str, float, float]]:
+        """The month partitions of measurements: (name, start, end), oldest first."""
+        rows = await self.pool.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'measurements'::regclass"
+        )
+        out = []
+        for (name,) in rows:
+            match = _PARTITION_RE.match(name)
+            if match:
+                start = month_start(
+                    datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC).timestamp()
+                )
+                out.append((name, start, add_months(start, 1)))
+        return sorted(out, key=lambda p: p[1])
+
+    async def prune(self, before: float, batch: int = 10_000) -> PruneOutcome:
+        """Drop the months wholly before ``before`` (detached concurrently: ingest is never
+        locked out), then delete the older rows of the month it falls in, in batches."""
+        dropped: list[str] = []
+        deleted = 0
+        async with self.pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _PRUNE_LOCK):
+                return PruneOutcome(0, [], busy=True)
+            try:
+                for name, start, end in await self.partitions():
+                    if end > before:
+                        continue
+                    rows = await conn.fetchval(f'SELECT count(*) FROM "{name}"')
+                    # Outside a transaction: DETACH ... CONCURRENTLY waits for running
+                    # queries instead of locking the parent table against them.
+                    await conn.execute(
+                        f'ALTER TABLE measurements DETACH PARTITION "{name}" CONCURRENTLY'
+                    )
+                    await conn.execute(f'DROP TABLE "{name}"')
+                    self._months.discard(start)
+                    dropped.append(name)
+                    deleted += int(rows)
+                while True:
+                    status = await conn.execute(
+                        "DELETE FROM measurements WHERE (measurement_id, measured_at) IN"
+                        " (SELECT measurement_id, measured_at FROM measurements"
+                        "  WHERE measured_at < $1 LIMIT $2)",
+                        before,
+                        batch,
+                    )
+                    n = int(status.rsplit(" ", 1)[-1])
+                    deleted += n
+                    if n < batch:
+                        break
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _PRUNE_LOCK)
+        return PruneOutcome(deleted, dropped)
+
+    async def migrate(self, migrations: list[Migration] | None = None) -> list[int]:
+        """Apply pending migrations (default: all), each in one transaction; return the
+        versions applied."""
         applied: list[int] = []
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(_BOOKKEEPING)
             done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            for migration in load_migrations():
+            for migration in load_migrations() if migrations is None else migrations:
                 if migration.version in done:
                     continue
                 try:
                     async with conn.transaction():
-                        for stmt in postgres_sql(migration):
-                            await conn.execute(stmt)
+                        if migration.dialect in (None, "postgres"):
+                            for stmt in postgres_sql(migration):
+                                await conn.execute(stmt)
                         await conn.execute(
                             "INSERT INTO schema_migrations (version, name, applied_at)"
                             " VALUES ($1, $2, $3)",
@@ -176,8 +254,16 @@ class PostgresStore(Store):
             return InsertOutcome(accepted=0, duplicates=0)
         rows = [measurement_row(m, agent_id, batch_id, received_at) for m in results]
         columns = [list(col) for col in zip(*rows, strict=True)]
-        # One statement, one implicit transaction: committed before this returns.
-        inserted = int(await self.pool.fetchval(_INSERT_WITH_DIRTY_SQL, *columns))
+        await self._ensure_months(_months_of(columns[3]))
+        try:
+            # One statement, one implicit transaction: committed before this returns.
+            inserted = int(await self.pool.fetchval(_INSERT_WITH_DIRTY_SQL, *columns))
+        except asyncpg.CheckViolationError:
+            # A month dropped meanwhile (retention, maybe by another collector) and wanted
+            # again by a late result: make it again and retry once.
+            self._months.clear()
+            await self._ensure_months(_months_of(columns[3]))
+            inserted = int(await self.pool.fetchval(_INSERT_WITH_DIRTY_SQL, *columns))
         return InsertOutcome(accepted=inserted, duplicates=len(rows) - inserted)
 
     async def count_measurements(self) -> int:
@@ -426,3 +512,19 @@ class PostgresStore(Store):
         conn, self._leader = self._leader, None
         if conn is not None:
             conn.terminate()
+
+def _months_of(times: Sequence[float]) -> set[float]:
+    # By day first: a batch spans a day or two, so only those few go through datetime.
+    return {month_start(day * 86400.0) for day in {int(t // 86400) for t in times}}
+
+
+def month_start(t: float) -> float:
+    """The start (UTC epoch seconds) of the calendar month (UTC) that contains ``t``."""
+    d = datetime.fromtimestamp(t, UTC)
+    return datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
+
+
+def add_months(start: float, months: int) -> float:
+    d = datetime.fromtimestamp(start, UTC)
+    y, m = divmod(d.month - 1 + months, 12)
+    return datetime(d.year + y, m + 1, 1, tzinfo=UTC).timestamp()

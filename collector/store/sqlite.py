@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import secrets
 import sqlite3
@@ -29,6 +30,7 @@ from collector.store.base import (
     AgentRecord,
     BucketCount,
     InsertOutcome,
+    PruneOutcome,
     Store,
 )
 from collector.store.migrate import migrate_sqlite
@@ -394,6 +396,50 @@ class SqliteStore(Store):
             return [measurement_row(m, agent_id, batch_id, received_at) for m in results]
 
         return await asyncio.wrap_future(self._live_writer().submit_insert(make_rows))
+
+    async def prune(self, before: float, batch: int = 10_000) -> PruneOutcome:
+        """Delete what was measured before ``before``, ``batch`` rows per transaction on
+        the writer thread: ingest batches queue between them, never behind the whole prune."""
+
+        def delete_some(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                cur = conn.execute(
+                    "DELETE FROM measurements WHERE rowid IN (SELECT rowid FROM measurements"
+                    " WHERE measured_at < ? LIMIT ?)",
+                    (before, batch),
+                )
+                return cur.rowcount
+
+        deleted = 0
+        while True:
+            n = await self.run_write(delete_some)
+            deleted += n
+            if n < batch:
+                return PruneOutcome(deleted, [])
+
+    async def backup(self, out: Path) -> None:
+        """A consistent copy of the database in ``out``, made with SQLite's online backup
+        API while the collector keeps ingesting. One step, in one read snapshot: in WAL mode
+        that blocks no writer, where a copy in steps would start over after every commit."""
+
+        def copy() -> None:
+            tmp = out.with_name(out.name + ".partial")
+            tmp.unlink(missing_ok=True)
+            source = connect(self.path, readonly=True)
+            try:
+                target = sqlite3.connect(tmp)
+                try:
+                    source.backup(target)
+                    target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+                finally:
+                    target.close()
+            finally:
+                source.close()
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, out)
+
+        await asyncio.to_thread(copy)
 
     async def insert_rows(self, rows: Sequence[Row]) -> InsertOutcome:
         """Insert rows already built by ``measurement_row``, committing before returning."""

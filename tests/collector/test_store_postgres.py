@@ -21,7 +21,7 @@ from collector.store.sqlite import SqliteStore
 from shared.filters import Filters
 from shared.schema import Measurement, measurement_from_wire
 from tests.collector.conftest import record
-from tests.conftest import skip_or_fail_in_ci
+from tests.conftest import drop_test_database, skip_or_fail_in_ci
 
 DSN = os.environ.get("FILTERWATCH_TEST_PG_DSN", "")
 
@@ -40,7 +40,7 @@ async def pg_dsn() -> AsyncIterator[str]:
     try:
         yield DSN.rsplit("/", 1)[0] + "/" + name
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_test_database(admin, name)
         await admin.close()
 
 
