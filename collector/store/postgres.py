@@ -81,7 +81,8 @@ _INSERT_SQL: Final = (
     " dns_answers, http_status, http_body_length, control_ok, failure_original, record)"
     " SELECT * FROM unnest("
     + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_COLUMN_TYPES))
-    + ") ON CONFLICT (measurement_id, measured_at) DO NOTHING RETURNING cc, asn, domain, measured_at"
+    + ") ON CONFLICT (measurement_id, measured_at) DO NOTHING"
+    " RETURNING cc, asn, domain, measured_at"
 )
 # The insert and the monitor's dirty series in one statement (one transaction): the series
 # of every accepted measurement is recorded, or nothing is.
@@ -512,6 +513,7 @@ class PostgresStore(Store):
         conn, self._leader = self._leader, None
         if conn is not None:
             conn.terminate()
+
 
 def _months_of(times: Sequence[float]) -> set[float]:
     # By day first: a batch spans a day or two, so only those few go through datetime.
