@@ -233,7 +233,10 @@ async def test_migration_0006_moves_existing_rows_into_months(pg_dsn: str) -> No
     store._pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
     try:
         await store.migrate([m for m in migrations if m.version <= 4])
-        rows = [measurement_row(m, "ag-1", "b-1", 0.0) for m in made()]
+        # Rows as version 4 stored them: no failure_original (migration 0008), the record last.
+        rows = [
+            row[:-2] + row[-1:] for row in (measurement_row(m, "ag-1", "b-1", 0.0) for m in made())
+        ]
         placeholders = ", ".join(f"${i + 1}" for i in range(len(rows[0])))
         async with store.pool.acquire() as conn:
             await conn.executemany(f"INSERT INTO measurements VALUES ({placeholders})", rows)
