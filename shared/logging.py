@@ -73,16 +73,31 @@ def configure_logging(json: bool | None = None, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_STDERR),
         cache_logger_on_first_use=False,
     )
     # aiohttp's access log would print client addresses: it stays off (see collector/app.py),
     # and library warnings go through the same scrubbing formatter.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_STDERR)
     handler.setFormatter(_ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the moment of each write, not the stream it was when
+    logging was configured: a process (or a test) that swaps or closes standard error
+    never has log lines written into a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR: Any = _CurrentStderr()
 
 
 class _ScrubbingFormatter(logging.Formatter):

@@ -11,8 +11,8 @@ from collector.store.migrate import migrate_sqlite
 _INSERT = (
     "INSERT INTO measurements (measurement_id, agent_id, batch_id, measured_at, received_at,"
     " cc, asn, network_name, url, domain, blocking, accessible, failure, blockpage,"
-    " dns_answers, http_status, http_body_length, control_ok, record)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " dns_answers, http_status, http_body_length, control_ok, failure_original, record)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -39,6 +39,7 @@ def stored_values(rows: Sequence[dict[str, object]]) -> list[tuple[object, ...]]
             r.get("http_status"),
             r.get("http_body_length"),
             r.get("control_ok"),
+            r.get("failure_original"),
             b"\x80",
         )
         for r in rows
