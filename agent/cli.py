@@ -188,9 +188,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from agent.probe_cli import run_probe
 
-    # Log events (a control refused, ...) go to stderr: stdout is the answer (--json).
-    configure_logging(json=False, level="warning")
-
     return run_probe(args)
 
 

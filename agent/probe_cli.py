@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Iterable
@@ -347,7 +348,10 @@ def run_probe(args: argparse.Namespace) -> int:
         )
     except StateError as exc:
         not_enrolled = f"the agent's credentials cannot be read: {exc}"
-    m, context, fingerprints = asyncio.run(_probe(url, config, creds, not_enrolled))
+    # Log events made while measuring (a control refused, ...) go to stderr: stdout is the
+    # answer, and with --json it must stay one JSON document.
+    with contextlib.redirect_stdout(sys.stderr):
+        m, context, fingerprints = asyncio.run(_probe(url, config, creds, not_enrolled))
     if getattr(args, "json", False):
         print(json.dumps(_jsonable(m.to_wire()), indent=2, sort_keys=True))
     else:

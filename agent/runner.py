@@ -365,9 +365,9 @@ class Agent:
 
     async def _fingerprints(self, channel: UploadChannel, box: FingerprintBox) -> None:
         """The collector's fingerprint set joins the agent's own; cached like the targets.
-        A collector without one (404) leaves the agent's own set alone."""
-        doc = None
-        etag = box.collector_digest
+        Asked for with the ETag of the set in use: an unchanged set is a 304, neither sent
+        nor written again. A collector without one (404) leaves the agent's own set alone."""
+        fresh = False
         try:
             res = await call(
                 channel.session,
@@ -375,13 +375,14 @@ class Agent:
                 api_url(self.creds.collector_url, "/api/v1/fingerprints"),
                 token=self.creds.token,
                 proxy=channel.proxy,
-                extra_headers={"If-None-Match": f'"{etag}"'} if etag else None,
+                extra_headers=(
+                    {"If-None-Match": f'"{box.collector_digest}"'} if box.collector_digest else None
+                ),
             )
-            doc = res.body
-            await asyncio.to_thread(save_fingerprint_doc, self.state_dir, doc)
+            doc, fresh = res.body, True
         except ApiError as exc:
-            if exc.status in (304, 404):
-                return  # unchanged since the last round, or a collector without a set
+            if exc.status in (304, 404) or box.collector_digest is not None:
+                return  # unchanged, none at all, or unreachable: keep the set in use
             doc = await asyncio.to_thread(load_fingerprint_doc, self.state_dir)
             log.warning("fingerprints_from_cache", reason=str(exc), cached=doc is not None)
         if doc is None:
@@ -391,9 +392,13 @@ class Agent:
         except ConfigError as exc:
             log.warning("fingerprints_refused", reason=str(exc))
             return
+        if fresh:
+            await asyncio.to_thread(save_fingerprint_doc, self.state_dir, doc)
         if box.current != box.local.merged(collector_set):
             await asyncio.to_thread(box.use_collector_set, collector_set)
             log.info("fingerprints_updated", fingerprints=len(box.current))
+        else:
+            box.collector_digest = collector_set.digest()
 
     # --- status ------------------------------------------------------------------------------
 

@@ -198,7 +198,7 @@ def test_collector_install_runs_the_demo(venvs: dict[str, Path], tmp_path: Path)
     problems = check_prerequisites()
     if problems:
         skip_or_fail_in_ci("the lab cannot run here: " + "; ".join(problems))
-    done = _fw(venvs["collector"], "demo", "--json", home=tmp_path, timeout=400)
+    done = _fw(venvs["collector"], "demo", "--json", home=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["missed"] == 0 and result["false_leaks"] == 0
