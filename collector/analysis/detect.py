@@ -593,7 +593,9 @@ def _divergences(
     eligible = [
         p for p in series if p.consensus and not any(s <= p.bucket_start < e for s, e in windows)
     ]
-    if not eligible:
+    if len(eligible) < params.divergence_min_buckets:
+        # a country that "blocked" an open site in a bucket or two, as a busy network's
+        # timeouts can make it look, is no standing difference to diverge from
         return []
     out: list[_Divergence] = []
 
@@ -622,7 +624,7 @@ def _divergences(
             rest = eligible
     share = _blocked_share(rest)
     if (
-        len(rest) >= params.partial_min_buckets
+        len(rest) >= params.divergence_min_buckets
         and params.partial_share <= share <= 1.0 - params.partial_share
         and not _one_agent(rest)
     ):

@@ -457,3 +457,14 @@ def test_one_round_of_failures_inside_a_lag_keeps_it_lagging() -> None:
     assert report.leaks == ()
     assert spans(report.divergences) == [(64633, ("x.example",), at(3), at(9))]
     assert report.divergences[0].kind == "lagging"
+
+
+def test_a_round_of_timeouts_everywhere_is_no_divergence() -> None:
+    """An open site times out for most ISPs in one round (a busy network): the ISP whose
+    agents got through that round is not `unfiltered`."""
+
+    def verdict(isp: Isp, domain: str, b: int, agent: int) -> str:
+        return "tcp_ip" if b == 4 and isp is not ECHO else "ok"
+
+    report = run(verdict, buckets=10)
+    assert (report.leaks, report.uncorroborated, report.divergences) == ((), (), ())
