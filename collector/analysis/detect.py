@@ -373,9 +373,9 @@ def _detect(
 ) -> list[_Run]:
     """Lapses of one (ISP, domain), in two passes of the same CUSUM (``_scan``).
 
-    Nothing can lapse before the ISP has been seen blocking (by majority, where its country
-    blocks): without a history of its own an open ISP is unfiltered or lagging, never a
-    fault. The first pass measures each bucket against the ISP's *trailing* baseline and
+    Nothing can lapse before the ISP's blocking begins (``_blocking_begins``): without a
+    history of its own an open ISP is unfiltered or lagging, never a fault.
+    The first pass measures each bucket against the ISP's *trailing* baseline and
     finds the candidate lapses. A short history misleads, though: an ISP that blocks 70 %
     of the time can block every time for a few buckets and then let two agents through
     twice, which looks like a lapse against those few buckets. So the second pass measures
@@ -384,12 +384,10 @@ def _detect(
     are kept: a lapse must be improbable under how the ISP behaves both before and around
     it. At the end of the data the surrounding baseline is the trailing one.
     """
-    first = next(
-        (i for i, p in enumerate(series) if p.consensus and p.blocked > p.accessible), None
-    )
+    first = _blocking_begins([p for p in series if p.consensus], at_start=True)
     if first is None:
         return []
-    points = series[first:]
+    points = series[series.index(first) :]
     trailing = _TrailingBaseline(params.baseline_buckets, params.baseline_prior)
     candidates = _scan(points, trailing, params)
     if not candidates:
@@ -444,18 +442,32 @@ class _SurroundingBaseline:
         self._prior = params.baseline_prior
         self._accessible = [0.0]
         self._trials = [0.0]
+        self._habit = params.baseline_min_blocking
+        self._blocking = [0]
         for p in points:
-            a, t = p.evidence if p.consensus and id(p) not in excluded else (0.0, 0.0)
+            kept = p.consensus and id(p) not in excluded
+            a, t = p.evidence if kept else (0.0, 0.0)
             self._accessible.append(self._accessible[-1] + a)
             self._trials.append(self._trials[-1] + t)
+            half = p.blocked >= p.accessible and p.blocked > 0
+            self._blocking.append(self._blocking[-1] + (kept and half))
+
+    def _window(self, index: int) -> tuple[int, int]:
+        return max(0, index - self._width), min(len(self._trials) - 1, index + self._width + 1)
 
     def _sums(self, index: int) -> tuple[float, float]:
-        lo = max(0, index - self._width)
-        hi = min(len(self._trials) - 1, index + self._width + 1)
+        lo, hi = self._window(index)
         return (
             self._accessible[hi] - self._accessible[lo],
             self._trials[hi] - self._trials[lo],
         )
+
+    def habitual(self, index: int) -> bool:
+        """Whether the window shows a blocking habit to lapse from: at least
+        ``baseline_min_blocking`` buckets in which the ISP blocked at least half, candidates
+        left out (a never-filtering ISP with one bucket of failed measurements has none)."""
+        lo, hi = self._window(index)
+        return self._blocking[hi] - self._blocking[lo] >= self._habit
 
     def share_at(self, index: int) -> float:
         accessible, trials = self._sums(index)
@@ -466,7 +478,7 @@ class _SurroundingBaseline:
         return 1.0 if trials <= 0 else max(0.0, 1.0 - accessible / trials)
 
     def improbable_at(self, points: Sequence[_Point], index: int, significance: float) -> bool:
-        return _improbable(points, self.share_at(index), significance)
+        return self.habitual(index) and _improbable(points, self.share_at(index), significance)
 
     def add(self, point: _Point) -> None:
         """Nothing to learn: the surrounding baseline is fixed before the scan."""
@@ -570,18 +582,20 @@ def _divergences(
 ) -> list[_Divergence]:
     """Standing differences of one (ISP, domain) where its country blocks, lapses left out.
 
-    The buckets before the ISP first blocks by majority are its lead-in: when it never
-    blocks, the ISP is ``unfiltered`` (if it blocked too rarely to count as partial);
-    when it begins later and its open lead-in is improbable under how it blocks since,
-    it was ``lagging`` for that span. What remains is ``partial`` when the ISP's blocked
-    share is stable between partial_share and 1 - partial_share and does not come from a
-    single always-open agent (a volunteer on a VPN is that agent, not the ISP).
+    An ISP whose blocked share there is below partial_share is ``unfiltered``. The buckets
+    before it begins blocking (by majority, two buckets running) are its lead-in: when its
+    open lead-in is improbable under how it blocks since, it was ``lagging`` for that span.
+    What remains is ``partial`` when the ISP's blocked share is stable between
+    partial_share and 1 - partial_share and does not come from a single always-open agent
+    (a volunteer on a VPN is that agent, not the ISP).
     """
     windows = [(r.start, math.inf if r.end is None else r.end) for r in runs]
     eligible = [
         p for p in series if p.consensus and not any(s <= p.bucket_start < e for s, e in windows)
     ]
-    if not eligible:
+    if len(eligible) < params.divergence_min_buckets:
+        # a country that "blocked" an open site in a bucket or two, as a busy network's
+        # timeouts can make it look, is no standing difference to diverge from
         return []
     out: list[_Divergence] = []
 
@@ -594,12 +608,13 @@ def _divergences(
         last = points[-1].bucket_start
         return None if last >= data_end else last + bucket_s
 
-    first = next((i for i, p in enumerate(eligible) if p.blocked > p.accessible), None)
+    if _blocked_share(eligible) < params.partial_share:
+        add(UNFILTERED, eligible, span_end(eligible))
+        return out
+    begins = _blocking_begins(eligible, at_start=False)
+    first = None if begins is None else eligible.index(begins)
     rest: Sequence[_Point]
     if first is None:
-        if _blocked_share(eligible) < params.partial_share:
-            add(UNFILTERED, eligible, span_end(eligible))
-            return out
         rest = eligible
     else:
         lead, rest = eligible[:first], eligible[first:]
@@ -609,12 +624,24 @@ def _divergences(
             rest = eligible
     share = _blocked_share(rest)
     if (
-        len(rest) >= params.partial_min_buckets
+        len(rest) >= params.divergence_min_buckets
         and params.partial_share <= share <= 1.0 - params.partial_share
         and not _one_agent(rest)
     ):
         add(PARTIAL, rest, span_end(rest))
     return out
+
+
+def _blocking_begins(eligible: Sequence[_Point], *, at_start: bool) -> _Point | None:
+    """The bucket where the ISP's blocking begins: at least half of its measurements are
+    blocked there and in the next bucket where its country blocks (or that is the last
+    one), or, with ``at_start``, in the first such bucket of the data. One bucket of
+    failed measurements (timeouts count as blocked) is not a filter starting."""
+    blocks = [p.blocked >= p.accessible and p.blocked > 0 for p in eligible]
+    for i, p in enumerate(eligible):
+        if blocks[i] and ((at_start and i == 0) or i + 1 == len(blocks) or blocks[i + 1]):
+            return p
+    return None
 
 
 def _blocked_share(points: Sequence[_Point]) -> float:
@@ -624,8 +651,9 @@ def _blocked_share(points: Sequence[_Point]) -> float:
 
 def _lagged(lead: Sequence[_Point], rest: Sequence[_Point], params: AnalysisParams) -> bool:
     """Whether an open lead-in is more than chance under how the ISP blocks afterwards: it
-    must look unfiltered and its accessible evidence be improbable under the later share."""
-    if _blocked_share(lead) >= params.partial_share:
+    must be open by majority and its accessible evidence improbable under the later share
+    (a bucket of failed measurements inside it does not undo a lag)."""
+    if _blocked_share(lead) >= 0.5:
         return False
     later = _Baseline(len(rest), params.baseline_prior)
     for p in rest:

@@ -50,6 +50,9 @@ class AnalysisParams:
     # measurements of each kind so that a short history is not taken for certainty.
     baseline_buckets: int = 48
     baseline_prior: float = 0.25
+    # A lapse needs a blocking habit: this many buckets around it (its candidates left out)
+    # in which the ISP blocked by majority.
+    baseline_min_blocking: int = 3
     # A rise opens a lapse only when it is this improbable under the ISP's own baseline
     # (binomial tail of the rise's accessible measurements, counted per agent). The same
     # test decides that an ISP began blocking later than its country (lagging).
@@ -57,7 +60,7 @@ class AnalysisParams:
     # The ISP blocks only part of the time (partial) when its blocked share lies between
     # this and 1 - this; below it, an ISP that never blocked by majority is unfiltered.
     partial_share: float = 0.1
-    partial_min_buckets: int = 3  # a stable share needs this many buckets of evidence
+    divergence_min_buckets: int = 3  # buckets of a blocking country a divergence needs
     # A lapse followed by the rest of the country lifting the same domain within this
     # many seconds of its start says so (`then_lifted_nationally_at`).
     national_lift_within_s: float = 86400.0
@@ -67,8 +70,11 @@ class AnalysisParams:
             raise ValueError("min_agents and min_other_isps must be at least 1")
         if not (self.open_threshold > 0 and self.close_threshold > 0 and self.z > 0):
             raise ValueError("thresholds and z must be positive")
-        if self.baseline_buckets < 1 or self.partial_min_buckets < 1:
-            raise ValueError("baseline_buckets and partial_min_buckets must be at least 1")
+        if min(self.baseline_buckets, self.divergence_min_buckets, self.baseline_min_blocking) < 1:
+            raise ValueError(
+                "baseline_buckets, baseline_min_blocking and divergence_min_buckets"
+                " must be at least 1"
+            )
         if not (0 < self.significance < 1 and 0 < self.partial_share < 0.5):
             raise ValueError("significance must be in (0, 1) and partial_share in (0, 0.5)")
         if self.baseline_prior < 0 or self.national_lift_within_s < 0:

@@ -421,3 +421,50 @@ def test_asn_and_domain_select_the_answer_not_the_evidence() -> None:
 
 def row_agents(asn: int) -> int:
     return next(isp.agents for isp in COUNTRY if isp.asn == asn)
+
+
+# --- a busy network: a bucket of failed measurements ------------------------------------------
+
+
+def test_one_round_of_failures_gives_a_never_filtering_isp_no_lapse() -> None:
+    """Both agents of a never-filtering ISP fail in round 7 (timeouts count as blocked):
+    that is no blocking habit to lapse from, so the open rounds after it are no leak; the
+    ISP stays unfiltered."""
+    isps = tuple(Isp(n, 64620 + i, 2) for i, n in enumerate(("Ros", "MTS", "Bee", "ER")))
+
+    def verdict(isp: Isp, domain: str, b: int, agent: int) -> str:
+        if isp.asn == 64623:
+            return "tcp_ip" if b == 7 else "ok"
+        return "tls"
+
+    report = run(verdict, isps=isps, buckets=10)
+    assert (report.leaks, report.uncorroborated) == ((), ())
+    assert kinds(report) == [(64623, ("x.example",), "unfiltered")]
+
+
+def test_one_round_of_failures_inside_a_lag_keeps_it_lagging() -> None:
+    """A rolling block where the late ISP's two agents both fail once while it still lags:
+    still one lagging span, to its real end."""
+    isps = tuple(Isp(n, 64630 + i, 2) for i, n in enumerate(("TT", "TC", "VF", "SO")))
+    starts = {64630: 3, 64631: 3, 64632: 3, 64633: 9}
+
+    def verdict(isp: Isp, domain: str, b: int, agent: int) -> str:
+        if isp.asn == 64633 and b == 5:
+            return "tcp_ip"
+        return "dns" if b >= starts[isp.asn] else "ok"
+
+    report = run(verdict, isps=isps, buckets=12)
+    assert report.leaks == ()
+    assert spans(report.divergences) == [(64633, ("x.example",), at(3), at(9))]
+    assert report.divergences[0].kind == "lagging"
+
+
+def test_a_round_of_timeouts_everywhere_is_no_divergence() -> None:
+    """An open site times out for most ISPs in one round (a busy network): the ISP whose
+    agents got through that round is not `unfiltered`."""
+
+    def verdict(isp: Isp, domain: str, b: int, agent: int) -> str:
+        return "tcp_ip" if b == 4 and isp is not ECHO else "ok"
+
+    report = run(verdict, buckets=10)
+    assert (report.leaks, report.uncorroborated, report.divergences) == ((), (), ())

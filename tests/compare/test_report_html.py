@@ -80,3 +80,18 @@ def test_chromium_renders_the_report_without_console_errors(tmp_path: Path) -> N
     assert shot.exists() and shot.stat().st_size > 10_000
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
     assert console == []
+
+
+def test_report_says_divergences_and_national_lifts_in_words() -> None:
+    """Divergences have their own section, each in one sentence; a lapse the country then
+    lifted says so; events count distinct agents."""
+    from tests.analysis.scenarios import NOISY_ISPS, noisy_story
+
+    buckets = reference_buckets(make_rows(NOISY_ISPS, STORY_DOMAINS, 12, noisy_story), HOUR)
+    page = render_html(analyse(buckets, HOUR), buckets, HOUR)
+    assert "<h2>Divergences (4)</h2>" in page
+    assert "Echo (AS64605) has never filtered bbc.com, which 4 of 5 other ISPs block" in page
+    assert "MCI (AS197207) lagged in blocking wikipedia.org" in page
+    assert "Echo (AS64605) blocks twitter.com only 67% of the time" in page
+    assert "Then the rest of the country lifted it too, from 2013-09-16T10:00:00Z" in page
+    assert "3 distinct agents" in page and "at once" not in page

@@ -44,7 +44,7 @@ async def connect(ns: Namespaces, netns: str, source: str, address: str) -> bool
     loop = asyncio.get_running_loop()
     sock = _sock(ns, netns, source)
     try:
-        async with asyncio.timeout(TIMEOUT_S):
+        async with asyncio.timeout(TIMEOUT_S * 2):
             await loop.sock_connect(sock, (address, 443))
         return True
     except (OSError, TimeoutError):
@@ -54,53 +54,69 @@ async def connect(ns: Namespaces, netns: str, source: str, address: str) -> bool
 
 
 async def handshake(ns: Namespaces, netns: str, source: str, address: str, sni: str) -> str:
-    """``handshake``, ``reset`` (the censor), or what else went wrong."""
+    """``handshake``, ``reset`` (the censor), or what else went wrong (a busy machine)."""
     loop = asyncio.get_running_loop()
     sock = _sock(ns, netns, source)
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    writer: asyncio.StreamWriter | None = None
+    handed = False  # once a transport owns the socket, it closes it (also when it fails)
     try:
-        async with asyncio.timeout(TIMEOUT_S * 2):
+        async with asyncio.timeout(TIMEOUT_S * 4):
             await loop.sock_connect(sock, (address, 443))
+            handed = True
             _, writer = await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname=sni)
-        writer.close()
         return "handshake"
     except ConnectionResetError:
-        sock.close()
         return "reset"
     except (OSError, TimeoutError, ssl.SSLError) as exc:
-        sock.close()
         return type(exc).__name__
+    finally:
+        if writer is not None:
+            writer.close()
+        elif not handed:
+            sock.close()
 
 
-async def injected(ns: Namespaces, netns: str, source: str, name: str, blockpage: str) -> bool:
+async def injected(ns: Namespaces, netns: str, source: str, name: str, blockpage: str) -> str:
+    """``blockpage`` (a forged answer), ``answer`` (the real one), or ``timeout``."""
     loop = asyncio.get_running_loop()
     sock = _sock(ns, netns, source, socket.SOCK_DGRAM)
     try:
         sock.connect((PUBLIC_RESOLVER, 53))
         await loop.sock_sendall(sock, dns.message.make_query(name, dns.rdatatype.A).to_wire())
-        async with asyncio.timeout(TIMEOUT_S):
+        async with asyncio.timeout(TIMEOUT_S * 4):
             answer = dns.message.from_wire(await loop.sock_recv(sock, 4096))
-        return [rr.to_text() for rrset in answer.answer for rr in rrset] == [blockpage]
+        forged = [rr.to_text() for rrset in answer.answer for rr in rrset] == [blockpage]
+        return "blockpage" if forged else "answer"
+    except (OSError, TimeoutError):
+        return "timeout"
     finally:
         sock.close()
 
 
-async def blockpage(ns: Namespaces, netns: str, source: str, address: str, host: str) -> bool:
+async def blockpage(ns: Namespaces, netns: str, source: str, address: str, host: str) -> str:
+    """``blockpage``, ``page`` (passed on to the site), or what else went wrong."""
     loop = asyncio.get_running_loop()
     sock = _sock(ns, netns, source)
+    writer: asyncio.StreamWriter | None = None
+    handed = False
     try:
-        async with asyncio.timeout(TIMEOUT_S * 2):
+        async with asyncio.timeout(TIMEOUT_S * 4):
             await loop.sock_connect(sock, (address, 80))
+            handed = True
             reader, writer = await asyncio.open_connection(sock=sock)
             writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             head = await reader.read(12)
+        return "blockpage" if head.startswith(b"HTTP/1.1 403") else "page"
+    except (OSError, TimeoutError) as exc:
+        return type(exc).__name__
+    finally:
+        if writer is not None:
             writer.close()
-        return head.startswith(b"HTTP/1.1 403")
-    except (OSError, TimeoutError):
-        sock.close()
-        raise
+        elif not handed:
+            sock.close()
 
 
 async def main(run_dir: Path, scenario_path: Path, sources: int) -> None:

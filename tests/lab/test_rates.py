@@ -30,7 +30,7 @@ SOURCES = 60  # the iptables ``recent`` lists hold 100 addresses each
 SCENARIO = """
 name: rates-check
 country: KZ
-round_seconds: 8
+round_seconds: 40
 rounds: 2
 sites:
   - url: https://www.facebook.com/
@@ -86,6 +86,12 @@ def share_is_about(blocked: int, tries: int, rate: float = 0.7) -> bool:
     return 0 < blocked < tries and abs(blocked - tries * rate) < 6 * sd
 
 
+def conclusive(outcomes: list[str], blocked: str, passed: str) -> tuple[int, int]:
+    """(blocked, blocked + passed): a probe that timed out on a busy machine says nothing."""
+    b, p = outcomes.count(blocked), outcomes.count(passed)
+    return b, b + p
+
+
 def test_ip_block_drops_about_the_rate_of_connections(seen: dict[str, Any]) -> None:
     """nft ``numgen random``: about 70 % of the agents' connections to the address time out."""
     blocked = seen["ip_block"].count(False)
@@ -94,35 +100,45 @@ def test_ip_block_drops_about_the_rate_of_connections(seen: dict[str, Any]) -> N
 
 def test_ip_block_holds_each_agents_draw(seen: dict[str, Any]) -> None:
     """A second connection of the same agent within the hold gets the first one's answer:
-    one draw per measurement, not per connection."""
-    assert seen["hold_s"] == 6
-    assert seen["ip_block_again"] == seen["ip_block"]
+    one draw per measurement, not per connection (a redraw would let some of the ~40
+    dropped agents through)."""
+    assert seen["hold_s"] == 30  # long, so that a busy machine stays inside it
+    first, again = seen["ip_block"], seen["ip_block_again"]
+    assert not any(a and not f for f, a in zip(first, again, strict=True))
+    assert any(again)
 
 
 def test_sni_reset_resets_about_the_rate_of_handshakes(seen: dict[str, Any]) -> None:
     """iptables ``statistic``: about 70 % of the ClientHellos naming the site are reset; a
     handshake naming another host is never reset."""
-    blocked = seen["sni_reset"].count("reset")
-    assert share_is_about(blocked, SOURCES), seen["sni_reset"]
+    blocked, tries = conclusive(seen["sni_reset"], "reset", "handshake")
+    assert tries >= SOURCES // 2, seen["sni_reset"]
+    assert share_is_about(blocked, tries), seen["sni_reset"]
     assert "reset" not in seen["sni_innocuous"]
 
 
 def test_sni_reset_holds_each_agents_draw(seen: dict[str, Any]) -> None:
     """A second handshake of the same agent within the hold is reset exactly when the first
-    was (a handshake that passed may still be slow on a busy machine, never reset)."""
-    first = [outcome == "reset" for outcome in seen["sni_reset"]]
-    again = [outcome == "reset" for outcome in seen["sni_reset_again"]]
-    assert again == first
+    was (where both got an answer)."""
+    pairs = [
+        (f, a)
+        for f, a in zip(seen["sni_reset"], seen["sni_reset_again"], strict=True)
+        if {f, a} <= {"reset", "handshake"}
+    ]
+    assert len(pairs) >= SOURCES // 2
+    assert all(f == a for f, a in pairs), pairs
 
 
 def test_dns_injection_forges_about_the_rate_of_answers(seen: dict[str, Any]) -> None:
     """The ISP resolver draws per query: about 70 % of the answers point at the blockpage."""
-    blocked = seen["dns_inject"].count(True)
-    assert share_is_about(blocked, 2 * SOURCES), blocked
+    blocked, tries = conclusive(seen["dns_inject"], "blockpage", "answer")
+    assert tries >= SOURCES
+    assert share_is_about(blocked, tries), blocked
 
 
 def test_blockpage_is_served_for_about_the_rate_of_requests(seen: dict[str, Any]) -> None:
     """The transparent proxy draws per request: about 70 % get the blockpage, the rest the
     site."""
-    blocked = seen["http_blockpage"].count(True)
-    assert share_is_about(blocked, SOURCES), blocked
+    blocked, tries = conclusive(seen["http_blockpage"], "blockpage", "page")
+    assert tries >= SOURCES // 2
+    assert share_is_about(blocked, tries), seen["http_blockpage"]
