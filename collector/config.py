@@ -64,6 +64,7 @@ class ControlConfig:
     ca_file: Path | None = None  # extra CA bundle the control trusts (lab CA)
     timeout_s: float = 15.0
     allow_ports: tuple[int, ...] = ()  # ports the control may measure besides 80 and 443
+    allow_public: bool = True  # false: only destinations inside allow_ranges (a closed lab)
 
     def __post_init__(self) -> None:
         if self.resolver is not None:
