@@ -17,6 +17,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
+from schemathesis.core.result import Err
 from schemathesis.transport.requests import REQUESTS_TRANSPORT
 
 from tests.live_collector import ANALYST_TOKEN, LiveCollector, live_collector
@@ -63,7 +64,12 @@ def operations(live: LiveCollector) -> list[Any]:
     # The document as the live collector serves it (from_url leaves out the document's
     # own path; this checks that one too).
     api = schemathesis.openapi.from_dict(live_document(live))
-    return [result.ok() for result in api.get_all_operations()]
+    found = []
+    for result in api.get_all_operations():
+        if isinstance(result, Err):
+            pytest.fail(f"the document has an invalid operation: {result.err()}")
+        found.append(result.ok())
+    return found
 
 
 def test_the_collector_keeps_to_its_openapi_document(live: LiveCollector, agent_token: str) -> None:
