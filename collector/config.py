@@ -35,6 +35,12 @@ class DatabaseConfig:
     sqlite_path: Path = DEFAULT_SQLITE_PATH
     postgres_dsn: str | None = None  # set: PostgreSQL instead of SQLite (several collectors)
 
+    def __post_init__(self) -> None:
+        if self.postgres_dsn is not None and not self.postgres_dsn.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("postgres_dsn: expected a postgresql://user:password@host/db URL")
+
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:

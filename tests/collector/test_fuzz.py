@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from tests.fuzz_inputs import batch, http_request, malformed_request
 from tests.live_collector import LiveCollector, live_collector, request
 
+pytestmark = pytest.mark.slow
+
 CLOSED_CONTROL = "control: {resolver: '127.0.0.1:9', allow_public: false, timeout_s: 1}\n"
 
 

@@ -23,6 +23,8 @@ from schemathesis.transport.requests import REQUESTS_TRANSPORT
 from tests.live_collector import ANALYST_TOKEN, LiveCollector, live_collector
 
 EXAMPLES_PER_OPERATION = 20
+pytestmark = pytest.mark.slow
+
 CLOSED_CONTROL = "control: {resolver: '127.0.0.1:9', allow_public: false, timeout_s: 1}\n"
 ANALYST_PATHS = frozenset({"/api/v1/compare", "/api/v1/leaks", "/api/v1/export"})
 CHECKS = [
