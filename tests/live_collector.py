@@ -85,7 +85,7 @@ class LiveCollector:
             cwd=ROOT,
             capture_output=True,
             check=True,
-            timeout=60,
+            timeout=180,
         )
         return done.stdout.decode()
 
@@ -175,7 +175,7 @@ def live_collector(directory: Path, extra_config: str = "") -> Iterator[LiveColl
 
 def _wait_for_port(process: subprocess.Popen[bytes]) -> int:
     assert process.stdout is not None
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         line = process.stdout.readline().decode()
         if not line and process.poll() is not None:
@@ -183,7 +183,7 @@ def _wait_for_port(process: subprocess.Popen[bytes]) -> int:
         match = _LISTENING.search(line)
         if match:
             return int(match.group(1))
-    raise RuntimeError("the collector did not start listening within 60 s")
+    raise RuntimeError("the collector did not start listening within 180 s")
 
 
 def msgpack_batch(agent_id: str, results: list[object], batch_id: str = "b-1") -> bytes:
