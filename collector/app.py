@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from agent.blockpages import Fingerprints, load_fingerprint_set
-from collector.api import agents, ingest
+from collector.api import agents, ingest, openapi
 from collector.api.errors import error_middleware
 from collector.config import CollectorConfig
 from collector.maintenance import maintenance_ctx
@@ -130,6 +130,7 @@ def make_app(config: CollectorConfig, store: Store | None = None) -> web.Applica
     control.add_routes(app)
     query.add_routes(app)
     events.add_routes(app)
+    openapi.add_routes(app)
     if config.dashboard.enabled:
         from collector.dashboard.views import add_dashboard  # the template engine: only if used
 

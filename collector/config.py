@@ -61,6 +61,12 @@ class DatabaseConfig:
     def retention_s(self) -> float | None:
         return None if self.retention is None else parse_duration(self.retention)
 
+    def __post_init__(self) -> None:
+        if self.postgres_dsn is not None and not self.postgres_dsn.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("postgres_dsn: expected a postgresql://user:password@host/db URL")
+
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
@@ -90,6 +96,7 @@ class ControlConfig:
     ca_file: Path | None = None  # extra CA bundle the control trusts (lab CA)
     timeout_s: float = 15.0
     allow_ports: tuple[int, ...] = ()  # ports the control may measure besides 80 and 443
+    allow_public: bool = True  # false: only destinations inside allow_ranges (a closed lab)
 
     def __post_init__(self) -> None:
         if self.resolver is not None:

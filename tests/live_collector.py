@@ -57,12 +57,19 @@ class LiveCollector:
 
     def enroll(self) -> tuple[str, str]:
         """A new agent: (agent_id, token), through a code made by the collector's CLI."""
-        code = self.cli("enroll-code", "--uses", "1").strip().splitlines()[-1].strip()
+        return self.enroll_many(1)[0]
+
+    def enroll_many(self, count: int) -> list[tuple[str, str]]:
+        """``count`` new agents with one code of ``count`` uses (one CLI run)."""
+        code = self.cli("enroll-code", "--uses", str(count)).strip().splitlines()[-1].strip()
         body = json.dumps({"code": code}).encode()
-        status, answer = request(self.port, "POST", "/api/v1/enroll", body, "application/json")
-        assert status == 200, answer
-        doc = json.loads(answer)
-        return doc["agent_id"], doc["token"]
+        agents = []
+        for _ in range(count):
+            status, answer = request(self.port, "POST", "/api/v1/enroll", body, "application/json")
+            assert status == 200, answer
+            doc = json.loads(answer)
+            agents.append((doc["agent_id"], doc["token"]))
+        return agents
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(
@@ -78,7 +85,7 @@ class LiveCollector:
             cwd=ROOT,
             capture_output=True,
             check=True,
-            timeout=60,
+            timeout=180,
         )
         return done.stdout.decode()
 
@@ -168,7 +175,7 @@ def live_collector(directory: Path, extra_config: str = "") -> Iterator[LiveColl
 
 def _wait_for_port(process: subprocess.Popen[bytes]) -> int:
     assert process.stdout is not None
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         line = process.stdout.readline().decode()
         if not line and process.poll() is not None:
@@ -176,7 +183,7 @@ def _wait_for_port(process: subprocess.Popen[bytes]) -> int:
         match = _LISTENING.search(line)
         if match:
             return int(match.group(1))
-    raise RuntimeError("the collector did not start listening within 60 s")
+    raise RuntimeError("the collector did not start listening within 180 s")
 
 
 def msgpack_batch(agent_id: str, results: list[object], batch_id: str = "b-1") -> bytes:

@@ -372,6 +372,7 @@ class SqliteStore(Store):
         loop = asyncio.get_running_loop()
         conn = await loop.run_in_executor(readers, partial(connect, self.path, readonly=True))
         done = object()
+        iterator: Iterator[X] | None = None
         try:
             await loop.run_in_executor(readers, conn.execute, "BEGIN")
             iterator = await loop.run_in_executor(readers, lambda: iter(fn(conn)))
@@ -381,6 +382,11 @@ class SqliteStore(Store):
                     break
                 yield item  # type: ignore[misc]
         finally:
+            # A stream left early (a client gone, an encoder failing) closes its generator
+            # while the connection is still open, not later from the garbage collector.
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                await loop.run_in_executor(readers, close)
             await asyncio.to_thread(conn.close)
 
     # --- measurements ---

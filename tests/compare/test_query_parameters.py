@@ -81,3 +81,32 @@ async def test_good_parameters_still_answer(
         joiner = "&" if "?" in endpoint else "?"
         resp = await client.get(f"{endpoint}{joiner}{query}", headers=AUTH)
         assert resp.status == 200, await resp.text()
+
+
+async def test_an_export_failing_mid_stream_aborts_the_connection(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    """A row the Parquet encoder cannot write (an AS number stored as text by hand) ends
+    the export with a broken transfer, never a complete-looking file; the collector lives."""
+    import sqlite3
+
+    import aiohttp
+
+    from collector.config import CollectorConfig, DatabaseConfig
+    from tests.analysis.scenarios import FIVE_ISPS, STORY_DOMAINS, make_rows, story_verdict
+    from tests.compare.helpers import store_with
+
+    path = tmp_path / "store.sqlite3"
+    store_with(path, make_rows(FIVE_ISPS, STORY_DOMAINS, 2, story_verdict)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE measurements SET asn = 'not a number' WHERE rowid = 1")
+    config = CollectorConfig(
+        database=DatabaseConfig(sqlite_path=path), analyst_tokens=(AUTH["Authorization"][7:],)
+    )
+    client = await aiohttp_client(make_app(config))
+    resp = await client.get("/api/v1/export?format=parquet", headers=AUTH)
+    assert resp.status == 200  # the status line went out before the failing row was read
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+    healthy = await client.get("/healthz")
+    assert healthy.status == 200
