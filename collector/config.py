@@ -54,18 +54,16 @@ class DatabaseConfig:
     retention: str | None = None
 
     def __post_init__(self) -> None:
+        if self.postgres_dsn is not None and not self.postgres_dsn.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("postgres_dsn: expected a postgresql://user:password@host/db URL")
         if self.retention is not None and parse_duration(self.retention) < 86400:
             raise ValueError("retention: must be at least 1d")
 
     @property
     def retention_s(self) -> float | None:
         return None if self.retention is None else parse_duration(self.retention)
-
-    def __post_init__(self) -> None:
-        if self.postgres_dsn is not None and not self.postgres_dsn.startswith(
-            ("postgresql://", "postgres://")
-        ):
-            raise ValueError("postgres_dsn: expected a postgresql://user:password@host/db URL")
 
 
 @dataclass(frozen=True, slots=True)

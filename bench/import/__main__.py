@@ -50,8 +50,13 @@ def _measurement(i: int, rng: random.Random) -> dict[str, Any]:
     host = f"site{(i % 100) * 20 + (i // 100) % 20}.example"  # distinct within a report
     url = f"https://{host}/"
     real = f"203.0.113.{rng.randrange(1, 255)}"
-    answers, blocking, accessible = [real], False, True
-    status, body, failure, tls_failure = 200, BODY, None, None
+    answers = [real]
+    blocking: bool | str = False
+    accessible = True
+    status = 200
+    body: str | None = BODY
+    failure: str | None = None
+    tls_failure: str | None = None
     if kind < 0.10 and cc == "IR":
         answers, blocking, accessible, status, body = ["10.10.34.36"], "dns", False, 0, None
         failure = "generic_timeout_error"
