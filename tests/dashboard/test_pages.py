@@ -313,9 +313,32 @@ async def test_the_overview_counts_each_country(collector: Collector) -> None:
         await client.close()
 
 
-async def test_the_event_json_is_the_analysis_event(collector: Collector) -> None:
-    """The event page's JSON is the analysis' own event (what /api/v1/leaks answers), with
-    its id: every claim on the page can be checked against the API and the exports."""
+async def test_the_event_json_is_the_monitors_record(collector: Collector) -> None:
+    """The event page's JSON is the monitor's record as GET /api/v1/events/{id} gives it:
+    the same id, revision and claims, checkable against the API and the exports."""
+    client = await _session(collector)
+    try:
+        event_id = await _open_event_id(client, collector)
+        async with client.get(collector.url(f"/events/{event_id}.json")) as resp:
+            mine = await resp.json()
+        async with client.get(
+            collector.url(f"/api/v1/events/{event_id}"),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as resp:
+            record = (await resp.json())["event"]
+    finally:
+        await client.close()
+    assert event_id.startswith("ev_") and mine == record
+
+
+async def test_without_the_monitor_the_pages_run_the_analysis(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """With the monitor off the findings come from the analysis, as GET /api/v1/leaks gives
+    them (plus an id made from the ISP and the start), and the page marks the same leak."""
+    app = make_app(dashboard_config(tmp_path, monitor=False))
+    server = await aiohttp_server(app, host="127.0.0.1", port=0)
+    collector = Collector(server, app, await dataset.fill(app[STORE]))
     client = await _session(collector)
     try:
         event_id = await _open_event_id(client, collector)
@@ -327,7 +350,7 @@ async def test_the_event_json_is_the_analysis_event(collector: Collector) -> Non
             leaks = (await resp.json())["leaks"]
     finally:
         await client.close()
-    assert mine.pop("id") == event_id
+    assert mine.pop("id") == event_id == "lapse-ir-31549-" + event_id.rsplit("-", 1)[1]
     assert mine in leaks
 
 
