@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import sqlite3
 import ssl
@@ -20,7 +21,7 @@ from collector.auth import hash_secret
 from collector.dashboard.records import Records
 from collector.state import STORE
 from tests.dashboard import dataset
-from tests.dashboard.conftest import TOKEN, Collector, csrf_of, dashboard_config
+from tests.dashboard.conftest import TOKEN, Collector, csrf_of, dashboard_config, wait_for_record
 
 PAGES = (
     "/",
@@ -369,5 +370,32 @@ async def test_unknown_things_are_a_404_page(collector: Collector) -> None:
                 assert words in await resp.text()
         async with client.get(collector.url("/charts/heatmap.svg?cc=IR&domain=x")) as resp:
             assert resp.status == 404
+    finally:
+        await client.close()
+
+
+async def test_the_live_stream_tells_a_signed_in_page_of_a_new_record(
+    collector: Collector,
+) -> None:
+    """/live/stream (under the session, no bearer token) sends a `change` naming the new
+    record when the monitor records MCI's leak; without a session it is a 401."""
+    async with (
+        aiohttp.ClientSession() as anonymous,
+        anonymous.get(collector.url("/live/stream?cc=IR")) as resp,
+    ):
+        assert resp.status == 401
+    client = await _session(collector)
+    try:
+        async with client.get(collector.url("/live/stream?cc=IR")) as stream:
+            assert stream.status == 200
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            await dataset.mci_starts_leaking(collector.app[STORE], collector.agents)
+            record = await wait_for_record(collector.app[STORE], dataset.MCI)
+            async with asyncio.timeout(30):
+                while True:
+                    line = (await stream.content.readline()).decode()
+                    if line.startswith("data: ") and record["id"] in line:
+                        break
+            assert json.loads(line[6:]) == {"id": record["id"], "type": "leak.opened", "cc": "IR"}
     finally:
         await client.close()
