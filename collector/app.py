@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from collector.api import agents, ingest
+from collector.api import agents, ingest, openapi
 from collector.api.errors import error_middleware
 from collector.config import CollectorConfig
 from collector.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -105,6 +105,7 @@ def make_app(config: CollectorConfig, store: Store | None = None) -> web.Applica
     control.add_routes(app)
     query.add_routes(app)
     events.add_routes(app)
+    openapi.add_routes(app)
     if config.dashboard.enabled:
         from collector.dashboard.views import add_dashboard  # the template engine: only if used
 

@@ -38,6 +38,12 @@ class DatabaseConfig:
     sqlite_path: Path = DEFAULT_SQLITE_PATH
     postgres_dsn: str | None = None  # set: PostgreSQL instead of SQLite (several collectors)
 
+    def __post_init__(self) -> None:
+        if self.postgres_dsn is not None and not self.postgres_dsn.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("postgres_dsn: expected a postgresql://user:password@host/db URL")
+
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
@@ -67,6 +73,7 @@ class ControlConfig:
     ca_file: Path | None = None  # extra CA bundle the control trusts (lab CA)
     timeout_s: float = 15.0
     allow_ports: tuple[int, ...] = ()  # ports the control may measure besides 80 and 443
+    allow_public: bool = True  # false: only destinations inside allow_ranges (a closed lab)
 
     def __post_init__(self) -> None:
         if self.resolver is not None:

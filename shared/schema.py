@@ -26,6 +26,7 @@ import msgspec
 from msgspec import Meta
 
 from shared.errors import CodecError, SchemaError
+from shared.wire_rules import check_record, check_top_level_keys, split_array, split_map
 
 SCHEMA_VERSION: Final = 1
 
@@ -123,6 +124,7 @@ Short = Annotated[str, Meta(max_length=256)]
 Url = Annotated[str, Meta(max_length=MAX_URL_LENGTH)]
 Sha256 = Annotated[str, Meta(max_length=64)]
 Finite = Annotated[float, Meta(ge=-1e15, le=1e15)]  # also refuses NaN and infinities
+Duration = Annotated[float, Meta(ge=0, le=1e15)]  # a duration is never negative
 EpochSeconds = Annotated[float, Meta(ge=0, le=1e10)]  # up to the year 2286; not milliseconds
 Count = Annotated[int, Meta(ge=0, le=2**53)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
@@ -155,7 +157,7 @@ class TcpFacts(TypedDict, total=False):
     address: Addr
     port: Port
     failure: FailureValue | None
-    t_ms: Finite
+    t_ms: Duration
 
 
 class TlsFacts(TypedDict, total=False):
@@ -167,7 +169,7 @@ class TlsFacts(TypedDict, total=False):
     leaf_sha256: Sha256 | None
     innocuous_sni: Short | None
     innocuous_failure: FailureValue | None  # the handshake with the innocuous SNI, if tried
-    t_ms: Finite
+    t_ms: Duration
 
 
 class HttpFacts(TypedDict, total=False):
@@ -283,13 +285,13 @@ class MeasurementWire(msgspec.Struct, frozen=True):
     network: NetworkFacts | None = None
     failure: FailureValue | None = None
     blockpage: Annotated[str, Meta(max_length=128)] | None = None
-    clock_age_s: Finite | None = None
+    clock_age_s: Duration | None = None
     dns: DnsFacts | None = None
     tcp: TcpList = []
     tls: TlsFacts | None = None
     http: HttpFacts | None = None
     control: ControlFacts | None = None
-    timings: Annotated[dict[Short, Finite], Meta(max_length=64)] = {}
+    timings: Annotated[dict[Short, Duration], Meta(max_length=64)] = {}
     agent_version: Annotated[str, Meta(max_length=64)] | None = None
 
     def __post_init__(self) -> None:
@@ -366,8 +368,13 @@ def decode_batch(data: bytes) -> RawBatch:
         _check_msgpack(data)
         _check_version(data)
         raise _schema_error(exc) from None
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except RecursionError:
+        # A result nested too deep for the recursive decoder costs that result, not the
+        # batch: split the envelope without recursion and let each result be judged.
+        env = _envelope_without_recursion(data)
+    except msgspec.DecodeError as exc:
         raise _decode_error(exc) from None
+    check_top_level_keys(data)
     if env.schema_version != SCHEMA_VERSION:
         raise _version_error(env.schema_version)
     return RawBatch(
@@ -376,6 +383,32 @@ def decode_batch(data: bytes) -> RawBatch:
         schema_version=env.schema_version,
         results=env.results,
     )
+
+
+def _envelope_without_recursion(data: bytes) -> _Envelope:
+    parts = split_map(data)
+    head: dict[str, Any] = {}
+    for name in ("schema_version", "agent_id", "batch_id"):
+        if name in parts:
+            try:
+                head[name] = msgspec.msgpack.decode(parts[name])
+            except (msgspec.DecodeError, RecursionError) as exc:
+                raise _decode_error(exc) from None
+    if "results" in parts:
+        head["results"] = []
+    try:
+        env = msgspec.convert(head, _Envelope)
+    except msgspec.ValidationError as exc:
+        raise _schema_error(exc) from None
+    if "results" in parts:
+        try:
+            items = split_array(parts["results"])
+        except SchemaError as exc:
+            raise SchemaError("results", exc.problem) from None
+        if len(items) > MAX_RESULTS_PER_BATCH:
+            raise SchemaError("results", f"expected an array of length <= {MAX_RESULTS_PER_BATCH}")
+        env.results = items  # type: ignore[assignment]  # bytes decode like Raw
+    return env
 
 
 def _check_msgpack(data: bytes) -> None:
@@ -404,8 +437,57 @@ def _version_error(version: int) -> SchemaError:
     )
 
 
+def _keys(cls: Any) -> frozenset[str]:
+    return frozenset(cls.__annotations__)
+
+
+_FACTS_KEYS: Final = {
+    "dns": _keys(DnsFacts),
+    "tls": _keys(TlsFacts),
+    "http": _keys(HttpFacts),
+    "network": _keys(NetworkFacts),
+}
+_TCP_KEYS: Final = _keys(TcpFacts)
+_CONTROL_KEYS: Final = _keys(ControlFacts)
+
+
+def _unknown_in(part: Any, known: frozenset[str], depth: int, out: list[tuple[Any, int]]) -> None:
+    # Called for every map of every record: plain loops, no generators (bench/ingest).
+    if type(part) is dict and not part.keys() <= known:
+        for key in part.keys() - known:
+            value = part[key]
+            if type(value) is dict or type(value) is list:
+                out.append((value, depth + 1))
+
+
+def _unknown_in_facts(facts: dict[str, Any], depth: int, out: list[tuple[Any, int]]) -> None:
+    """The containers in a record's (or a control's) facts that the schema does not know."""
+    keys = _FACTS_KEYS
+    _unknown_in(facts.get("dns"), keys["dns"], depth + 1, out)
+    _unknown_in(facts.get("tls"), keys["tls"], depth + 1, out)
+    _unknown_in(facts.get("http"), keys["http"], depth + 1, out)
+    _unknown_in(facts.get("network"), keys["network"], depth + 1, out)
+    tcp = facts.get("tcp")
+    if type(tcp) is list:
+        for item in tcp:
+            _unknown_in(item, _TCP_KEYS, depth + 2, out)
+
+
+def _unknown_parts(record: dict[str, Any]) -> list[tuple[Any, int]]:
+    out: list[tuple[Any, int]] = []
+    _unknown_in(record, _MEASUREMENT_FIELDS, 1, out)
+    _unknown_in_facts(record, 1, out)
+    control = record.get("control")
+    if type(control) is dict:
+        _unknown_in(control, _CONTROL_KEYS, 2, out)
+        _unknown_in_facts(control, 2, out)
+    return out
+
+
 def decode_measurement(raw: bytes | msgspec.Raw) -> MeasurementWire:
-    """Decode and validate one msgpack measurement; ``SchemaError`` names the bad field."""
+    """Decode and validate one msgpack measurement; ``SchemaError`` names the bad field,
+    ``CodecError`` says which rule of the wire format it breaks (``shared.wire_rules``)."""
+    check_record(raw if isinstance(raw, bytes) else memoryview(raw), _unknown_parts)
     try:
         return _MEASUREMENT_DECODER.decode(raw)
     except msgspec.ValidationError as exc:

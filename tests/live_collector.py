@@ -57,12 +57,19 @@ class LiveCollector:
 
     def enroll(self) -> tuple[str, str]:
         """A new agent: (agent_id, token), through a code made by the collector's CLI."""
-        code = self.cli("enroll-code", "--uses", "1").strip().splitlines()[-1].strip()
+        return self.enroll_many(1)[0]
+
+    def enroll_many(self, count: int) -> list[tuple[str, str]]:
+        """``count`` new agents with one code of ``count`` uses (one CLI run)."""
+        code = self.cli("enroll-code", "--uses", str(count)).strip().splitlines()[-1].strip()
         body = json.dumps({"code": code}).encode()
-        status, answer = request(self.port, "POST", "/api/v1/enroll", body, "application/json")
-        assert status == 200, answer
-        doc = json.loads(answer)
-        return doc["agent_id"], doc["token"]
+        agents = []
+        for _ in range(count):
+            status, answer = request(self.port, "POST", "/api/v1/enroll", body, "application/json")
+            assert status == 200, answer
+            doc = json.loads(answer)
+            agents.append((doc["agent_id"], doc["token"]))
+        return agents
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(

@@ -40,7 +40,7 @@ class Leak:
     end: float | None  # None: until the end of the data
 
 
-LEAKS = (
+LEAKS: tuple[Leak, ...] = (
     Leak("IR", 1, (DOMAINS[0], DOMAINS[1]), 0.15, 0.22),
     Leak("IR", 2, (DOMAINS[10],), 0.45, 0.50),
     Leak("CN", 0, (DOMAINS[5],), 0.10, 0.14),

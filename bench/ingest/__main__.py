@@ -80,6 +80,9 @@ def end_to_end(work: Path, batches: int, size: int, clients: int) -> tuple[float
     config = work / "collector.yaml"
     config.write_text(
         f"database: {{sqlite_path: {work / 'e2e.sqlite3'}}}\nlogging: {{json: true, level: info}}\n"
+        # One agent stands in for many: it may upload as many batches at once as there are
+        # clients (the default is 2 per agent).
+        f"limits: {{max_uploads_per_agent: {max(clients, 2)}}}\n"
     )
     code = subprocess.run(
         _filterwatch("collector", "enroll-code", "--config", str(config), "--uses", "1"),

@@ -18,6 +18,7 @@ concurrency are capped too.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from dataclasses import dataclass
 from typing import Final
 
@@ -49,6 +50,7 @@ class _ControlSetup:
     options: ProbeOptions
     allow: tuple[Network, ...]
     allow_ports: frozenset[int]
+    allow_public: bool
 
 
 CONTROL_SETUP: Final = web.AppKey("control_setup", _ControlSetup)
@@ -68,6 +70,12 @@ def check_destination(address: str, port: int, setup: _ControlSetup) -> None:
     refusal_ = refusal(address, setup.allow)
     if refusal_ is not None:
         raise refusal_
+    if not setup.allow_public and not any(
+        ip.version == net.version and ip in net
+        for ip in (ipaddress.ip_address(address),)
+        for net in setup.allow
+    ):
+        raise DestinationRefused(address, "is outside control.allow_ranges (allow_public: false)")
 
 
 def control_setup(config: ControlConfig) -> _ControlSetup:
@@ -81,7 +89,12 @@ def control_setup(config: ControlConfig) -> _ControlSetup:
         system_resolver=False,
         ca_file=config.ca_file,
     )
-    return _ControlSetup(options=options, allow=allow, allow_ports=frozenset(config.allow_ports))
+    return _ControlSetup(
+        options=options,
+        allow=allow,
+        allow_ports=frozenset(config.allow_ports),
+        allow_public=config.allow_public,
+    )
 
 
 async def _measure(url: str, setup: _ControlSetup, gate: _Gate) -> ControlFacts:

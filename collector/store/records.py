@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 STATUSES: Final = ("open", "closed", "retracted")
@@ -354,6 +354,4 @@ def plan_write(changes: Sequence[EventChange], first_seq: int, now: float) -> Pl
 
 
 def _with_seqs(e: StoredEvent, seq: int, created_seq: int) -> StoredEvent:
-    from dataclasses import replace
-
     return replace(e, seq=seq, created_seq=created_seq)

@@ -50,12 +50,13 @@ def config(tmp_path: Path) -> CollectorConfig:
     )
 
 
-Client = TestClient  # type: ignore[type-arg]
+Client = TestClient[Any, Any]
 
 
 @pytest.fixture
 async def client(aiohttp_client: Any, config: CollectorConfig) -> Client:
-    return await aiohttp_client(make_app(config))
+    started: Client = await aiohttp_client(make_app(config))
+    return started
 
 
 def with_limits(config: CollectorConfig, **limits: int) -> CollectorConfig:
@@ -129,7 +130,8 @@ async def post_batch(
 
 
 async def stored(client: Client) -> int:
-    return await client.app[STORE].count_measurements()
+    count: int = await client.app[STORE].count_measurements()
+    return count
 
 
 AsyncFn = Callable[..., Awaitable[Any]]

@@ -333,3 +333,16 @@ async def test_control_refuses_a_redirect_to_a_non_web_port(
         assert resp.status == 400
         assert "port 6379" in (await resp.json())["detail"]
     assert target.requests == [f"lab.test:{port}/"]
+
+
+async def test_control_without_public_destinations_refuses_them(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
+) -> None:
+    """control.allow_public false: a public address is refused before any packet (a closed
+    lab, or a fuzzed collector that must never reach out)."""
+    control = ControlConfig(resolver=dns_server.address, timeout_s=3.0, allow_public=False)
+    client = await aiohttp_client(make_app(dataclasses.replace(config, control=control)))
+    _, token = await enroll(client)
+    resp = await post_control(client, token, {"url": "http://1.1.1.1/"})
+    assert resp.status == 400
+    assert "allow_public" in (await resp.json())["detail"]

@@ -7,6 +7,8 @@ import asyncio
 import dataclasses
 from typing import Any
 
+import pytest
+
 from collector.api.ingest import UPLOADS
 from collector.app import make_app
 from collector.config import CollectorConfig
@@ -111,3 +113,106 @@ async def test_enroll_with_a_lone_surrogate_is_a_400(client: Client) -> None:
     assert resp.status == 400
     assert (await resp.json())["error"] == "bad_body"
     assert not [e for e in events if e["event"] == "request_failed"]
+
+
+def _map(*pairs: tuple[bytes, bytes]) -> bytes:
+    """A msgpack map written by hand (a dict cannot hold a key twice)."""
+    assert len(pairs) < 16
+    return bytes([0x80 | len(pairs)]) + b"".join(k + v for k, v in pairs)
+
+
+def _with_field(rec: dict[str, Any], key: str, value_bytes: bytes) -> bytes:
+    """``rec`` encoded with one more field whose value is given as raw msgpack."""
+    body = encode(rec)
+    count = len(rec)
+    assert count < 16 and body[0] == 0x80 | count  # a fixmap: written again as a map16
+    return b"\xde" + (count + 1).to_bytes(2, "big") + body[1:] + encode(key) + value_bytes
+
+
+def _batch_of(agent_id: str, raw_results: list[bytes]) -> bytes:
+    head = encode({"schema_version": 1, "agent_id": agent_id, "batch_id": "b-wire"})
+    array = b"\xdc" + len(raw_results).to_bytes(2, "big") + b"".join(raw_results)
+    return bytes([head[0] + 1]) + head[1:] + encode("results") + array
+
+
+WIRE_BREAKS = {
+    "extension type in an unknown field": encode({"a": 1})[:-1] + b"\xd4\x05\x00",
+    "timestamp extension in an unknown field": b"\xd6\xff\x00\x00\x00\x01",
+    "extension type deep in an unknown field": b"\x91\x91\x91\xc7\x01\x07x",
+    "a map with a key twice": _map((encode("k"), encode(1)), (encode("k"), encode(2))),
+    "40-deep nesting": b"\x91" * 40 + b"\xc0",
+    "1000-deep nesting": b"\x91" * 1000 + b"\xc0",
+    "100000-deep nesting": b"\x91" * 100_000 + b"\xc0",
+}
+
+
+async def test_wire_rules_refuse_the_record_not_the_batch(client: Client) -> None:
+    """Issue 9, finding 6: each break of docs/wire-format.md inside a result refuses that
+    result (named in rejected) while the good results beside it are stored."""
+    agent_id, token = await enroll(client)
+    names = sorted(WIRE_BREAKS)
+    raws = [encode(record(0))]
+    for name in names:
+        raws += [_with_field(record(1 + len(raws)), "future", WIRE_BREAKS[name])]
+    raws.append(encode(record(99)))
+    resp = await post_batch(client, token, None, raw=_batch_of(agent_id, raws))
+    assert resp.status == 200, await resp.text()
+    answer = await resp.json()
+    assert answer["accepted"] == 2
+    assert [r["index"] for r in answer["rejected"]] == list(range(1, 1 + len(names)))
+    assert await stored(client) == 2
+
+
+async def test_rules_hold_inside_known_maps_too(client: Client) -> None:
+    """An unknown field inside ``dns`` or ``control.http`` is held to the same rules."""
+    agent_id, token = await enroll(client)
+    deep = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[None]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+    bad_dns = record(0, dns={"query": "x", "future": deep})
+    bad_control = record(1, control={"http": {"status": 200, "future": {"a": deep}}})
+    fine = record(2, dns={"query": "x", "future": [[1, 2], {"a": [3]}]})
+    resp = await post_batch(client, token, batch(agent_id, [bad_dns, bad_control, fine]))
+    answer = await resp.json()
+    assert answer["accepted"] == 1
+    assert [r["index"] for r in answer["rejected"]] == [0, 1]
+    assert all("nested deeper" in r["error"] for r in answer["rejected"])
+
+
+async def test_a_duplicate_known_field_is_refused(client: Client) -> None:
+    """A result that gives ``blocking`` twice is refused: no reader may pick one."""
+    agent_id, token = await enroll(client)
+    rec = record(0)
+    dup = _with_field(rec, "blocking", encode("ok"))
+    resp = await post_batch(client, token, None, raw=_batch_of(agent_id, [dup]))
+    answer = await resp.json()
+    assert answer["accepted"] == 0
+    assert "appears twice" in answer["rejected"][0]["error"]
+
+
+async def test_a_duplicate_envelope_key_refuses_the_batch(client: Client) -> None:
+    """A batch whose envelope names ``agent_id`` twice is a 400 bad_batch."""
+    agent_id, token = await enroll(client)
+    body = _batch_of(agent_id, [encode(record(0))])
+    body = bytes([body[0] + 1]) + body[1:] + encode("agent_id") + encode("ag-other")
+    resp = await post_batch(client, token, None, raw=body)
+    assert resp.status == 400
+    doc = await resp.json()
+    assert doc["error"] == "bad_batch" and "appears twice" in doc["detail"]
+    assert await stored(client) == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"timings": {"dns": -1.0}},
+        {"clock_age_s": -5.0},
+        {"tcp": [{"address": "192.0.2.7", "port": 443, "failure": None, "t_ms": -0.5}]},
+    ],
+)
+async def test_negative_durations_are_refused(client: Client, change: dict[str, Any]) -> None:
+    """Durations are never negative: such a result is rejected, naming the field."""
+    agent_id, token = await enroll(client)
+    resp = await post_batch(client, token, batch(agent_id, [record(0, **change), record(1)]))
+    answer = await resp.json()
+    assert answer["accepted"] == 1
+    assert answer["rejected"][0]["index"] == 0
+    assert next(iter(change)) in answer["rejected"][0]["error"]

@@ -25,7 +25,7 @@ ids = st.from_regex(r"\A[A-Za-z0-9_.:-]{1,64}\Z")
 text = st.text(max_size=40)
 failures = st.none() | st.sampled_from([f.value for f in Failure])
 addresses = st.lists(st.ip_addresses().map(str), max_size=4)
-finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+duration = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 
 dns = st.fixed_dictionaries(
     {"query": text, "answers": addresses, "failure": failures},
@@ -38,7 +38,7 @@ dns = st.fixed_dictionaries(
 )
 tcp = st.fixed_dictionaries(
     {"address": st.ip_addresses().map(str), "port": st.integers(0, 65535), "failure": failures},
-    optional={"t_ms": finite},
+    optional={"t_ms": duration},
 )
 tls = st.fixed_dictionaries(
     {"sni": text, "failure": failures},
@@ -78,7 +78,7 @@ def measurements(draw: st.DrawFn) -> Measurement:
         tls=draw(st.none() | tls),
         http=draw(st.none() | http),
         control=draw(st.none() | st.fixed_dictionaries({"http": http, "failure": failures})),
-        timings=draw(st.dictionaries(st.text(max_size=10), finite, max_size=3)),
+        timings=draw(st.dictionaries(st.text(max_size=10), duration, max_size=3)),
         extra=draw(
             st.dictionaries(
                 st.sampled_from(["future_a", "zz_new"]),

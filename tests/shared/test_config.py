@@ -51,6 +51,7 @@ def test_full_file_is_read_into_frozen_objects(tmp_path: Path) -> None:
         ("control: {resolver: not-an-address}\n", "control.resolver", "expected an IP address"),
         ("control: {allow_ports: [0]}\n", "control.allow_ports", "not a TCP port"),
         ("limits: {body_timeout_s: 0}\n", "limits.body_timeout_s", "more than 0"),
+        ("database: {postgres_dsn: 'db.example:5432'}\n", "database.postgres_dsn", "postgresql://"),
         ("logging: {level: loud}\n", "logging.level", "expected one of"),
         ("limits: {max_inflight_batches: 0}\n", "limits.max_inflight_batches", "at least 1"),
         ("databse: {}\n", "databse", "unknown key"),
