@@ -12,7 +12,7 @@ class DashboardConfig:
     window_s: float = 7 * 86400.0  # how far back the pages look
     bucket_s: float = 3600.0  # the pages' time bucket (and the "interval" of coverage)
     session_ttl_s: float = 12 * 3600.0  # a session cookie expires this long after sign-in
-    refresh_s: float = 30.0  # the cached analysis is recomputed once it is older than this
+    refresh_s: float = 60.0  # the cached snapshot is recomputed once it is older than this
     poll_s: float = 15.0  # open pages ask for changes this often (live updates)
     login_attempts_per_minute: int = 5  # per client address (kept in memory only)
 

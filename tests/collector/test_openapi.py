@@ -12,12 +12,15 @@ from tests.collector.conftest import Client
 
 
 def served_operations(config: CollectorConfig) -> set[tuple[str, str]]:
+    """The API's routes (the web dashboard's pages, for browsers, are not the API's)."""
+    from collector.dashboard.security import is_dashboard_path
+
     app = make_app(config)
     operations = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter")
-        if route.method != "HEAD" and path:
+        if route.method != "HEAD" and path and not is_dashboard_path(path):
             operations.add((route.method.lower(), path))
     return operations
 

@@ -3,6 +3,7 @@ dataset, and (for the browser tests) Debian's headless Chromium driven by Playwr
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from collector.app import make_app
-from collector.config import CollectorConfig, DatabaseConfig
+from collector.config import CollectorConfig, DatabaseConfig, MonitorConfig
 from collector.dashboard.config import DashboardConfig
 from collector.state import STORE
 from tests.conftest import skip_or_fail_in_ci
@@ -34,13 +35,28 @@ class Collector:
         return str(self.server.make_url(path))
 
 
-def dashboard_config(tmp_path: Path, **changes: Any) -> CollectorConfig:
+def dashboard_config(tmp_path: Path, *, monitor: bool = True, **changes: Any) -> CollectorConfig:
+    """The test collector: the dashboard refreshing at once, pages polling every 0.3 s,
+    and the monitor (the event records' maker) passing every 0.3 s, or off."""
     dash = {"refresh_s": 0.0, "poll_s": 0.3, **changes}
     return CollectorConfig(
         database=DatabaseConfig(sqlite_path=tmp_path / "collector.sqlite3"),
         analyst_tokens=(TOKEN,),
+        monitor=MonitorConfig(enabled=monitor, interval_s=0.3),
         dashboard=DashboardConfig(**dash),
     )
+
+
+async def wait_for_record(store: Any, asn: int, status: str = "open") -> dict[str, Any]:
+    """The monitor's record of an event of ``asn`` once it has made it (30 s at most)."""
+    from collector.store.records import EventQuery
+
+    for _ in range(300):
+        for event in await store.list_events(EventQuery(asn=asn, status=status)):
+            if event.kind == "lapse":
+                return event.body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the monitor made no {status} record for AS{asn}")
 
 
 @pytest.fixture
@@ -48,6 +64,7 @@ async def collector(aiohttp_server: Any, tmp_path: Path) -> Collector:
     app = make_app(dashboard_config(tmp_path))
     server = await aiohttp_server(app, host="127.0.0.1", port=0)
     agents = await dataset.fill(app[STORE])
+    await wait_for_record(app[STORE], dataset.SHATEL)
     return Collector(server, app, agents)
 
 

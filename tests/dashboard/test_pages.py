@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import sqlite3
 import ssl
@@ -20,7 +21,7 @@ from collector.auth import hash_secret
 from collector.dashboard.records import Records
 from collector.state import STORE
 from tests.dashboard import dataset
-from tests.dashboard.conftest import TOKEN, Collector, csrf_of, dashboard_config
+from tests.dashboard.conftest import TOKEN, Collector, csrf_of, dashboard_config, wait_for_record
 
 PAGES = (
     "/",
@@ -313,9 +314,32 @@ async def test_the_overview_counts_each_country(collector: Collector) -> None:
         await client.close()
 
 
-async def test_the_event_json_is_the_analysis_event(collector: Collector) -> None:
-    """The event page's JSON is the analysis' own event (what /api/v1/leaks answers), with
-    its id: every claim on the page can be checked against the API and the exports."""
+async def test_the_event_json_is_the_monitors_record(collector: Collector) -> None:
+    """The event page's JSON is the monitor's record as GET /api/v1/events/{id} gives it:
+    the same id, revision and claims, checkable against the API and the exports."""
+    client = await _session(collector)
+    try:
+        event_id = await _open_event_id(client, collector)
+        async with client.get(collector.url(f"/events/{event_id}.json")) as resp:
+            mine = await resp.json()
+        async with client.get(
+            collector.url(f"/api/v1/events/{event_id}"),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as resp:
+            record = (await resp.json())["event"]
+    finally:
+        await client.close()
+    assert event_id.startswith("ev_") and mine == record
+
+
+async def test_without_the_monitor_the_pages_run_the_analysis(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """With the monitor off the findings come from the analysis, as GET /api/v1/leaks gives
+    them (plus an id made from the ISP and the start), and the page marks the same leak."""
+    app = make_app(dashboard_config(tmp_path, monitor=False))
+    server = await aiohttp_server(app, host="127.0.0.1", port=0)
+    collector = Collector(server, app, await dataset.fill(app[STORE]))
     client = await _session(collector)
     try:
         event_id = await _open_event_id(client, collector)
@@ -327,7 +351,7 @@ async def test_the_event_json_is_the_analysis_event(collector: Collector) -> Non
             leaks = (await resp.json())["leaks"]
     finally:
         await client.close()
-    assert mine.pop("id") == event_id
+    assert mine.pop("id") == event_id == "lapse-ir-31549-" + event_id.rsplit("-", 1)[1]
     assert mine in leaks
 
 
@@ -346,5 +370,32 @@ async def test_unknown_things_are_a_404_page(collector: Collector) -> None:
                 assert words in await resp.text()
         async with client.get(collector.url("/charts/heatmap.svg?cc=IR&domain=x")) as resp:
             assert resp.status == 404
+    finally:
+        await client.close()
+
+
+async def test_the_live_stream_tells_a_signed_in_page_of_a_new_record(
+    collector: Collector,
+) -> None:
+    """/live/stream (under the session, no bearer token) sends a `change` naming the new
+    record when the monitor records MCI's leak; without a session it is a 401."""
+    async with (
+        aiohttp.ClientSession() as anonymous,
+        anonymous.get(collector.url("/live/stream?cc=IR")) as resp,
+    ):
+        assert resp.status == 401
+    client = await _session(collector)
+    try:
+        async with client.get(collector.url("/live/stream?cc=IR")) as stream:
+            assert stream.status == 200
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            await dataset.mci_starts_leaking(collector.app[STORE], collector.agents)
+            record = await wait_for_record(collector.app[STORE], dataset.MCI)
+            async with asyncio.timeout(30):
+                while True:
+                    line = (await stream.content.readline()).decode()
+                    if line.startswith("data: ") and record["id"] in line:
+                        break
+            assert json.loads(line[6:]) == {"id": record["id"], "type": "leak.opened", "cc": "IR"}
     finally:
         await client.close()

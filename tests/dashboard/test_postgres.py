@@ -20,7 +20,7 @@ from collector.state import STORE
 from collector.store.postgres import PostgresStore
 from tests.collector.test_store_postgres import pg_dsn  # noqa: F401  (the fixture)
 from tests.dashboard import dataset
-from tests.dashboard.conftest import TOKEN, csrf_of, dashboard_config
+from tests.dashboard.conftest import TOKEN, csrf_of, dashboard_config, wait_for_record
 
 pytestmark = pytest.mark.postgres
 
@@ -78,6 +78,7 @@ async def test_the_dashboard_serves_from_postgres(
     app = make_app(config)
     server = await aiohttp_server(app, host="127.0.0.1", port=0)
     await dataset.fill(app[STORE])
+    await wait_for_record(app[STORE], dataset.SHATEL)
     base = str(server.make_url("")).rstrip("/")
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
         async with client.get(base + "/login") as resp:
