@@ -74,11 +74,19 @@ def family(kind: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Clock:
-    """Where the monitor stands: ``now``, the start of its window, the bucket width."""
+    """Where the monitor stands: ``now``, the start of its window, the bucket width, and how
+    much blocked history before a lapse the analysis needs to still see it as one
+    (``history_s``: the detector's ``baseline_min_blocking`` buckets and one more)."""
 
     now: float
     window_start: float
     bucket_s: float
+    history_s: float = 0.0
+
+    def history_leaving(self, start: float) -> bool:
+        """Whether a lapse that began at ``start`` has too little of its blocked history left
+        in the window for the analysis to tell it from a standing difference."""
+        return start < self.window_start + max(self.bucket_s, self.history_s)
 
     @property
     def filling_bucket(self) -> float:
@@ -146,9 +154,9 @@ def _overlap(r: StoredEvent, f: Finding, clock: Clock) -> float | None:
 def _continues(r: StoredEvent, f: Finding, clock: Clock) -> bool:
     if family(r.kind) == family(f.kind):
         return True
-    # A lapse whose beginning has left the window looks, to the analysis, like an ISP that
-    # never blocked: it is still the lapse, and keeps its kind.
-    return family(r.kind) == "leak" and r.start < clock.window_start + clock.bucket_s
+    # A lapse whose blocked history is leaving the window looks, to the analysis, like an
+    # ISP that blocks only partly or never blocked: it is still the lapse, and keeps its kind.
+    return family(r.kind) == "leak" and clock.history_leaving(r.start)
 
 
 def reconcile(
@@ -228,10 +236,12 @@ def _opened(f: Finding, clock: Clock, make_id: Callable[[float], str]) -> Revise
 
 def _continued(r: StoredEvent, f: Finding, clock: Clock) -> Revised | None:
     end = _end(f, clock)
-    history_out = r.start < clock.window_start
-    kind = r.kind if history_out or family(f.kind) != family(r.kind) else f.kind
-    start = r.start if history_out else f.start
-    domains = tuple(sorted(set(r.domains) | set(f.domains))) if history_out else f.domains
+    # A record whose beginning (or, for a lapse, the history that made it one) has left the
+    # window keeps its kind, start and domains: the analysis no longer sees them.
+    keep = r.start < clock.window_start or family(f.kind) != family(r.kind)
+    kind = r.kind if keep else f.kind
+    start = r.start if keep else f.start
+    domains = tuple(sorted(set(r.domains) | set(f.domains))) if keep else f.domains
     candidate = replace(
         r,
         kind=kind,
@@ -256,6 +266,12 @@ def _unsupported(r: StoredEvent, clock: Clock) -> Revised | None:
     is leaving the window; closed when it began before the window and was still open."""
     if r.end is not None and r.end < clock.window_start + 2 * clock.bucket_s:
         return None
+    if (
+        family(r.kind) == "leak"
+        and r.start >= clock.window_start
+        and clock.history_leaving(r.start)
+    ):
+        return None  # the analysis no longer sees the history that made it a lapse
     if r.start < clock.window_start:
         if r.status != "open":
             return None

@@ -111,7 +111,12 @@ class Monitor:
 
     def _clock(self) -> Clock:
         now = self.clock()
-        return Clock(now=now, window_start=now - self.window_s, bucket_s=self.bucket_s)
+        return Clock(
+            now=now,
+            window_start=now - self.window_s,
+            bucket_s=self.bucket_s,
+            history_s=(self.params.baseline_min_blocking + 1) * self.bucket_s,
+        )
 
     async def step(self) -> PassResult:
         """One pass: the whole window the first time, only what changed afterwards."""

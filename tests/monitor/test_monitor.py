@@ -202,11 +202,6 @@ async def test_a_second_volunteer_turns_an_uncorroborated_finding_into_a_lapse(
     assert told == [(1, "leak.opened"), (2, "leak.opened"), (2, "leak.updated")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 left open: since the issue-8 detector needs blocking buckets around a "
-    "lapse, a lapse whose blocked history leaves the window is retracted, not kept open",
-)
 async def test_a_lapse_longer_than_the_window_keeps_its_kind_and_start(
     store: SqliteStore, tmp_path: Path
 ) -> None:
