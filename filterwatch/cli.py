@@ -8,6 +8,7 @@ Each group's module has ``register(subparsers)``, which adds its parser and sets
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -23,33 +24,36 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from agent import cli as agent_cli
-    from collector import cli as collector_cli
-    from collector import compare_cli
-    from collector.ooni import cli as import_cli
-    from lab import cli as lab_cli
+# Which module registers each group, in the order of ``filterwatch --help``. Only the group
+# named on the command line is imported: an agent's commands start without the collector's
+# and the lab's modules (on a Raspberry Pi that is seconds).
+GROUPS: dict[str, str] = {
+    "lab": "lab.cli",
+    "demo": "lab.cli",
+    "collector": "collector.cli",
+    "agent": "agent.cli",
+    "compare": "collector.compare_cli",
+    "import": "collector.ooni.cli",
+}
 
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: only its group's, when the first word names one."""
     parser = _Parser(
         prog="filterwatch",
         description="Per-ISP censorship measurement: which ISP leaks, to which sites, since when.",
     )
     sub = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=_Parser)
-    lab_cli.register(sub)
-    collector_cli.register(sub)
-    agent_cli.register(sub)
-    compare_cli.register(sub)
-    import_cli.register(sub)
+    first = argv[0] if argv else None
+    modules = [GROUPS[first]] if first in GROUPS else list(dict.fromkeys(GROUPS.values()))
+    for name in modules:
+        importlib.import_module(name).register(sub)
     return parser
 
 
-def not_built(what: str) -> int:
-    print(f"filterwatch: '{what}' is not built yet", file=sys.stderr)
-    return 2
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
