@@ -35,7 +35,9 @@ def _run(cmd: list[str], *, timeout: float = 600, **kw: object) -> subprocess.Co
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sdist and the wheel, built as a release would build them."""
     out = tmp_path_factory.mktemp("dist")
-    build = _run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)])
+    # Without isolation: the build backend is the one scripts/setup installed, not one an
+    # isolated build would fetch from an index.
+    build = _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)])
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     # The license is an SPDX string: no setuptools deprecation warnings on the way.
     assert "deprecated" not in (build.stdout + build.stderr).lower()
@@ -50,13 +52,22 @@ def _wheel(dist: Path) -> Path:
 @pytest.fixture(scope="session")
 def venvs(tmp_path_factory: pytest.TempPathFactory, dist: Path) -> Iterator[dict[str, Path]]:
     """Fresh virtual environments with the wheel installed: plain, [collector], [all]."""
+    # Dependencies come from the wheels scripts/setup saved, never from an index: a test
+    # sends no packet off the machine.
+    wheelhouse = Path(sys.prefix) / "wheelhouse"
+    if not (wheelhouse / ".complete").exists():
+        skip_or_fail_in_ci(f"no {wheelhouse}: run FILTERWATCH_SETUP_TESTS=1 scripts/setup")
+    offline = ["--no-index", "--find-links", str(wheelhouse)]
     made: dict[str, Path] = {}
     for extra in ("plain", "collector", "all"):
         venv = tmp_path_factory.mktemp(f"venv-{extra}")
-        made_venv = _run([sys.executable, "-m", "venv", str(venv)])
+        # No pip inside (ensurepip costs seconds a venv): this interpreter's pip installs
+        # into it, which is the same install.
+        made_venv = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
         assert made_venv.returncode == 0, made_venv.stderr
         spec = str(_wheel(dist)) + ("" if extra == "plain" else f"[{extra}]")
-        install = _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", spec])
+        target = ["--python", str(venv / "bin" / "python")]
+        install = _run([sys.executable, "-m", "pip", *target, "install", "-q", *offline, spec])
         assert install.returncode == 0, install.stderr[-3000:]
         assert "deprecat" not in install.stderr.lower(), install.stderr
         made[extra] = venv
