@@ -1,7 +1,8 @@
 """A fleet for real: two ``filterwatch collector serve`` processes on one PostgreSQL behind
 HAProxy (deploy/fleet/haproxy.cfg), 20 agents uploading through it with the real spool and
 uploader; one collector is SIGKILLed mid-ingest and restarted. Every acknowledged result
-is stored exactly once, nothing is lost, and every agent empties its spool."""
+is stored exactly once, nothing is lost, every agent empties its spool, and the monitor's
+leadership moves to the collector left standing."""
 
 from __future__ import annotations
 
@@ -96,6 +97,29 @@ class Fleet:
                 proc.wait()
 
 
+async def _leads(port: int) -> bool:
+    """Whether the collector on ``port`` runs the monitor (holds the advisory lock)."""
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
+            return "filterwatch_monitor_leader 1.0" in await resp.text()
+    except aiohttp.ClientError:
+        return False
+
+
+async def _one_leader(fleet: Fleet, timeout_s: float = 60) -> int:
+    """The port of the one collector that leads the monitor, once exactly one does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        leaders = [port for port in fleet.ports if await _leads(port)]
+        if len(leaders) == 1:
+            return leaders[0]
+        assert time.monotonic() < deadline, f"not one monitor leader: {leaders}"
+        await asyncio.sleep(0.2)
+
+
 async def _healthy(url: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
@@ -131,6 +155,7 @@ async def fleet(tmp_path: Path, pg_dsn: str, haproxy_bin: str) -> AsyncIterator[
         f"database: {{postgres_dsn: '{pg_dsn}'}}\n"
         "limits: {max_inflight_batches: 32}\n"
         "logging: {json: true, level: warning}\n"
+        "monitor: {enabled: true, interval_s: 0.5, bucket: 60s, window: 1h}\n"
     )
     ports = [free_port(), free_port()]
     front = free_port()
@@ -204,7 +229,8 @@ async def test_collector_killed_mid_ingest_loses_nothing(
     fleet: Fleet, pg_dsn: str, tmp_path: Path
 ) -> None:
     """SIGKILL one of two collectors while 20 agents upload through HAProxy, restart it: every
-    result made is stored exactly once and every spool drains (no agent stalls)."""
+    result made is stored exactly once and every spool drains (no agent stalls); the killed
+    one led the monitor, and the other takes the lead."""
     code = _collector_code(fleet)
     agents: list[SimAgent] = []
     channels = []
@@ -242,11 +268,13 @@ async def test_collector_killed_mid_ingest_loses_nothing(
         while (await _stored(pg_dsn))[0] < total // 3:
             assert time.monotonic() < deadline, "ingest through HAProxy never got going"
             await asyncio.sleep(0.05)
-        victim = fleet.ports[0]
+        # The victim is the monitor's leader: its leadership must fail over too.
+        victim = await _one_leader(fleet)
         fleet.kill(victim)
         killed_at = await _stored(pg_dsn)
         assert killed_at[0] < total  # the kill came mid-ingest
-        await asyncio.sleep(2.0)
+        [survivor] = [port for port in fleet.ports if port != victim]
+        assert await _one_leader(fleet) == survivor
         fleet.start(victim)
         await asyncio.gather(*producers)
         # Every spool drains; a stalled agent would leave results behind.
@@ -273,5 +301,6 @@ async def test_collector_killed_mid_ingest_loses_nothing(
     finally:
         await conn.close()
     assert stored == set(made)
-    # The restarted collector is back in service.
-    await _healthy(f"http://127.0.0.1:{fleet.ports[0]}")
+    # The restarted collector is back in service, and does not take the lead back.
+    await _healthy(f"http://127.0.0.1:{victim}")
+    assert await _one_leader(fleet) == survivor
