@@ -70,12 +70,14 @@ def _filters(request: web.Request, known: tuple[str, ...] = FILTER_PARAMETERS) -
     return filters
 
 
-async def _report(request: web.Request) -> Report:
+async def _report(request: web.Request, *, with_isps: bool) -> Report:
     await require_analyst(request)
     filters = _filters(request)
     # asn and domain choose what is shown; every ISP of the country is evidence
     evidence = evidence_filters(filters)
-    buckets = await request.app[STORE].aggregate(evidence, request.app[PSEUDONYM_KEY])
+    buckets = await request.app[STORE].aggregate(
+        evidence, request.app[PSEUDONYM_KEY], comparable_only=not with_isps
+    )
     return await asyncio.to_thread(analyse_filtered, buckets, filters)
 
 
@@ -87,11 +89,11 @@ def _json(report: Report, *, with_isps: bool) -> web.Response:
 
 
 async def leaks(request: web.Request) -> web.Response:
-    return _json(await _report(request), with_isps=False)
+    return _json(await _report(request, with_isps=False), with_isps=False)
 
 
 async def compare(request: web.Request) -> web.Response:
-    return _json(await _report(request), with_isps=True)
+    return _json(await _report(request, with_isps=True), with_isps=True)
 
 
 async def export(request: web.Request) -> web.StreamResponse:

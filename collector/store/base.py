@@ -128,9 +128,15 @@ class Store(abc.ABC):
     async def count_measurements(self) -> int: ...
 
     @abc.abstractmethod
-    async def aggregate(self, filters: Filters, pseudonym_key: bytes) -> list[BucketCount]:
+    async def aggregate(
+        self, filters: Filters, pseudonym_key: bytes, *, comparable_only: bool = False
+    ) -> list[BucketCount]:
         """Per (cc, asn, domain, bucket) counts computed in SQL (never row by row in Python);
-        agents appear by their pseudonyms under ``pseudonym_key``, as in exports."""
+        agents appear by their pseudonyms under ``pseudonym_key``, as in exports.
+
+        With ``comparable_only``, only what the leak analysis needs for its events (not
+        its per-ISP table): the series of domains no finding can come from are reduced to
+        their last bucket (``queries.plan_series``)."""
 
     @abc.abstractmethod
     def export_rows(

@@ -270,18 +270,31 @@ class PostgresStore(Store):
     async def count_measurements(self) -> int:
         return int(await self.pool.fetchval("SELECT COUNT(*) FROM measurements"))
 
-    async def aggregate(self, filters: Filters, pseudonym_key: bytes) -> list[BucketCount]:
-        keys_sql, keys_params = queries.keys_sql(filters, queries.POSTGRES)
-        sql, params = queries.aggregate_sql(filters, queries.POSTGRES)
+    async def aggregate(
+        self, filters: Filters, pseudonym_key: bytes, *, comparable_only: bool = False
+    ) -> list[BucketCount]:
+        whole_sql, whole_params = queries.aggregate_sql(filters, queries.POSTGRES)
+        last_sql, last_params = queries.last_bucket_sql(filters, queries.POSTGRES)
         pseudonym = queries.Pseudonyms(pseudonym_key)
         out: list[BucketCount] = []
         async with self.pool.acquire() as conn:
-            statement = await conn.prepare(sql)
-            for cc, asn, domain in await conn.fetch(keys_sql, *keys_params):
-                mine = list(params)
-                mine[2:5] = (cc, int(asn), domain)
-                rows = await statement.fetch(*mine)
-                out.extend(queries.fold_series(cc, int(asn), domain, rows, pseudonym))
+            if comparable_only:
+                sql, params = queries.survey_sql(filters, queries.POSTGRES)
+                plans = queries.plan_series(await conn.fetch(sql, *params), filters.bucket_s)
+            else:
+                sql, params = queries.keys_sql(filters, queries.POSTGRES)
+                plans = [queries.whole_series(*r) for r in await conn.fetch(sql, *params)]
+            whole = await conn.prepare(whole_sql)
+            last = await conn.prepare(last_sql)
+            for plan in plans:
+                key = (plan.cc, plan.asn, plan.domain)
+                if plan.whole:
+                    rows = await whole.fetch(*whole_params[:2], *key, *whole_params[5:])
+                    out.extend(queries.fold_series(*key, rows, pseudonym))
+                else:
+                    since = max(plan.last, last_params[5])
+                    rows = await last.fetch(*last_params[:2], *key, since, *last_params[6:])
+                    out.extend(queries.fold_last(plan, rows, pseudonym))
         return out
 
     async def export_rows(

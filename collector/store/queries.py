@@ -12,12 +12,13 @@ import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from itertools import compress, groupby
 from typing import Any
 
+from collector.analysis.model import BLOCKED_METHODS
 from collector.store.base import EXPORT_COLUMNS, BucketCount
 from collector.store.records import DirtySeries
 from shared.filters import Filters
@@ -105,6 +106,92 @@ def aggregate_sql(filters: Filters, dialect: Dialect) -> tuple[str, list[Any]]:
     return sql, params
 
 
+def survey_sql(
+    filters: Filters, dialect: Dialect, *, one_isp: bool = False
+) -> tuple[str, list[Any]]:
+    """Per (cc, asn, domain) under ``filters``: how many `ok` and blocked measurements, the
+    last measurement time and the network name. Grouped in the covering index's own order:
+    one pass, no sort, about a fifth of the cost of the per-bucket aggregation. With
+    ``one_isp`` the last two parameters are one ISP's cc and asn (placeholders for them
+    are left at the end of ``params`` as None)."""
+    params: list[Any] = []
+    where = _where(filters, dialect, params)
+    if one_isp:
+        params.extend((None, None))
+        n = len(params)
+        where += f" AND cc = {dialect.placeholder(n - 1)} AND asn = {dialect.placeholder(n)}"
+    blocked = ", ".join(f"'{v}'" for v in sorted(BLOCKED_METHODS))
+    return (
+        "SELECT cc, asn, domain, COUNT(*) FILTER (WHERE blocking = 'ok'),"
+        f" COUNT(*) FILTER (WHERE blocking IN ({blocked})), MAX(measured_at),"
+        f" COALESCE(MAX(network_name), '') FROM measurements WHERE {where}"
+        " GROUP BY cc, asn, domain ORDER BY cc, asn, domain",
+        params,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPlan:
+    """How one (cc, asn, domain) is counted for the leak analysis: every bucket (``whole``),
+    or only its last bucket, named as the whole series is (``name``)."""
+
+    cc: str
+    asn: int
+    domain: str
+    whole: bool
+    last: float
+    name: str
+
+
+def plan_series(rows: Iterable[Sequence[Any]], bucket_s: float) -> list[SeriesPlan]:
+    """Which series the leak analysis needs whole, from rows of ``survey_sql``.
+
+    Every finding (a lapse, an uncorroborated one, a divergence) is an ISP seen accessible
+    where other ISPs of its country block the same domain. So a (cc, domain) in which no ISP
+    has an `ok` while another has a blocked measurement can give no finding, and its
+    buckets are not needed; most (cc, domain) of real data are such (blocked or open
+    everywhere). Of those series the last bucket is still counted, with the series' name:
+    what the analysis reads of the rest of the data (where each country's data ends, each
+    ISP's name) stays exactly what it was, so the events are exactly those of all buckets.
+    """
+    surveyed = [
+        (str(cc), int(asn), str(domain), int(ok), int(blocked), float(last), str(name))
+        for cc, asn, domain, ok, blocked, last, name in rows
+    ]
+    accessible: dict[tuple[str, str], set[int]] = {}
+    blocking: dict[tuple[str, str], set[int]] = {}
+    for cc, asn, domain, ok, blocked, _, _ in surveyed:
+        if ok:
+            accessible.setdefault((cc, domain), set()).add(asn)
+        if blocked:
+            blocking.setdefault((cc, domain), set()).add(asn)
+
+    def needed(place: tuple[str, str]) -> bool:
+        open_isps, blocking_isps = accessible.get(place, set()), blocking.get(place, set())
+        return bool(open_isps and blocking_isps) and len(open_isps | blocking_isps) > 1
+
+    return [
+        SeriesPlan(
+            cc, asn, domain, needed((cc, domain)), math.floor(last / bucket_s) * bucket_s, name
+        )
+        for cc, asn, domain, _, _, last, name in surveyed
+    ]
+
+
+def last_bucket_sql(filters: Filters, dialect: Dialect) -> tuple[str, list[Any]]:
+    """``aggregate_sql`` from a given time on: parameter 6 is that time (a series' last
+    bucket start, or the filters' own start if later)."""
+    return aggregate_sql(replace(filters, since=filters.since or 0.0), dialect)
+
+
+def fold_last(
+    plan: SeriesPlan, rows: Iterable[Sequence[Any]], pseudonym: Callable[[str], str]
+) -> list[BucketCount]:
+    """The last bucket of a series the analysis does not need whole, with its name."""
+    buckets = fold_series(plan.cc, plan.asn, plan.domain, rows, pseudonym)
+    return [replace(b, network_name=plan.name) for b in buckets[-1:]]
+
+
 class Pseudonyms:
     """Agent ids to their export pseudonyms, each computed once: the analysis sees agents
     by the same names whether it counts a store or its exports."""
@@ -176,46 +263,129 @@ def _database_file(conn: sqlite3.Connection) -> str | None:
 
 
 def aggregate_sqlite(
-    conn: sqlite3.Connection, filters: Filters, pseudonym_key: bytes, workers: int = 2
+    conn: sqlite3.Connection,
+    filters: Filters,
+    pseudonym_key: bytes,
+    workers: int = 2,
+    *,
+    comparable_only: bool = False,
 ) -> list[BucketCount]:
-    """Per (cc, asn, domain, bucket) counts for ``filters``, computed by SQLite.
+    """Per (cc, asn, domain, bucket) counts for ``filters``, computed by SQLite; with
+    ``comparable_only``, only what the leak analysis needs (``plan_series``).
 
     SQLite runs one statement on one core; with ``workers`` > 1 the series are shared with
     extra read-only connections on threads (sqlite3 releases the GIL while it steps).
     """
     dialect = _sqlite_dialect(conn)
-    sql, params = keys_sql(filters, dialect)
-    keys = [(cc, int(asn), domain) for cc, asn, domain in conn.execute(sql, params)]
-    sql, params = aggregate_sql(filters, dialect)
+    path = _database_file(conn)
+    plans = _plans(conn, filters, dialect, comparable_only, workers, path)
+    whole_sql, whole_params = aggregate_sql(filters, dialect)
+    last_sql, last_params = last_bucket_sql(filters, dialect)
     pseudonym = Pseudonyms(pseudonym_key)
 
-    def run(c: sqlite3.Connection, share: Sequence[tuple[str, int, str]]) -> list[BucketCount]:
+    def run(c: sqlite3.Connection, share: Sequence[SeriesPlan]) -> list[BucketCount]:
         out: list[BucketCount] = []
-        mine = list(params)
-        for cc, asn, domain in share:
-            mine[2:5] = (cc, asn, domain)
-            out.extend(fold_series(cc, asn, domain, c.execute(sql, mine), pseudonym))
+        whole, last = list(whole_params), list(last_params)
+        for plan in share:
+            if plan.whole:
+                whole[2:5] = (plan.cc, plan.asn, plan.domain)
+                rows = c.execute(whole_sql, whole)
+                out.extend(fold_series(plan.cc, plan.asn, plan.domain, rows, pseudonym))
+            else:
+                last[2:6] = (plan.cc, plan.asn, plan.domain, max(plan.last, last_params[5]))
+                out.extend(fold_last(plan, c.execute(last_sql, last), pseudonym))
         return out
 
-    path = _database_file(conn)
-    if workers <= 1 or path is None or len(keys) < 64:
-        return run(conn, keys)
-    # Contiguous shares keep each thread's reads local in the index; results stay in order.
-    size = -(-len(keys) // workers)
-    shares = [keys[i : i + size] for i in range(0, len(keys), size)]
-
-    def helper(share: Sequence[tuple[str, int, str]]) -> list[BucketCount]:
-        c = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        try:
-            c.execute("PRAGMA query_only = ON")
-            return run(c, share)
-        finally:
-            c.close()
+    if workers <= 1 or path is None or len(plans) < 64:
+        return run(conn, plans)
+    # Contiguous shares of equal work keep each thread's reads local in the index; results
+    # stay in order.
+    shares = _shares(plans, workers)
+    if len(shares) == 1:
+        return run(conn, shares[0])
 
     with ThreadPoolExecutor(len(shares) - 1, thread_name_prefix="aggregate") as pool:
-        futures = [pool.submit(helper, share) for share in shares[1:]]
+        futures = [pool.submit(_on_reader, path, run, share) for share in shares[1:]]
         first = run(conn, shares[0])
         return first + [b for f in futures for b in f.result()]
+
+
+def _plans(
+    conn: sqlite3.Connection,
+    filters: Filters,
+    dialect: Dialect,
+    comparable_only: bool,
+    workers: int,
+    path: str | None,
+) -> list[SeriesPlan]:
+    if not comparable_only:
+        sql, params = keys_sql(filters, dialect)
+        return [whole_series(cc, asn, domain) for cc, asn, domain in conn.execute(sql, params)]
+    # One survey statement per ISP, the ISPs shared among threads as the series are below.
+    sql, params = survey_sql(filters, dialect, one_isp=True)
+    isps = list(_isps(conn))
+
+    def survey(c: sqlite3.Connection, share: Sequence[tuple[str, int]]) -> list[Any]:
+        rows: list[Any] = []
+        mine = list(params)
+        for cc, asn in share:
+            mine[-2:] = (cc, asn)
+            rows.extend(c.execute(sql, mine))
+        return rows
+
+    if workers <= 1 or path is None or len(isps) < 2:
+        rows = survey(conn, isps)
+    else:
+        size = -(-len(isps) // workers)
+        shares = [isps[i : i + size] for i in range(0, len(isps), size)]
+        with ThreadPoolExecutor(len(shares) - 1, thread_name_prefix="survey") as pool:
+            futures = [pool.submit(_on_reader, path, survey, share) for share in shares[1:]]
+            rows = survey(conn, shares[0]) + [r for f in futures for r in f.result()]
+    return plan_series(rows, filters.bucket_s)
+
+
+def _isps(conn: sqlite3.Connection) -> Iterator[tuple[str, int]]:
+    """The distinct located (cc, asn), in order, by seeks in the covering index (one look-up
+    each rather than a scan of every measurement)."""
+    first = "SELECT MIN(cc) FROM measurements WHERE cc > ?"
+    asn_after = "SELECT MIN(asn) FROM measurements WHERE cc = ? AND asn > ?"
+    cc = conn.execute(first, ("",)).fetchone()[0]
+    while cc is not None:
+        asn = conn.execute(asn_after, (cc, -(2**63))).fetchone()[0]
+        while asn is not None:
+            yield cc, int(asn)
+            asn = conn.execute(asn_after, (cc, asn)).fetchone()[0]
+        cc = conn.execute(first, (cc,)).fetchone()[0]
+
+
+def _on_reader(path: str, work: Callable[[sqlite3.Connection, Any], Any], share: Any) -> Any:
+    """``work(connection, share)`` on a read-only connection of its own (another thread)."""
+    c = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        c.execute("PRAGMA query_only = ON")
+        return work(c, share)
+    finally:
+        c.close()
+
+
+def whole_series(cc: str, asn: int, domain: str) -> SeriesPlan:
+    return SeriesPlan(cc, int(asn), domain, whole=True, last=0.0, name="")
+
+
+def _shares(plans: Sequence[SeriesPlan], workers: int) -> list[Sequence[SeriesPlan]]:
+    """``plans`` cut into at most ``workers`` contiguous runs of about equal work (a series
+    counted whole weighs as much as fifty last buckets)."""
+    weights = [50 if p.whole else 1 for p in plans]
+    target = sum(weights) / workers
+    shares: list[Sequence[SeriesPlan]] = []
+    start, acc = 0, 0
+    for i, w in enumerate(weights):
+        acc += w
+        if acc >= target and len(shares) < workers - 1:
+            shares.append(plans[start : i + 1])
+            start, acc = i + 1, 0
+    shares.append(plans[start:])
+    return [s for s in shares if s]
 
 
 def merged_ranges(

@@ -456,9 +456,16 @@ class SqliteStore(Store):
             lambda c: int(c.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
         )
 
-    async def aggregate(self, filters: Filters, pseudonym_key: bytes) -> list[BucketCount]:
+    async def aggregate(
+        self, filters: Filters, pseudonym_key: bytes, *, comparable_only: bool = False
+    ) -> list[BucketCount]:
         return await self.run_read(
-            partial(queries.aggregate_sqlite, filters=filters, pseudonym_key=pseudonym_key)
+            partial(
+                queries.aggregate_sqlite,
+                filters=filters,
+                pseudonym_key=pseudonym_key,
+                comparable_only=comparable_only,
+            )
         )
 
     async def export_rows(
