@@ -64,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
             evidence_filters(filters),
             on_file,
             lambda n: progress.update(f"read {n} measurements"),
+            summarise=args.format != "html",  # the HTML report charts every bucket
         )
     except ExportReadError as exc:
         progress.done()

@@ -24,8 +24,9 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from collector.analysis.model import BLOCKED_METHODS
 from collector.store.base import EXPORT_COLUMNS, BucketCount
-from collector.store.queries import example_pair
+from collector.store.queries import example_pair, plan_series
 from shared.errors import FilterwatchError
 from shared.filters import Filters
 
@@ -471,9 +472,12 @@ class ArrowBucketCounter:
     and the partials, never every row.
     """
 
-    def __init__(self, filters: Filters, flush_rows: int = 1 << 20) -> None:
+    def __init__(
+        self, filters: Filters, flush_rows: int = 1 << 20, *, summarise: bool = False
+    ) -> None:
         self.filters = filters
         self.flush_rows = flush_rows
+        self.summarise = summarise  # see ``_summarised``
         self.rows = 0
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -577,7 +581,7 @@ class ArrowBucketCounter:
             columns[f"n:{v}"] = pc.if_else(pc.equal(p["blocking"], v), p["id_count"], 0)
         grouped = (
             pa.table(columns)
-            .group_by(["cc", "asn", "domain", "bucket"], use_threads=False)
+            .group_by(["cc", "asn", "domain", "bucket"], use_threads=True)  # sorted below
             .aggregate(
                 [
                     ("agent", "count_distinct"),
@@ -591,6 +595,11 @@ class ArrowBucketCounter:
         )
         # In the store's order, so that the analysis' own sort has nothing left to do.
         grouped = grouped.sort_by([(k, "ascending") for k in ("cc", "asn", "domain", "bucket")])
+        summaries: list[BucketCount] = []
+        if self.summarise:
+            grouped, summaries = _summarised(
+                grouped, verdicts, cc_names, domain_names, self.filters.bucket_s
+            )
         out: list[BucketCount] = []
         for offset in range(0, grouped.num_rows, 1 << 16):  # a slice at a time: less memory
             out.extend(
@@ -598,7 +607,84 @@ class ArrowBucketCounter:
                     grouped.slice(offset, 1 << 16), verdicts, cc_names, domain_names, agent_names
                 )
             )
+        if summaries:
+            out = sorted(out + summaries, key=lambda b: (b.cc, b.asn, b.domain, b.bucket_start))
         return out
+
+
+def _summarised(
+    grouped: pa.Table,
+    verdicts: Sequence[str],
+    cc_names: list[str],
+    domain_names: list[str],
+    bucket_s: float,
+) -> tuple[pa.Table, list[BucketCount]]:
+    """The buckets of the series the analysis needs whole (``plan_series``), and for each
+    other series one bucket that sums it: its counts, its most agents in one bucket, its
+    name, at its last bucket. The events come out exactly as from every bucket (no finding
+    can come from those series), and so does the per-ISP table (totals, most agents,
+    domains, names), while hundreds of thousands of buckets never become Python objects.
+    """
+    sums = [f"n:{v}_sum" for v in verdicts]
+    series = grouped.group_by(["cc", "asn", "domain"], use_threads=False).aggregate(
+        [
+            ("bucket", "max"),
+            ("agent_count_distinct", "max"),
+            ("name_max", "max"),
+            *[(column, "sum") for column in sums],
+        ]
+    )
+    cols = {name: series[name].to_pylist() for name in series.column_names}
+    blocked_sums = [f"n:{v}_sum_sum" for v in verdicts if v in BLOCKED_METHODS]
+    rows = [
+        (
+            cc_names[cc],
+            asn,
+            domain_names[domain],
+            cols["n:ok_sum_sum"][i] if "n:ok_sum_sum" in cols else 0,
+            sum(cols[c][i] for c in blocked_sums),
+            last,
+            cols["name_max_max"][i] or "",
+        )
+        for i, (cc, asn, domain, last) in enumerate(
+            zip(cols["cc"], cols["asn"], cols["domain"], cols["bucket_max"], strict=True)
+        )
+    ]
+    plans = plan_series(rows, bucket_s)
+    # One integer per series (cc code, domain code, asn) for a vectorised membership test.
+    width = max(len(domain_names), 1)
+    whole = [
+        ((cols["cc"][i] * width + cols["domain"][i]) << 32) + cols["asn"][i]
+        for i, p in enumerate(plans)
+        if p.whole
+    ]
+    code = pc.add(
+        pc.multiply(
+            pc.add(
+                pc.multiply(pc.cast(grouped["cc"], pa.int64()), width),
+                pc.cast(grouped["domain"], pa.int64()),
+            ),
+            1 << 32,
+        ),
+        pc.cast(grouped["asn"], pa.int64()),
+    )
+    kept = grouped.filter(pc.is_in(code, value_set=pa.array(whole, pa.int64())))
+    summaries = [
+        BucketCount(
+            cc=p.cc,
+            asn=p.asn,
+            network_name=p.name,
+            domain=p.domain,
+            bucket_start=p.last,
+            counts={v: n for v in verdicts if (n := cols[f"n:{v}_sum_sum"][i])},
+            agents=cols["agent_count_distinct_max"][i],
+            accessible_agent_ids=(),
+            example_ids=(),
+        )
+        for i, p in enumerate(plans)
+        if not p.whole
+    ]
+    return kept, summaries
 
 
 def _to_bucket_counts(
@@ -658,11 +744,15 @@ def count_exports(
     filters: Filters,
     on_file: Callable[[Path], None] | None = None,
     on_rows: Callable[[int], None] | None = None,
+    *,
+    summarise: bool = False,
 ) -> tuple[list[BucketCount], int]:
     """(buckets, rows counted) of several exports. One export is read slice by slice
     (Parquet row groups on two threads); when several are merged, their rows are first
-    gathered to drop repeated measurement ids."""
-    counter = ArrowBucketCounter(filters)
+    gathered to drop repeated measurement ids. With ``summarise``, the series no finding
+    can come from are one bucket each (``ArrowBucketCounter``): for the events and the
+    per-ISP table, not for charts of every bucket."""
+    counter = ArrowBucketCounter(filters, summarise=summarise)
     if len(sources) > 1:
         counter.add(read_exports(sources, on_file))
         return counter.buckets(), counter.rows
