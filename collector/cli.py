@@ -225,6 +225,14 @@ async def _serve(config: CollectorConfig, tls: ssl.SSLContext | None, source: st
 
     runner = make_runner(make_app(config), config)
     await runner.setup()
+    # The handlers first: whoever reads the "listening" line may signal at once (a SIGHUP
+    # or SIGTERM before them would kill the process with the default action).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload_tls, tls, config, source)
     try:
         site = web.TCPSite(runner, config.listen.host, config.listen.port, ssl_context=tls)
         await site.start()
@@ -235,12 +243,6 @@ async def _serve(config: CollectorConfig, tls: ssl.SSLContext | None, source: st
             # The collector's own address (not a client's): printed, not logged.
             print(f"filterwatch collector listening on {scheme}://{shown}:{port}", flush=True)
         log.info("collector_started", sqlite=str(config.database.sqlite_path), tls=tls is not None)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        if tls is not None:
-            loop.add_signal_handler(signal.SIGHUP, _reload_tls, tls, config, source)
         await stop.wait()
         log.info("collector_stopping")
     finally:
