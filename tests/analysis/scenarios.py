@@ -138,3 +138,12 @@ def noisy_story(isp: Isp, domain: str, b: int, agent: int) -> str:
     if isp is ECHO and domain == "twitter.com":
         return "ok" if (3 * b + agent) % 10 < 3 else "dns"
     return story_verdict(isp, domain, b, agent)
+
+
+def blocked_everywhere_story(isp: Isp, domain: str, b: int, agent: int) -> str:
+    """Domains no finding can come from: ``blocked.example`` blocked by every ISP (one
+    agent's measurement inconclusive now and then), anything else open everywhere (down
+    for everyone in hour 5)."""
+    if domain == "blocked.example":
+        return "inconclusive" if (b + agent) % 7 == 0 else "dns"
+    return "site_down" if b == 5 else "ok"

@@ -55,6 +55,27 @@ def compared(export: Path, filters: Filters) -> str:
     return analyse_filtered(buckets, filters).dumps(with_isps=True)
 
 
+async def events_only(store: SqliteStore | PostgresStore, filters: Filters) -> tuple[str, str]:
+    """(the events from every bucket, the events from what ``comparable_only`` counts)."""
+    key = await store.secret(PSEUDONYM_SECRET)
+    out = []
+    for reduced in (False, True):
+        evidence = evidence_filters(filters)
+        buckets = await store.aggregate(evidence, key, comparable_only=reduced)
+        out.append(analyse_filtered(buckets, filters).dumps(with_isps=False))
+    return out[0], out[1]
+
+
+def reduced_data() -> list[dict[str, object]]:
+    """The story, plus a domain every ISP blocks and one every ISP reaches: series no
+    finding can come from, which the reduced counting sums."""
+    from tests.analysis.scenarios import blocked_everywhere_story
+
+    return rows() + make_rows(
+        NOISY_ISPS, ("blocked.example", "open.example"), 12, blocked_everywhere_story
+    )
+
+
 def test_whole_answer_has_every_kind_of_finding() -> None:
     """The data set holds a lapse, a lapse then lifted nationally, and each divergence."""
     from collector.analysis import analyse
@@ -134,3 +155,47 @@ async def test_postgres_store_sqlite_store_and_compare_agree(
         assert len(whole["leaks"]) == 2 and len(whole["divergences"]) == 4
     finally:
         await lite.close()
+
+
+async def test_counting_only_what_the_events_need_changes_nothing(tmp_path: Path) -> None:
+    """`collector leaks` counts the series no finding can come from as their last bucket,
+    and compare sums them into one: for every selection the events (and compare's per-ISP
+    table) are byte-identical to those from every bucket, and the reduction did happen."""
+    from collector.exports import count_exports
+
+    store_with(tmp_path / "s.sqlite3", reduced_data()).close()
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    await store.open()
+    try:
+        key = await store.secret(PSEUDONYM_SECRET)
+        everything = await store.aggregate(Filters(), key)
+        fewer = await store.aggregate(Filters(), key, comparable_only=True)
+        assert len(fewer) < len(everything)
+        export = await exported(store, "parquet", tmp_path / "e.parquet")
+        for filters in SELECTIONS:
+            full, reduced = await events_only(store, filters)
+            assert reduced == full, filters
+            evidence = evidence_filters(filters)
+            for summarise in (False, True):
+                buckets, _ = count_exports([export_files([export])], evidence, summarise=summarise)
+                text = analyse_filtered(buckets, filters).dumps(with_isps=True)
+                assert text == await answer(store, filters), (filters, summarise)
+    finally:
+        await store.close()
+
+
+async def test_postgres_counts_only_what_the_events_need_with_the_same_events(
+    pg_store: PostgresStore,
+) -> None:
+    """On PostgreSQL too, the reduced counting gives byte-identical events."""
+    data = reduced_data()
+    columns = [list(col) for col in zip(*stored_values(data), strict=True)]
+    for at in {float(r["measured_at"]) for r in data}:  # type: ignore[arg-type]
+        await pg_store.pool.execute("SELECT filterwatch_month_partition($1)", at)
+    await pg_store.pool.fetch(_INSERT_SQL, *columns)
+    key = await pg_store.secret(PSEUDONYM_SECRET)
+    fewer = await pg_store.aggregate(Filters(), key, comparable_only=True)
+    assert len(fewer) < len(await pg_store.aggregate(Filters(), key))
+    for filters in SELECTIONS:
+        full, reduced = await events_only(pg_store, filters)
+        assert reduced == full, filters
