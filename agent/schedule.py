@@ -14,7 +14,6 @@ maths testable without waiting.
 from __future__ import annotations
 
 import math
-import random
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
@@ -93,8 +92,3 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if when.tzinfo is None:  # "-0000" dates are UTC by RFC 9110
         return None
     return max(0.0, when.timestamp() - now)
-
-
-def system_rng() -> random.Random:
-    """The random source for jitter: an unseeded generator (nothing secret depends on it)."""
-    return random.Random()

@@ -1,8 +1,10 @@
 """msgpack encoding and decoding with hard limits. Pure: no sockets, no files.
 
-The limits protect the collector from hostile or broken input: the whole document, each
+The agent's codec (its spool records, its uploads, the collector's answers it reads). The
+limits protect whoever decodes from hostile or broken input: the whole document, each
 string, binary and container is bounded, nesting is bounded, and extension types (which
-could smuggle anything) are refused. Any problem raises ``CodecError``; nothing else
+could smuggle anything) are refused. The collector decodes batches with msgspec
+(``shared.schema``), not with this module. Any problem raises ``CodecError``; nothing else
 escapes ``decode``.
 """
 

@@ -32,7 +32,6 @@ from shared.wire_rules import check_record, check_top_level_keys, split_array, s
 SCHEMA_VERSION: Final = 1
 
 MAX_RESULTS_PER_BATCH: Final = 5000
-MAX_ID_LENGTH: Final = 64
 MAX_URL_LENGTH: Final = 2048
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CC_RE: Final = re.compile(r"^[A-Z]{2}$")

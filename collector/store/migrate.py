@@ -111,10 +111,3 @@ def migrate_sqlite(
             ) from None
         applied_now.append(migration.version)
     return applied_now
-
-
-def schema_version_sqlite(conn: sqlite3.Connection) -> int:
-    """The highest migration applied, 0 for a new database."""
-    conn.execute(_BOOKKEEPING)
-    row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
-    return int(row[0] or 0)

@@ -147,7 +147,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         # acknowledged survives a power cut (the agent has already dropped it from its spool).
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
-        # Ids are random, so every index takes inserts all over: keep more of it in memory.
+        # Three indexes besides the primary key's take every insert: keep more of them in
+        # memory (ids are time-ordered, but the analysis index is by series, not time).
         conn.execute("PRAGMA cache_size = -32768")
         # Checkpoint every 10,000 pages (~40 MB of WAL) rather than SQLite's 1,000: the
         # writer runs each checkpoint itself, and at ingest rates the default made it
@@ -747,14 +748,3 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     finally:
         if not committed:
             conn.execute("ROLLBACK")
-
-
-def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> InsertOutcome:
-    """Insert ``rows`` in one transaction; rows whose id is already stored are duplicates."""
-    if not rows:
-        return InsertOutcome(accepted=0, duplicates=0)
-    with _transaction(conn):
-        cur = conn.executemany(_INSERT_SQL, rows)
-        accepted = cur.rowcount
-        conn.executemany(records.INSERT_DIRTY, dirty_rows(rows))
-    return InsertOutcome(accepted=accepted, duplicates=len(rows) - accepted)
