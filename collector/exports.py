@@ -579,27 +579,36 @@ class ArrowBucketCounter:
         verdicts = sorted(v for v in blocking if v is not None)
         for v in verdicts:
             columns[f"n:{v}"] = pc.if_else(pc.equal(p["blocking"], v), p["id_count"], 0)
-        grouped = (
-            pa.table(columns)
-            .group_by(["cc", "asn", "domain", "bucket"], use_threads=True)  # sorted below
-            .aggregate(
+        table = pa.table(columns)
+        keys = ["cc", "asn", "domain", "bucket"]
+        summaries: list[BucketCount] = []
+        if self.summarise:
+            # First the cheap aggregates of every bucket, enough to plan the series and sum
+            # those no finding can come from; the dear ones (the `ok` agents, the example
+            # ids) only for the series the analysis needs whole.
+            light = table.group_by(keys, use_threads=True).aggregate(
                 [
                     ("agent", "count_distinct"),
-                    ("ok_agent", "distinct"),
-                    ("ok_low", "min"),
-                    ("ok_high", "max"),
                     ("name", "max"),
                     *[(f"n:{v}", "sum") for v in verdicts],
                 ]
             )
+            whole, summaries = _summarised(
+                light, verdicts, cc_names, domain_names, self.filters.bucket_s
+            )
+            table = table.filter(pc.is_in(_series_code(table, len(domain_names)), value_set=whole))
+        grouped = table.group_by(keys, use_threads=True).aggregate(  # sorted below
+            [
+                ("agent", "count_distinct"),
+                ("ok_agent", "distinct"),
+                ("ok_low", "min"),
+                ("ok_high", "max"),
+                ("name", "max"),
+                *[(f"n:{v}", "sum") for v in verdicts],
+            ]
         )
         # In the store's order, so that the analysis' own sort has nothing left to do.
-        grouped = grouped.sort_by([(k, "ascending") for k in ("cc", "asn", "domain", "bucket")])
-        summaries: list[BucketCount] = []
-        if self.summarise:
-            grouped, summaries = _summarised(
-                grouped, verdicts, cc_names, domain_names, self.filters.bucket_s
-            )
+        grouped = grouped.sort_by([(k, "ascending") for k in keys])
         out: list[BucketCount] = []
         for offset in range(0, grouped.num_rows, 1 << 16):  # a slice at a time: less memory
             out.extend(
@@ -612,26 +621,42 @@ class ArrowBucketCounter:
         return out
 
 
+def _series_code(table: pa.Table, domains: int) -> pa.Array:
+    """One integer per row naming its series (cc code, domain code, asn), for a vectorised
+    membership test."""
+    width = max(domains, 1)
+    return pc.add(
+        pc.multiply(
+            pc.add(
+                pc.multiply(pc.cast(table["cc"], pa.int64()), width),
+                pc.cast(table["domain"], pa.int64()),
+            ),
+            1 << 32,
+        ),
+        pc.cast(table["asn"], pa.int64()),
+    )
+
+
 def _summarised(
-    grouped: pa.Table,
+    light: pa.Table,
     verdicts: Sequence[str],
     cc_names: list[str],
     domain_names: list[str],
     bucket_s: float,
-) -> tuple[pa.Table, list[BucketCount]]:
-    """The buckets of the series the analysis needs whole (``plan_series``), and for each
-    other series one bucket that sums it: its counts, its most agents in one bucket, its
-    name, at its last bucket. The events come out exactly as from every bucket (no finding
-    can come from those series), and so does the per-ISP table (totals, most agents,
-    domains, names), while hundreds of thousands of buckets never become Python objects.
+) -> tuple[pa.Array, list[BucketCount]]:
+    """The series the analysis needs whole (``plan_series``), as ``_series_code`` values, and
+    for each other series one bucket that sums it: its counts, its most agents in one
+    bucket, its name, at its last bucket. ``light`` is one row per bucket (distinct agents,
+    largest name, counts per verdict). The events come out exactly as from every bucket
+    (no finding can come from those series), and so does the per-ISP table (totals, most
+    agents, domains, names), while most buckets never become Python objects.
     """
-    sums = [f"n:{v}_sum" for v in verdicts]
-    series = grouped.group_by(["cc", "asn", "domain"], use_threads=False).aggregate(
+    series = light.group_by(["cc", "asn", "domain"], use_threads=False).aggregate(
         [
             ("bucket", "max"),
             ("agent_count_distinct", "max"),
             ("name_max", "max"),
-            *[(column, "sum") for column in sums],
+            *[(f"n:{v}_sum", "sum") for v in verdicts],
         ]
     )
     cols = {name: series[name].to_pylist() for name in series.column_names}
@@ -651,24 +676,8 @@ def _summarised(
         )
     ]
     plans = plan_series(rows, bucket_s)
-    # One integer per series (cc code, domain code, asn) for a vectorised membership test.
-    width = max(len(domain_names), 1)
-    whole = [
-        ((cols["cc"][i] * width + cols["domain"][i]) << 32) + cols["asn"][i]
-        for i, p in enumerate(plans)
-        if p.whole
-    ]
-    code = pc.add(
-        pc.multiply(
-            pc.add(
-                pc.multiply(pc.cast(grouped["cc"], pa.int64()), width),
-                pc.cast(grouped["domain"], pa.int64()),
-            ),
-            1 << 32,
-        ),
-        pc.cast(grouped["asn"], pa.int64()),
-    )
-    kept = grouped.filter(pc.is_in(code, value_set=pa.array(whole, pa.int64())))
+    whole = pa.array([p.whole for p in plans], pa.bool_())
+    codes = _series_code(series, len(domain_names)).filter(whole)
     summaries = [
         BucketCount(
             cc=p.cc,
@@ -684,7 +693,7 @@ def _summarised(
         for i, p in enumerate(plans)
         if not p.whole
     ]
-    return kept, summaries
+    return codes, summaries
 
 
 def _to_bucket_counts(
