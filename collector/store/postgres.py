@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from itertools import groupby
 from typing import Any, Final
 
 import asyncpg
@@ -274,10 +275,15 @@ class PostgresStore(Store):
         self, filters: Filters, pseudonym_key: bytes, *, comparable_only: bool = False
     ) -> list[BucketCount]:
         whole_sql, whole_params = queries.aggregate_sql(filters, queries.POSTGRES)
-        last_sql, last_params = queries.last_bucket_sql(filters, queries.POSTGRES)
+        _, last_params = queries.last_bucket_sql(filters, queries.POSTGRES)
         pseudonym = queries.Pseudonyms(pseudonym_key)
         out: list[BucketCount] = []
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            # Each series' statement planned for its own values: a generic plan (what a
+            # prepared statement falls back to after five runs) scans every month partition
+            # with parallel workers, about 0.7 s a series on 10 M rows instead of
+            # milliseconds through the index.
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             if comparable_only:
                 sql, params = queries.survey_sql(filters, queries.POSTGRES)
                 plans = queries.plan_series(await conn.fetch(sql, *params), filters.bucket_s)
@@ -285,16 +291,28 @@ class PostgresStore(Store):
                 sql, params = queries.keys_sql(filters, queries.POSTGRES)
                 plans = [queries.whole_series(*r) for r in await conn.fetch(sql, *params)]
             whole = await conn.prepare(whole_sql)
-            last = await conn.prepare(last_sql)
             for plan in plans:
-                key = (plan.cc, plan.asn, plan.domain)
                 if plan.whole:
+                    key = (plan.cc, plan.asn, plan.domain)
                     rows = await whole.fetch(*whole_params[:2], *key, *whole_params[5:])
                     out.extend(queries.fold_series(*key, rows, pseudonym))
-                else:
-                    since = max(plan.last, last_params[5])
-                    rows = await last.fetch(*last_params[:2], *key, since, *last_params[6:])
-                    out.extend(queries.fold_last(plan, rows, pseudonym))
+            rest = [plan for plan in plans if not plan.whole]
+            if rest:
+                sql, params = queries.last_buckets_postgres_sql(filters)
+                floor = last_params[5]
+                params[2:6] = (
+                    [p.cc for p in rest],
+                    [p.asn for p in rest],
+                    [p.domain for p in rest],
+                    [max(p.last, floor) for p in rest],
+                )
+                rows = await conn.fetch(sql, *params)
+                for i, group in groupby(rows, key=lambda r: r[0]):
+                    out.extend(
+                        queries.fold_last(rest[i - 1], (tuple(r)[1:] for r in group), pseudonym)
+                    )
+        # In the store's order (the series counted whole came first).
+        out.sort(key=lambda b: (b.cc, b.asn, b.domain, b.bucket_start))
         return out
 
     async def export_rows(
