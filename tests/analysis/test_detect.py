@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import pytest
@@ -35,11 +35,11 @@ def at(bucket: int, width: float = HOUR) -> str:
 
 def run(
     verdict: Callable[[Isp, str, int, int], str],
-    isps=FIVE_ISPS,
-    buckets=12,
-    domains=("facebook.com",),
-    width=HOUR,
-) -> Report:  # type: ignore[no-untyped-def]
+    isps: Sequence[Isp] = FIVE_ISPS,
+    buckets: int = 12,
+    domains: Sequence[str] = ("facebook.com",),
+    width: float = HOUR,
+) -> Report:
     rows = make_rows(isps, domains, buckets, verdict, bucket_s=width)
     return analyse(reference_buckets(rows, width), width)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 
@@ -327,8 +328,10 @@ def test_lapse_across_hours_of_agents_offline_is_one_event() -> None:
         bucket_s=HOUR,
     )
     rows = [
-        r for r in rows if not (r["asn"] == ECHO.asn and 7 <= (r["measured_at"] - T0) // HOUR <= 11)
-    ]  # type: ignore[operator]
+        r
+        for r in rows
+        if not (r["asn"] == ECHO.asn and 7 <= (cast(float, r["measured_at"]) - T0) // HOUR <= 11)
+    ]
     report = analyse(reference_buckets(rows, HOUR), HOUR)
     assert spans(report.leaks) == [(ECHO.asn, ("x.example",), at(4, HOUR), at(15, HOUR))]
 
@@ -338,8 +341,10 @@ def test_isp_offline_for_hours_then_blocking_again_is_nothing() -> None:
     event of any kind, for it or for the others (whose consensus counts who measured)."""
     rows = make_rows(COUNTRY, ("x.example",), 20, lambda isp, d, b, a: "dns", bucket_s=HOUR)
     rows = [
-        r for r in rows if not (r["asn"] == ECHO.asn and 3 <= (r["measured_at"] - T0) // HOUR <= 12)
-    ]  # type: ignore[operator]
+        r
+        for r in rows
+        if not (r["asn"] == ECHO.asn and 3 <= (cast(float, r["measured_at"]) - T0) // HOUR <= 12)
+    ]
     report = analyse(reference_buckets(rows, HOUR), HOUR)
     assert (report.leaks, report.uncorroborated, report.divergences) == ((), (), ())
 
@@ -384,7 +389,9 @@ def test_late_data_lands_in_its_own_bucket() -> None:
 
     rows = make_rows(COUNTRY, ("x.example",), 12, verdict, bucket_s=HOUR)
     expected = analyse(reference_buckets(rows, HOUR), HOUR).dumps(with_isps=True)
-    late = [r for r in rows if r["asn"] == ECHO.asn and r["measurement_id"].endswith("-0")]  # type: ignore[union-attr]
+    late = [
+        r for r in rows if r["asn"] == ECHO.asn and cast(str, r["measurement_id"]).endswith("-0")
+    ]
     on_time = [r for r in rows if r not in late]
     # the store and compare fold repeated keys: buckets of the late batch come separately
     buckets = reference_buckets(on_time, HOUR) + reference_buckets(late, HOUR)

@@ -33,8 +33,8 @@ async def test_no_client_address_in_database_or_logs(
         db = Path(config.database.sqlite_path)
         files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
         assert any(p.name.endswith("-wal") for p in files)
-        for path in files:  # ...and is in no file of the database, WAL included
-            assert ADDRESS not in path.read_bytes(), path.name
+        for file in files:  # ...and is in no file of the database, WAL included
+            assert ADDRESS not in file.read_bytes(), file.name
         await client.close()
     assert events, "the run logged nothing: the test would prove nothing"
     assert "127.0.0.1" not in repr(events)

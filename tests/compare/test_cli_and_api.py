@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from collector.app import make_app
 from collector.config import load_collector_config
@@ -166,8 +167,8 @@ def test_bad_filter_on_the_command_line_exits_2(
 async def test_http_endpoints_answer_like_the_commands(
     config_file: Path,
     tmp_path: Path,
-    aiohttp_client,
-    capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+    aiohttp_client: AiohttpClient,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """GET /api/v1/leaks and /compare give the commands' bytes; the streamed Parquet export
     compares to the same answer."""
@@ -214,8 +215,8 @@ async def test_http_endpoints_answer_like_the_commands(
     ],
 )
 async def test_bad_query_is_a_400_naming_it(
-    config_file: Path, aiohttp_client, path: str, error: str, named: str
-) -> None:  # type: ignore[no-untyped-def]
+    config_file: Path, aiohttp_client: AiohttpClient, path: str, error: str, named: str
+) -> None:
     """A bad filter or format is a 400 JSON error that names the parameter."""
     client = await aiohttp_client(make_app(load_collector_config(config_file)))
     resp = await client.get(path, headers=AUTH)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -16,6 +17,7 @@ from collector.exports import (
     read_exports,
     write_export,
 )
+from collector.store.base import BucketCount
 from collector.store.queries import Pseudonyms, aggregate_sqlite, export_chunks_sqlite
 from shared.filters import Filters, build_filters
 from tests.analysis.scenarios import (
@@ -39,7 +41,7 @@ def _story_rows() -> list[dict[str, object]]:
     return rows
 
 
-def _sorted(buckets):  # type: ignore[no-untyped-def]
+def _sorted(buckets: Iterable[BucketCount]) -> list[BucketCount]:
     return sorted(buckets, key=lambda b: (b.cc, b.asn, b.domain, b.bucket_start))
 
 

@@ -18,6 +18,7 @@ from collector.app import make_app
 from collector.config import CollectorConfig, DatabaseConfig, MonitorConfig
 from collector.dashboard.config import DashboardConfig
 from collector.state import STORE
+from collector.store.base import Store
 from tests.conftest import skip_or_fail_in_ci
 from tests.dashboard import dataset
 
@@ -47,7 +48,7 @@ def dashboard_config(tmp_path: Path, *, monitor: bool = True, **changes: Any) ->
     )
 
 
-async def wait_for_record(store: Any, asn: int, status: str = "open") -> dict[str, Any]:
+async def wait_for_record(store: Store, asn: int, status: str = "open") -> dict[str, Any]:
     """The monitor's record of an event of ``asn`` once it has made it (30 s at most)."""
     from collector.store.records import EventQuery
 

@@ -129,7 +129,7 @@ async def fill(store: Store, now: float | None = None) -> dict[int, list[str]]:
                 for d, domain in enumerate(DOMAINS):
                     if hours_ago == 0 and isp.asn == MCI and domain == "www.youtube.com":
                         continue
-                    offset = 600 + 30 * i + d
+                    offset: float = 600 + 30 * i + d
                     if hours_ago == 0:  # in the past, inside the current hour
                         offset = (now - start) * 0.5 * (1 + (30 * i + d) / 200)
                     verdict = _verdict(isp, domain, hours_ago)

@@ -20,6 +20,7 @@ from collector.app import make_app
 from collector.auth import hash_secret
 from collector.dashboard.records import Records
 from collector.state import STORE
+from shared.schema import Blocking
 from tests.dashboard import dataset
 from tests.dashboard.conftest import TOKEN, Collector, csrf_of, dashboard_config, wait_for_record
 
@@ -287,7 +288,7 @@ async def test_names_from_the_data_are_escaped(collector: Collector) -> None:
     """A network name with markup is shown as text on the pages and in the charts."""
     store = collector.app[STORE]
     evil = dataset.Isp('<script>alert("x")</script>', 64999, 1)
-    m = dataset.measurement(evil, "twitter.com", dataset.Blocking.DNS, time.time() - 60, "0.1.0")
+    m = dataset.measurement(evil, "twitter.com", Blocking.DNS, time.time() - 60, "0.1.0")
     await store.insert_measurements(collector.agents[dataset.SHATEL][0], "b-evil", [m], time.time())
     client = await _session(collector)
     try:

@@ -7,16 +7,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from xml.etree import ElementTree as ET
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from collector.app import make_app
 from collector.config import CollectorConfig
 from collector.monitor.runner import Monitor
 from collector.state import PSEUDONYM_KEY, STORE
+from collector.store.sqlite import SqliteStore
 from tests.monitor.helpers import FakeClock, at, config, rounds, upload
 
 TOKEN = "fwa_test-analyst-token-for-events"
@@ -24,7 +27,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FB, TW = "fb.example", "tw.example"
 ATOM = "{http://www.w3.org/2005/Atom}"
 
-Client = TestClient  # type: ignore[type-arg]
+Client = TestClient[web.Request, web.Application]
 
 
 def app_config(tmp_path: Path, **alerts: Any) -> CollectorConfig:
@@ -38,13 +41,14 @@ def app_config(tmp_path: Path, **alerts: Any) -> CollectorConfig:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, tmp_path: Path) -> Client:
+async def client(aiohttp_client: AiohttpClient, tmp_path: Path) -> Client:
     return await aiohttp_client(make_app(app_config(tmp_path)))
 
 
 async def monitor_of(client: Client, clock: FakeClock) -> Monitor:
     app = client.app
-    cfg = config(Path(str(app[STORE].path)).parent)  # type: ignore[attr-defined]
+    # the app of these tests is on SQLite (in tmp_path): its store has a path
+    cfg = config(Path(str(cast(SqliteStore, app[STORE]).path)).parent)
     return Monitor(app[STORE], cfg, app[PSEUDONYM_KEY], clock=clock)
 
 

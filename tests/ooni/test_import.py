@@ -23,7 +23,8 @@ from tests.realdata import realdata
 
 def run_import(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     assert main(["import", "ooni", *args, "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return report
 
 
 def jsonl_rows(path: Path) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,8 +14,14 @@ from shared.errors import CodecError, SchemaError
 from shared.schema import (
     Batch,
     Blocking,
+    ControlFacts,
+    DnsFacts,
     Failure,
+    HttpFacts,
     Measurement,
+    NetworkFacts,
+    TcpFacts,
+    TlsFacts,
     batch_from_wire,
     decode_batch,
     decode_measurement,
@@ -27,37 +33,55 @@ failures = st.none() | st.sampled_from([f.value for f in Failure])
 addresses = st.lists(st.ip_addresses().map(str), max_size=4)
 duration = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 
-dns = st.fixed_dictionaries(
-    {"query": text, "answers": addresses, "failure": failures},
-    optional={
-        "resolver": st.none() | text,
-        "rcode": st.none() | st.sampled_from(["NOERROR", "NXDOMAIN"]),
-        "bogon": st.booleans(),
-        "ttls": st.lists(st.integers(0, 2**31), max_size=3),
-    },
+# The facts are TypedDicts, plain dicts at run time: each fixed_dictionaries strategy below
+# draws exactly the keys and value types of its TypedDict, which mypy cannot infer, hence
+# the casts (they change nothing at run time).
+dns = cast(
+    "st.SearchStrategy[DnsFacts]",
+    st.fixed_dictionaries(
+        {"query": text, "answers": addresses, "failure": failures},
+        optional={
+            "resolver": st.none() | text,
+            "rcode": st.none() | st.sampled_from(["NOERROR", "NXDOMAIN"]),
+            "bogon": st.booleans(),
+            "ttls": st.lists(st.integers(0, 2**31), max_size=3),
+        },
+    ),
 )
-tcp = st.fixed_dictionaries(
-    {"address": st.ip_addresses().map(str), "port": st.integers(0, 65535), "failure": failures},
-    optional={"t_ms": duration},
+tcp = cast(
+    "st.SearchStrategy[TcpFacts]",
+    st.fixed_dictionaries(
+        {"address": st.ip_addresses().map(str), "port": st.integers(0, 65535), "failure": failures},
+        optional={"t_ms": duration},
+    ),
 )
-tls = st.fixed_dictionaries(
-    {"sni": text, "failure": failures},
-    optional={"version": st.none() | st.just("TLSv1.3"), "cert_verified": st.booleans()},
+tls = cast(
+    "st.SearchStrategy[TlsFacts]",
+    st.fixed_dictionaries(
+        {"sni": text, "failure": failures},
+        optional={"version": st.none() | st.just("TLSv1.3"), "cert_verified": st.booleans()},
+    ),
 )
-http = st.fixed_dictionaries(
-    {"status": st.none() | st.integers(100, 599), "failure": failures},
-    optional={
-        "body_length": st.none() | st.integers(0, 2**40),
-        "title": st.none() | text,
-        "headers": st.dictionaries(st.text(max_size=20), st.text(max_size=50), max_size=4),
-    },
+http = cast(
+    "st.SearchStrategy[HttpFacts]",
+    st.fixed_dictionaries(
+        {"status": st.none() | st.integers(100, 599), "failure": failures},
+        optional={
+            "body_length": st.none() | st.integers(0, 2**40),
+            "title": st.none() | text,
+            "headers": st.dictionaries(st.text(max_size=20), st.text(max_size=50), max_size=4),
+        },
+    ),
 )
-network = st.fixed_dictionaries(
-    {
-        "asn": st.integers(0, 2**32 - 1),
-        "cc": st.from_regex(r"\A[A-Z]{2}\Z"),
-        "network_name": text,
-    }
+network = cast(
+    "st.SearchStrategy[NetworkFacts]",
+    st.fixed_dictionaries(
+        {
+            "asn": st.integers(0, 2**32 - 1),
+            "cc": st.from_regex(r"\A[A-Z]{2}\Z"),
+            "network_name": text,
+        }
+    ),
 )
 
 
@@ -77,7 +101,13 @@ def measurements(draw: st.DrawFn) -> Measurement:
         tcp=draw(st.lists(tcp, max_size=3)),
         tls=draw(st.none() | tls),
         http=draw(st.none() | http),
-        control=draw(st.none() | st.fixed_dictionaries({"http": http, "failure": failures})),
+        control=draw(
+            st.none()
+            | cast(
+                "st.SearchStrategy[ControlFacts]",
+                st.fixed_dictionaries({"http": http, "failure": failures}),
+            )
+        ),
         timings=draw(st.dictionaries(st.text(max_size=10), duration, max_size=3)),
         extra=draw(
             st.dictionaries(

@@ -60,7 +60,7 @@ def test_ooni_failures_are_accepted_mapped_and_kept(name: str, ours: str) -> Non
         assert m.dns is not None and (m.dns["failure"], m.dns.get("failure_original")) == (
             ours,
             name,
-        )  # type: ignore[typeddict-item]
+        )
         assert m.tcp[0]["failure"] == ours
 
 
