@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 420
 AT_ONCE = 3  # runs per batch (see ``outcomes``): on two cores, three keep verdicts clean
+AGENTS_AT_ONCE = 23  # and no more agents than this in a batch
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,15 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Out
         return (-round(s.rounds * s.round_seconds), -sum(i.agents for i in s.isps))
 
     queue = sorted(shipped, key=lambda n: (*size(n), n))
-    batches = [queue[i : i + AT_ONCE] for i in range(0, len(queue), AT_ONCE)]
+    batches: list[list[str]] = []
+    for name in queue:  # at most AT_ONCE runs, or one more small one, under AGENTS_AT_ONCE
+        agents = -size(name)[1]
+        last = batches[-1] if batches else []
+        total = sum(-size(n)[1] for n in last) + agents
+        if last and total <= AGENTS_AT_ONCE and len(last) < AT_ONCE + (agents <= 6):
+            last.append(name)
+        else:
+            batches.append([name])
     running: list[Run] = []
     homes: list[Path] = []
     results: dict[str, Outcome] = {}
