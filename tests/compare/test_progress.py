@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import io
 import os
+import select
 
 from collector.progress import Progress
+
+
+def _read_all(fd: int) -> str:
+    """Everything written to the terminal so far: one read may return only the first write."""
+    out = b""
+    while select.select([fd], [], [], 0.5)[0]:
+        out += os.read(fd, 1000)
+    return out.decode()
 
 
 def test_progress_is_silent_when_not_a_terminal() -> None:
@@ -25,7 +34,7 @@ def test_progress_rewrites_one_line_on_a_terminal() -> None:
             progress = Progress(stream)
             progress.update("read 5 files", force=True)
             progress.done()
-        shown = os.read(master, 1000).decode()
+        shown = _read_all(master)
     finally:
         os.close(master)
         os.close(slave)
