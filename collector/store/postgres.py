@@ -275,7 +275,6 @@ class PostgresStore(Store):
         self, filters: Filters, pseudonym_key: bytes, *, comparable_only: bool = False
     ) -> list[BucketCount]:
         whole_sql, whole_params = queries.aggregate_sql(filters, queries.POSTGRES)
-        _, last_params = queries.last_bucket_sql(filters, queries.POSTGRES)
         pseudonym = queries.Pseudonyms(pseudonym_key)
         out: list[BucketCount] = []
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
@@ -299,7 +298,7 @@ class PostgresStore(Store):
             rest = [plan for plan in plans if not plan.whole]
             if rest:
                 sql, params = queries.last_buckets_postgres_sql(filters)
-                floor = last_params[5]
+                floor = filters.since or 0.0  # as last_bucket_sql bounds it
                 params[2:6] = (
                     [p.cc for p in rest],
                     [p.asn for p in rest],
@@ -311,8 +310,8 @@ class PostgresStore(Store):
                     out.extend(
                         queries.fold_last(rest[i - 1], (tuple(r)[1:] for r in group), pseudonym)
                     )
-        # In the store's order (the series counted whole came first).
-        out.sort(key=lambda b: (b.cc, b.asn, b.domain, b.bucket_start))
+                # In the store's order (the series counted whole came first).
+                out.sort(key=lambda b: (b.cc, b.asn, b.domain, b.bucket_start))
         return out
 
     async def export_rows(
