@@ -66,6 +66,18 @@ class BucketCount:
         return len(self.accessible_agent_ids)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredVerdict:
+    """The verdict of one stored measurement, with the id of the agent that made it."""
+
+    measurement_id: str
+    agent_id: str
+    url: str
+    measured_at: float  # UTC epoch seconds, as stored
+    blocking: str  # a Blocking value
+    accessible: bool | None
+
+
 # The store's secret that keys agent pseudonyms (exports, and the analysis' agent sets).
 PSEUDONYM_SECRET = "export_pseudonym_key"
 
@@ -143,6 +155,12 @@ class Store(abc.ABC):
         self, filters: Filters, pseudonym_key: bytes, chunk: int = 5000
     ) -> AsyncIterator[list[dict[str, object]]]:
         """Rows of EXPORT_COLUMNS ordered by (measured_at, measurement_id), in chunks."""
+
+    @abc.abstractmethod
+    async def verdicts(self, filters: Filters) -> list[StoredVerdict]:
+        """The verdict of every measurement under ``filters`` (with a known network or
+        not), ordered by (measured_at, measurement_id). Agents appear by their ids, not
+        pseudonyms: this is for the collector's operator (the lab scores with it)."""
 
     # --- enrollment and credentials ---
     @abc.abstractmethod

@@ -26,6 +26,7 @@ from collector.store.base import (
     InsertOutcome,
     PruneOutcome,
     Store,
+    StoredVerdict,
 )
 from collector.store.migrate import Migration, MigrationError, load_migrations
 from collector.store.records import (
@@ -326,6 +327,10 @@ class PostgresStore(Store):
                 if not batch:
                     return
                 yield [queries.export_row(tuple(r), pseudonym) for r in batch]
+
+    async def verdicts(self, filters: Filters) -> list[StoredVerdict]:
+        sql, params = queries.verdicts_sql(filters, queries.POSTGRES)
+        return [queries.stored_verdict(tuple(r)) for r in await self.pool.fetch(sql, *params)]
 
     # --- enrollment and credentials ---
     async def add_enroll_code(

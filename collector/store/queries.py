@@ -19,7 +19,7 @@ from itertools import compress, groupby
 from typing import Any
 
 from collector.analysis.model import BLOCKED_METHODS
-from collector.store.base import EXPORT_COLUMNS, BucketCount
+from collector.store.base import EXPORT_COLUMNS, BucketCount, StoredVerdict
 from collector.store.records import DirtySeries
 from shared.filters import Filters
 from shared.schema import Blocking
@@ -514,6 +514,30 @@ def export_sql(filters: Filters, dialect: Dialect) -> tuple[str, list[Any]]:
     return (
         f"SELECT {columns} FROM measurements WHERE {where} ORDER BY measured_at, measurement_id",
         params,
+    )
+
+
+def verdicts_sql(filters: Filters, dialect: Dialect) -> tuple[str, list[Any]]:
+    """The statement of ``Store.verdicts``: the columns of ``StoredVerdict``, in order."""
+    params: list[Any] = []
+    where = _where(filters, dialect, params, located_only=False)
+    return (
+        "SELECT measurement_id, agent_id, url, measured_at, blocking, accessible"
+        f" FROM measurements WHERE {where} ORDER BY measured_at, measurement_id",
+        params,
+    )
+
+
+def stored_verdict(values: Sequence[Any]) -> StoredVerdict:
+    """A ``StoredVerdict`` from one row of ``verdicts_sql``."""
+    measurement_id, agent_id, url, measured_at, blocking, accessible = values
+    return StoredVerdict(
+        measurement_id=str(measurement_id),
+        agent_id=str(agent_id),
+        url=str(url),
+        measured_at=float(measured_at),
+        blocking=str(blocking),
+        accessible=None if accessible is None else bool(accessible),
     )
 
 

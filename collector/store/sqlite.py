@@ -32,6 +32,7 @@ from collector.store.base import (
     InsertOutcome,
     PruneOutcome,
     Store,
+    StoredVerdict,
 )
 from collector.store.migrate import migrate_sqlite
 from collector.store.records import (
@@ -300,10 +301,14 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
 
 
 class SqliteStore(Store):
-    """The default store: one SQLite file in WAL mode."""
+    """The default store: one SQLite file in WAL mode.
 
-    def __init__(self, path: Path | str) -> None:
+    ``readonly``: reader threads only, on a database another process writes (the lab reads
+    its collector's this way): no writer, no migrations, and every write refused."""
+
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         self._writer: _Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -314,9 +319,13 @@ class SqliteStore(Store):
     # --- threads and connections ---
 
     async def open(self) -> None:
-        writer = _Writer(self.path)
-        await writer.start()
-        self._writer = writer
+        if self.readonly:
+            if not await asyncio.to_thread(self.path.is_file):
+                raise FileNotFoundError(f"no SQLite database at {self.path}")
+        else:
+            writer = _Writer(self.path)
+            await writer.start()
+            self._writer = writer
         self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="sqlite-reader")
 
     async def close(self) -> None:
@@ -334,7 +343,9 @@ class SqliteStore(Store):
 
     def _live_writer(self) -> _Writer:
         if self._writer is None:
-            raise RuntimeError("the store is not open")
+            raise RuntimeError(
+                "the store is read-only" if self.readonly else "the store is not open"
+            )
         return self._writer
 
     async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -477,6 +488,12 @@ class SqliteStore(Store):
 
         async for rows in self.stream_read(chunks):
             yield rows
+
+    async def verdicts(self, filters: Filters) -> list[StoredVerdict]:
+        sql, params = queries.verdicts_sql(filters, queries.SQLITE)
+        return await self.run_read(
+            lambda c: [queries.stored_verdict(v) for v in c.execute(sql, params)]
+        )
 
     # --- enrollment and credentials ---
 

@@ -210,3 +210,37 @@ async def test_two_collector_apps_on_postgres_ingest_idempotently(
         assert await check.count_measurements() == 25
     finally:
         await check.close()
+
+
+async def test_verdicts_match_sqlite(store: PostgresStore, tmp_path: Path) -> None:
+    """The same measurements give the same verdicts, in the same order, on both stores."""
+    base = 1_700_000_000.0
+    outcomes = [("ok", True), ("dns", False), ("inconclusive", None)]
+    ms = [
+        measurement_from_wire(
+            record(
+                i,
+                measured_at=base + (i * 19) % 50,  # distinct times
+                blocking=outcomes[i % 3][0],
+                accessible=outcomes[i % 3][1],
+                network=None if i % 5 == 0 else record()["network"],
+            )
+        )
+        for i in range(30)
+    ]
+    lite = SqliteStore(tmp_path / "same.sqlite3")
+    await lite.open()
+    try:
+        for s in (store, lite):
+            await s.insert_measurements("agent0", "b0", ms[:20], base)
+            await s.insert_measurements("agent1", "b1", ms[20:], base)
+        filters = Filters(since=base + 10, until=base + 40)
+        from_pg = await store.verdicts(filters)
+        assert from_pg == await lite.verdicts(filters)
+        inside = sorted(
+            (m for m in ms if base + 10 <= m.measured_at < base + 40), key=lambda m: m.measured_at
+        )
+        assert [v.measurement_id for v in from_pg] == [m.id for m in inside]
+        assert {v.accessible for v in from_pg} == {True, False, None}
+    finally:
+        await lite.close()

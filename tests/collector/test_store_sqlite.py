@@ -10,6 +10,7 @@ import pytest
 from collector.store.migrate import Migration, MigrationError, load_migrations, migrate_sqlite
 from collector.store.sqlite import SqliteStore
 from shared.codec import decode, encode
+from shared.filters import Filters
 from shared.schema import decode_measurement, measurement_from_wire
 from tests.collector.conftest import record
 
@@ -157,3 +158,45 @@ async def test_a_failing_insert_does_not_sink_its_group(store: SqliteStore) -> N
     assert isinstance(outcomes[1], sqlite3.Error)
     assert [o.accepted for o in (outcomes[0], outcomes[2])] == [2, 1]  # type: ignore[union-attr]
     assert await store.count_measurements() == 3
+
+
+async def test_verdicts_are_read_under_filters_in_time_order(store: SqliteStore) -> None:
+    """``verdicts`` gives each measurement's agent id, url, time and verdict under the
+    filters, located or not, ordered by time."""
+    outcomes = [("ok", True), ("dns", False), ("inconclusive", None), ("tls", False)]
+    results = [
+        measurement_from_wire(
+            record(i, measured_at=1000.0 + 10 * (3 - i), blocking=blocking, accessible=accessible)
+        )
+        for i, (blocking, accessible) in enumerate(outcomes)
+    ]
+    unlocated = measurement_from_wire(record(9, measured_at=1005.0, network=None))
+    await store.insert_measurements("ag-1", "b1", results[:2], 2000.0)
+    await store.insert_measurements("ag-2", "b2", [*results[2:], unlocated], 2000.0)
+    got = await store.verdicts(Filters(since=1005.0, until=1030.0))
+    assert [(v.agent_id, v.measured_at, v.blocking, v.accessible) for v in got] == [
+        ("ag-2", 1005.0, "tls", False),
+        ("ag-2", 1010.0, "inconclusive", None),
+        ("ag-1", 1020.0, "dns", False),
+    ]
+    assert [v.measurement_id for v in got] == [unlocated.id, results[2].id, results[1].id]
+    assert {v.url for v in got} == {"https://blocked.example/"}
+
+
+async def test_a_read_only_store_reads_another_writer_and_refuses_writes(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """A read-only store on the file an open store writes sees its commits; it writes
+    nothing, and a missing file is an error rather than a new empty database."""
+    reader = SqliteStore(store.path, readonly=True)
+    await reader.open()
+    try:
+        await store.insert_measurements("ag-1", "b1", [measurement_from_wire(record(1))], 1.0)
+        assert [v.agent_id for v in await reader.verdicts(Filters())] == ["ag-1"]
+        with pytest.raises(RuntimeError, match="read-only"):
+            await reader.insert_measurements("ag-1", "b2", [measurement_from_wire(record(2))], 1.0)
+    finally:
+        await reader.close()
+    with pytest.raises(FileNotFoundError):
+        await SqliteStore(tmp_path / "none.sqlite3", readonly=True).open()
+    assert not (tmp_path / "none.sqlite3").exists()
