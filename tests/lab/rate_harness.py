@@ -26,8 +26,9 @@ import dns.message
 import dns.rdatatype
 
 from lab.netns import Namespaces
-from lab.orchestrator import Lab, Progress, RunPaths
+from lab.orchestrator import Lab, Progress
 from lab.plan import PUBLIC_RESOLVER
+from lab.programs import RunPaths
 from lab.scenario import load_scenario
 
 TIMEOUT_S = 1.5
