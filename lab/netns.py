@@ -293,39 +293,39 @@ def topology(plan: LabPlan) -> Topology:
     agent_batches: list[tuple[str, tuple[str, ...]]] = []
     for isp in plan.isps:
         names.append(isp.netns)
-        internet += [
-            f"link add {isp.internet_ifname} type veth peer name wan netns {isp.netns}",
-            f"address add {isp.internet_side}/24 dev {isp.internet_ifname}",
-            f"link set {isp.internet_ifname} up",
-        ]
-        router = [
-            "link set lo up",
-            f"address add {isp.public_address}/24 dev wan",
-            "link set wan up",
-            f"route add default via {isp.internet_side}",
-        ]
+        internet += _link(isp.internet_ifname, "wan", isp.netns, f"{isp.internet_side}/24")
+        router = _far_end("wan", f"{isp.public_address}/24", isp.internet_side)
         for agent in isp.agents:
             names.append(agent.netns)
-            router += [
-                f"link add {agent.router_ifname} type veth peer name eth0 netns {agent.netns}",
-                f"address add {agent.router_side}/30 dev {agent.router_ifname}",
-                f"link set {agent.router_ifname} up",
-            ]
+            router += _link(agent.router_ifname, "eth0", agent.netns, f"{agent.router_side}/30")
             agent_batches.append(
-                (
-                    agent.netns,
-                    (
-                        "link set lo up",
-                        f"address add {agent.address}/30 dev eth0",
-                        "link set eth0 up",
-                        f"route add default via {agent.router_side}",
-                    ),
-                )
+                (agent.netns, tuple(_far_end("eth0", f"{agent.address}/30", agent.router_side)))
             )
         router_batches.append((isp.netns, tuple(router)))
     batches.append((INTERNET_NS, tuple(internet)))
     batches += router_batches + agent_batches
     return Topology(tuple(names), tuple(batches), tuple(isp.netns for isp in plan.isps))
+
+
+def _link(ifname: str, peer: str, netns: str, address: str) -> list[str]:
+    """A veth pair seen from this end: ``ifname`` here with ``address`` (CIDR) on it, up;
+    ``peer`` in namespace ``netns``."""
+    return [
+        f"link add {ifname} type veth peer name {peer} netns {netns}",
+        f"address add {address} dev {ifname}",
+        f"link set {ifname} up",
+    ]
+
+
+def _far_end(ifname: str, address: str, gateway: str) -> list[str]:
+    """The other end of a link: loopback and ``ifname`` up, ``address`` (CIDR) on it and
+    the default route through ``gateway``."""
+    return [
+        "link set lo up",
+        f"address add {address} dev {ifname}",
+        f"link set {ifname} up",
+        f"route add default via {gateway}",
+    ]
 
 
 async def build(namespaces: Namespaces, plan: LabPlan) -> Topology:

@@ -6,8 +6,11 @@ enrolls real ``filterwatch agent run`` processes the way volunteers do (``collec
 enroll-code`` then ``agent enroll``), waits until every agent has uploaded once, then
 drives the rounds on the lab's clock, switching censor rules just before each round
 boundary. At the end it asks the collector for its leak events (``collector leaks
---json``), scores them and every stored verdict against the ground truth, writes
-``result.json`` and prints the report.
+--json``) and reads every stored verdict through the collector's store opened read-only,
+scores them against the ground truth, writes ``result.json`` and prints the report.
+
+The network lives in ``lab.network``, the collector and the agents in ``lab.programs``;
+here is what ties them to the lab's clock and to the score.
 
 It is PID 1 of the lab's PID namespace: when it exits, every process of the lab dies
 with it and the namespaces vanish.
@@ -40,7 +43,6 @@ from lab.truth import ExpectedEvent, expected_divergences, expected_events
 from shared.errors import ConfigError, FilterwatchError
 
 SWITCH_LEAD_S = 0.3  # censor rules change this long before a round starts
-READY_TIMEOUT_S = 60.0
 
 
 def probe_timeout(round_seconds: float) -> float:

@@ -37,13 +37,17 @@ def _and(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _event_line(event: dict[str, Any], doc: dict[str, Any]) -> str:
+def _rounds_words(event: dict[str, Any], doc: dict[str, Any]) -> str:
+    """An event's window in the run's rounds: "rounds 4-8", or open-ended."""
     start_round = _round_of(event["start"], doc["round_1_start"], doc["round_seconds"], end=False)
     if event.get("end") is None:
-        rounds = f"from round {start_round} to the end of the run"
-    else:
-        end_round = _round_of(event["end"], doc["round_1_start"], doc["round_seconds"], end=True)
-        rounds = f"rounds {start_round}-{end_round}"
+        return f"from round {start_round} to the end of the run"
+    end_round = _round_of(event["end"], doc["round_1_start"], doc["round_seconds"], end=True)
+    return f"rounds {start_round}-{end_round}"
+
+
+def _event_line(event: dict[str, Any], doc: dict[str, Any]) -> str:
+    rounds = _rounds_words(event, doc)
     confidence = event.get("confidence")
     conf = f", confidence {confidence:.2f}" if isinstance(confidence, int | float) else ""
     return (
@@ -77,12 +81,7 @@ def _divergence_line(event: dict[str, Any], doc: dict[str, Any]) -> str:
         if isinstance(blocking, int) and isinstance(measured, int)
         else ""
     )
-    start_round = _round_of(event["start"], doc["round_1_start"], doc["round_seconds"], end=False)
-    if event.get("end") is None:
-        rounds = f"from round {start_round} to the end of the run"
-    else:
-        end_round = _round_of(event["end"], doc["round_1_start"], doc["round_seconds"], end=True)
-        rounds = f"rounds {start_round}-{end_round}"
+    rounds = _rounds_words(event, doc)
     return (
         f"{kind.upper()}: {name} (AS{event['asn']}) "
         + words.format(d=_and(list(event["domains"])))
