@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.filters import add_filter_arguments, filters_from_args
+from collector.filters import add_filter_arguments, filters_from_args
 
 
 def register(sub: Any) -> None:

@@ -25,10 +25,10 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from collector.analysis.model import BLOCKED_METHODS
+from collector.filters import Filters
 from collector.store.base import EXPORT_COLUMNS, BucketCount
 from collector.store.queries import example_pair, plan_series
 from shared.errors import FilterwatchError
-from shared.filters import Filters
 
 FORMATS: Final = ("csv", "jsonl", "parquet")
 SUFFIXES: Final = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}

@@ -34,8 +34,8 @@ from collector.config import CollectorConfig, DatabaseConfig  # noqa: E402
 from collector.dashboard.config import DashboardConfig  # noqa: E402
 from collector.dashboard.data import build_snapshot, window  # noqa: E402
 from collector.dashboard.views import DATA, _render_grid  # noqa: E402
+from collector.filters import Filters  # noqa: E402
 from collector.store.base import BucketCount  # noqa: E402
-from shared.filters import Filters  # noqa: E402
 
 TOKEN = "fwa_bench-dashboard-token"
 HOUR = 3600.0

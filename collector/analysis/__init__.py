@@ -8,8 +8,8 @@ from dataclasses import replace
 
 from collector.analysis.detect import analyse
 from collector.analysis.model import AnalysisParams, IspRow, LeakEvent, Report, iso_utc
+from collector.filters import Filters
 from collector.store.base import BucketCount
-from shared.filters import Filters
 
 __all__ = [
     "AnalysisParams",

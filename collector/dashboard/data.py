@@ -28,8 +28,8 @@ import structlog
 
 from collector.analysis import AnalysisParams, Report, analyse
 from collector.analysis.model import BLOCKED_METHODS, METHOD_NAMES
+from collector.filters import Filters
 from collector.store.base import BucketCount
-from shared.filters import Filters
 
 log = structlog.get_logger("collector.dashboard")
 

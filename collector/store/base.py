@@ -10,6 +10,7 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from collector.filters import Filters
 from collector.store.records import (
     Delivery,
     DirtySeries,
@@ -19,7 +20,6 @@ from collector.store.records import (
     Revision,
     StoredEvent,
 )
-from shared.filters import Filters
 from shared.schema import Measurement, MeasurementWire
 
 

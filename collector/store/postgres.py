@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from collector.filters import Filters
 from collector.store import queries, records
 from collector.store.base import (
     AgentRecord,
@@ -39,7 +40,6 @@ from collector.store.records import (
     numbered,
 )
 from collector.store.sqlite import measurement_row
-from shared.filters import Filters
 from shared.schema import Measurement, MeasurementWire
 
 # Any constant would do; it only has to be the same in every collector process.

@@ -19,9 +19,9 @@ from itertools import compress, groupby
 from typing import Any
 
 from collector.analysis.model import BLOCKED_METHODS
+from collector.filters import Filters
 from collector.store.base import EXPORT_COLUMNS, BucketCount
 from collector.store.records import DirtySeries
-from shared.filters import Filters
 from shared.schema import Blocking
 
 _VERDICTS: tuple[str, ...] = tuple(b.value for b in Blocking)

@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
+from collector.filters import Filters
 from collector.store import queries, records
 from collector.store.base import (
     AgentRecord,
@@ -43,7 +44,6 @@ from collector.store.records import (
     Revision,
     StoredEvent,
 )
-from shared.filters import Filters
 from shared.schema import Measurement, MeasurementWire
 
 T = TypeVar("T")

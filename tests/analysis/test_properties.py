@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from collector.analysis import analyse
 from collector.exports import bucket_counts, export_files, read_exports, write_export
+from collector.filters import Filters
 from collector.store.queries import iso_measured_at
-from shared.filters import Filters
 from tests.analysis.scenarios import T0, reference_buckets
 
 WIDTH = 5.0

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from collector.exports import EXPORT_SCHEMA, ExportEncoder, count_exports, export_files
-from shared.filters import Filters
+from collector.filters import Filters
 
 ROWS: list[dict[str, object]] = [
     {"measurement_id": "m1", "measured_at": "2026-01-01T10:00:00.000000Z", "cc": "IR",

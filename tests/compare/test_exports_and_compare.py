@@ -17,9 +17,9 @@ from collector.exports import (
     read_exports,
     write_export,
 )
+from collector.filters import Filters, build_filters
 from collector.store.base import BucketCount
 from collector.store.queries import Pseudonyms, aggregate_sqlite, export_chunks_sqlite
-from shared.filters import Filters, build_filters
 from tests.analysis.scenarios import (
     FIVE_ISPS,
     HOUR,

@@ -14,10 +14,10 @@ import pytest
 
 from collector.analysis import analyse_filtered, evidence_filters
 from collector.exports import bucket_counts, export_files, read_exports, write_export
+from collector.filters import Filters, build_filters
 from collector.store.base import PSEUDONYM_SECRET
 from collector.store.postgres import _INSERT_SQL, PostgresStore
 from collector.store.sqlite import SqliteStore
-from shared.filters import Filters, build_filters
 from tests.analysis.scenarios import NOISY_ISPS, STORY_DOMAINS, make_rows, noisy_story
 from tests.compare.helpers import store_with, stored_values
 from tests.conftest import skip_or_fail_in_ci
