@@ -24,9 +24,9 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from collector.analysis.model import BLOCKED_METHODS
+from collector.analysis.model import BLOCKED_METHODS, BucketCount
 from collector.filters import Filters
-from collector.store.base import EXPORT_COLUMNS, BucketCount
+from collector.store.base import EXPORT_COLUMNS
 from collector.store.queries import example_pair, plan_series
 from shared.errors import FilterwatchError
 

@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from collector.analysis.detect import analyse
-from collector.analysis.model import AnalysisParams, IspRow, LeakEvent, Report, iso_utc
+from collector.analysis.model import AnalysisParams, BucketCount, IspRow, LeakEvent, Report, iso_utc
 from collector.filters import Filters
-from collector.store.base import BucketCount
 
 __all__ = [
     "AnalysisParams",
+    "BucketCount",
     "IspRow",
     "LeakEvent",
     "Report",

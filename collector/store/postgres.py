@@ -19,11 +19,11 @@ from typing import Any, Final
 
 import asyncpg
 
+from collector.analysis.model import BucketCount
 from collector.filters import Filters
 from collector.store import queries, records
 from collector.store.base import (
     AgentRecord,
-    BucketCount,
     InsertOutcome,
     PruneOutcome,
     Store,

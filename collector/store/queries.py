@@ -18,9 +18,9 @@ from functools import partial
 from itertools import compress, groupby
 from typing import Any
 
-from collector.analysis.model import BLOCKED_METHODS
+from collector.analysis.model import BLOCKED_METHODS, BucketCount
 from collector.filters import Filters
-from collector.store.base import EXPORT_COLUMNS, BucketCount
+from collector.store.base import EXPORT_COLUMNS
 from collector.store.records import DirtySeries
 from shared.schema import Blocking
 

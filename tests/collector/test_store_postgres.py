@@ -14,8 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from collector.analysis.model import BucketCount
 from collector.filters import Filters
-from collector.store.base import PSEUDONYM_SECRET, BucketCount
+from collector.store.base import PSEUDONYM_SECRET
 from collector.store.postgres import PostgresStore
 from collector.store.queries import Pseudonyms
 from collector.store.sqlite import SqliteStore

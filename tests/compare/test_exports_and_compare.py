@@ -10,6 +10,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from collector.analysis import analyse
+from collector.analysis.model import BucketCount
 from collector.exports import (
     ExportReadError,
     bucket_counts,
@@ -18,7 +19,6 @@ from collector.exports import (
     write_export,
 )
 from collector.filters import Filters, build_filters
-from collector.store.base import BucketCount
 from collector.store.queries import Pseudonyms, aggregate_sqlite, export_chunks_sqlite
 from tests.analysis.scenarios import (
     FIVE_ISPS,
