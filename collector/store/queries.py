@@ -20,6 +20,7 @@ from typing import Any
 
 from collector.analysis.model import BLOCKED_METHODS, BucketCount
 from collector.filters import Filters
+from collector.pseudonyms import agent_pseudonym
 from collector.store.base import EXPORT_COLUMNS
 from collector.store.records import DirtySeries
 from shared.schema import Blocking
@@ -230,8 +231,6 @@ class Pseudonyms:
     by the same names whether it counts a store or its exports."""
 
     def __init__(self, key: bytes) -> None:
-        from collector.state import agent_pseudonym  # aiohttp-heavy module: only when used
-
         self._make = partial(agent_pseudonym, key)
         self._known: dict[str, str] = {}
 
