@@ -32,7 +32,7 @@ GROUPS: dict[str, str] = {
     "demo": "lab.cli",
     "collector": "collector.cli",
     "agent": "agent.cli",
-    "compare": "collector.compare_cli",
+    "compare": "collector.compare.cli",
     "import": "collector.ooni.cli",
 }
 

@@ -13,7 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from collector.exports import EXPORT_SCHEMA, ExportEncoder, count_exports, export_files
+from collector.compare.count import count_exports
+from collector.compare.read import export_files
+from collector.exports import EXPORT_SCHEMA, ExportEncoder
 from collector.filters import Filters
 
 ROWS: list[dict[str, object]] = [

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from collector.analysis import analyse_filtered, evidence_filters
-    from collector.exports import ExportReadError, count_exports, export_files
+    from collector.compare.count import count_exports
+    from collector.compare.read import ExportReadError, export_files
     from collector.progress import Progress
     from collector.report_text import compare_text
 
