@@ -264,7 +264,7 @@ def _reload_tls(tls: ssl.SSLContext, config: CollectorConfig, source: str) -> No
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    from shared.filters import parse_time
+    from collector.filters import parse_time
 
     config = _load(args)
     before = parse_time(args.before, "--before")

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from collector.config import KINDS
+from collector.filters import FilterError, build_filters, parse_time
 from collector.store.records import STATUSES, EventQuery, StoredEvent
 from shared.errors import FilterwatchError
-from shared.filters import FilterError, build_filters, parse_time
 
 FOLLOW_POLL_S = 1.0
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.filters import Filters, add_filter_arguments, filters_from_args
+from collector.filters import Filters, add_filter_arguments, filters_from_args
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from collector.analysis import LeakEvent, Report, iso_utc
-from collector.analysis.model import BLOCKED_METHODS, METHOD_NAMES
+from collector.analysis.model import BLOCKED_METHODS, METHOD_NAMES, BucketCount
 from collector.report_text import distinct_agents, divergence_sentence
-from collector.store.base import BucketCount
 
 MAX_DOMAINS = 12
 MAX_COLUMNS = 240

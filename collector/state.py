@@ -6,8 +6,6 @@ configuration, the store and the caller's credentials only through this module.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -144,11 +142,6 @@ def _within(address: str | None, networks: tuple[IPNetwork, ...]) -> bool:
     except ValueError:
         return False
     return any(ip in net for net in networks)
-
-
-def agent_pseudonym(key: bytes, agent_id: str) -> str:
-    """A stable pseudonym for an agent in exports: HMAC-SHA256, 16 hex characters."""
-    return hmac.new(key, agent_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
 
 # Keys private to the collector core (other parts should not need them).

@@ -12,9 +12,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from collector.filters import FilterError
 from filterwatch.extras import COMMAND_EXTRAS, MissingExtraError, extra_of_module, require_extra
 from shared.errors import ConfigError
-from shared.filters import FilterError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +32,7 @@ GROUPS: dict[str, str] = {
     "demo": "lab.cli",
     "collector": "collector.cli",
     "agent": "agent.cli",
-    "compare": "collector.compare_cli",
+    "compare": "collector.compare.cli",
     "import": "collector.ooni.cli",
 }
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.state import load_credentials, load_status
+from collector.filters import Filters
 from collector.store.base import StoredVerdict
 from collector.store.sqlite import SqliteStore
 from lab import report
@@ -28,7 +29,6 @@ from lab.netns import LabError, tool_path
 from lab.network import LabNetwork
 from lab.plan import COLLECTOR_ADDRESS, COLLECTOR_PORT, INTERNET_NS, PUBLIC_RESOLVER, AgentPlan
 from lab.scenario import Scenario
-from shared.filters import Filters
 
 READY_TIMEOUT_S = 60.0
 

@@ -29,13 +29,13 @@ import aiohttp  # noqa: E402
 import aiohttp_jinja2  # noqa: E402
 from aiohttp import web  # noqa: E402
 
+from collector.analysis.model import BucketCount  # noqa: E402
 from collector.app import make_app  # noqa: E402
 from collector.config import CollectorConfig, DatabaseConfig  # noqa: E402
 from collector.dashboard.config import DashboardConfig  # noqa: E402
 from collector.dashboard.data import build_snapshot, window  # noqa: E402
 from collector.dashboard.views import DATA, _render_grid  # noqa: E402
-from collector.store.base import BucketCount  # noqa: E402
-from shared.filters import Filters  # noqa: E402
+from collector.filters import Filters  # noqa: E402
 
 TOKEN = "fwa_bench-dashboard-token"
 HOUR = 3600.0

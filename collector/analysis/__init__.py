@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from collector.analysis.detect import analyse
-from collector.analysis.model import AnalysisParams, IspRow, LeakEvent, Report, iso_utc
-from collector.store.base import BucketCount
-from shared.filters import Filters
+from collector.analysis.model import AnalysisParams, BucketCount, IspRow, LeakEvent, Report, iso_utc
+from collector.filters import Filters
 
 __all__ = [
     "AnalysisParams",
+    "BucketCount",
     "IspRow",
     "LeakEvent",
     "Report",

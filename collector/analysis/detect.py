@@ -20,12 +20,12 @@ from collector.analysis.model import (
     PARTIAL,
     UNFILTERED,
     AnalysisParams,
+    BucketCount,
     IspRow,
     LeakEvent,
     Report,
 )
 from collector.analysis.stats import binomial_tail, wilson_bounds
-from collector.store.base import BucketCount
 
 _IspKey = tuple[str, int]  # (cc, asn)
 _KEY = attrgetter("cc", "asn", "domain", "bucket_start")

@@ -1,4 +1,5 @@
-"""What the analysis returns: leak events and a per-ISP table (design.md section 6)."""
+"""What the analysis takes (per-bucket counts) and returns: leak events and a per-ISP table
+(design.md section 6)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,28 @@ BLOCKED_METHODS: dict[str, str] = {
     "blockpage": "blockpage",
 }
 METHOD_NAMES: tuple[str, ...] = ("dns", "tcp", "tls", "http", "blockpage")
+
+
+@dataclass(frozen=True, slots=True)
+class BucketCount:
+    """Measurements of one (cc, asn, domain, bucket), counted per verdict (analysis input)."""
+
+    cc: str
+    asn: int
+    network_name: str
+    domain: str
+    bucket_start: float  # UTC epoch seconds, a multiple of the bucket width
+    counts: dict[str, int]  # blocking value -> number of measurements
+    agents: int  # distinct agents in the bucket
+    # The agents with at least one `ok` in the bucket, sorted: agent ids in a store,
+    # pseudonyms in exports. Only their number and their union over an event are used.
+    accessible_agent_ids: tuple[str, ...]
+    example_ids: tuple[str, ...]  # a few measurement ids with blocking == ok (evidence)
+
+    @property
+    def accessible_agents(self) -> int:
+        """Distinct agents with at least one `ok` in the bucket."""
+        return len(self.accessible_agent_ids)
 
 
 # What a finding is (design.md section 6): a lapse is a leak; the others are divergences.

@@ -18,13 +18,12 @@ from xml.etree import ElementTree as ET
 from aiohttp import web
 
 from collector.alerts.signing import describe
-from collector.analysis.model import BLOCKED_METHODS
+from collector.analysis.model import BLOCKED_METHODS, BucketCount
 from collector.api.query import check_parameters
 from collector.config import KINDS
+from collector.filters import FilterError, Filters, build_filters, parse_time
 from collector.state import CONFIG, PSEUDONYM_KEY, STORE, json_error, require_analyst
-from collector.store.base import BucketCount
 from collector.store.records import STATUSES, EventQuery, Revision, StoredEvent
-from shared.filters import FilterError, Filters, build_filters, parse_time
 
 MAX_LIMIT: Final = 500
 EVIDENCE_MARGIN_BUCKETS: Final = 3

@@ -23,8 +23,8 @@ from aiohttp import web
 
 from collector.analysis import Report, analyse_filtered, evidence_filters
 from collector.exports import FORMATS, MEDIA_TYPES, SUFFIXES, ExportEncoder
+from collector.filters import FilterError, Filters, filters_from_query
 from collector.state import PSEUDONYM_KEY, STORE, json_error, require_analyst
-from shared.filters import FilterError, Filters, filters_from_query
 
 log = structlog.get_logger("collector.query")
 

@@ -27,9 +27,8 @@ from typing import Any, Protocol
 import structlog
 
 from collector.analysis import AnalysisParams, Report, analyse
-from collector.analysis.model import BLOCKED_METHODS, METHOD_NAMES
-from collector.store.base import BucketCount
-from shared.filters import Filters
+from collector.analysis.model import BLOCKED_METHODS, METHOD_NAMES, BucketCount
+from collector.filters import Filters
 
 log = structlog.get_logger("collector.dashboard")
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
+from collector.analysis.model import BucketCount
 from collector.dashboard.records import Records
+from collector.filters import Filters
 from collector.state import CONFIG, PSEUDONYM_KEY, STORE
-from collector.store.base import BucketCount
-from shared.filters import Filters
 
 _PAGE = 500
 

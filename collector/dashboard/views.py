@@ -44,7 +44,8 @@ from collector.dashboard.security import (
     set_cookie,
 )
 from collector.dashboard.source import StoreSource
-from collector.state import CONFIG, PSEUDONYM_KEY, STORE, agent_pseudonym
+from collector.pseudonyms import agent_pseudonym
+from collector.state import CONFIG, PSEUDONYM_KEY, STORE
 
 log = structlog.get_logger("collector.dashboard")
 

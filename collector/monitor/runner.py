@@ -21,13 +21,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collector.alerts.subscriptions import route
 from collector.analysis import AnalysisParams, analyse
+from collector.analysis.model import BucketCount
 from collector.config import CollectorConfig
+from collector.filters import Filters
 from collector.monitor.reconcile import Clock, Revised, findings_of, reconcile
 from collector.monitor.series import SeriesCache
-from collector.store.base import BucketCount, Store
+from collector.store.base import Store
 from collector.store.queries import merged_ranges
 from collector.store.records import DirtySeries, StoredEvent
-from shared.filters import Filters
 
 log = structlog.get_logger("collector.monitor")
 

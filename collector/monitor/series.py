@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from collector.analysis.model import BLOCKED_METHODS
-from collector.store.base import BucketCount
+from collector.analysis.model import BLOCKED_METHODS, BucketCount
 
 _Range = tuple[str, int, str, float, float]  # (cc, asn, domain, since, until)
 _Key = tuple[str, str]  # (cc, domain)

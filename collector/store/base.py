@@ -10,6 +10,8 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from collector.analysis.model import BucketCount
+from collector.filters import Filters
 from collector.store.records import (
     Delivery,
     DirtySeries,
@@ -19,7 +21,6 @@ from collector.store.records import (
     Revision,
     StoredEvent,
 )
-from shared.filters import Filters
 from shared.schema import Measurement, MeasurementWire
 
 
@@ -42,28 +43,6 @@ class AgentRecord:
     cc: str | None  # the country the enrollment code was made for, if any
     created_at: float
     revoked: bool
-
-
-@dataclass(frozen=True, slots=True)
-class BucketCount:
-    """Measurements of one (cc, asn, domain, bucket), counted per verdict (analysis input)."""
-
-    cc: str
-    asn: int
-    network_name: str
-    domain: str
-    bucket_start: float  # UTC epoch seconds, a multiple of the bucket width
-    counts: dict[str, int]  # blocking value -> number of measurements
-    agents: int  # distinct agents in the bucket
-    # The agents with at least one `ok` in the bucket, sorted: agent ids in a store,
-    # pseudonyms in exports. Only their number and their union over an event are used.
-    accessible_agent_ids: tuple[str, ...]
-    example_ids: tuple[str, ...]  # a few measurement ids with blocking == ok (evidence)
-
-    @property
-    def accessible_agents(self) -> int:
-        """Distinct agents with at least one `ok` in the bucket."""
-        return len(self.accessible_agent_ids)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,11 @@ from typing import Any, Final
 
 import asyncpg
 
+from collector.analysis.model import BucketCount
+from collector.filters import Filters
 from collector.store import queries, records
 from collector.store.base import (
     AgentRecord,
-    BucketCount,
     InsertOutcome,
     PruneOutcome,
     Store,
@@ -40,7 +41,6 @@ from collector.store.records import (
     numbered,
 )
 from collector.store.sqlite import measurement_row
-from shared.filters import Filters
 from shared.schema import Measurement, MeasurementWire
 
 # Any constant would do; it only has to be the same in every collector process.

@@ -18,10 +18,11 @@ from functools import partial
 from itertools import compress, groupby
 from typing import Any
 
-from collector.analysis.model import BLOCKED_METHODS
-from collector.store.base import EXPORT_COLUMNS, BucketCount, StoredVerdict
+from collector.analysis.model import BLOCKED_METHODS, BucketCount
+from collector.filters import Filters
+from collector.pseudonyms import agent_pseudonym
+from collector.store.base import EXPORT_COLUMNS, StoredVerdict
 from collector.store.records import DirtySeries
-from shared.filters import Filters
 from shared.schema import Blocking
 
 _VERDICTS: tuple[str, ...] = tuple(b.value for b in Blocking)
@@ -230,8 +231,6 @@ class Pseudonyms:
     by the same names whether it counts a store or its exports."""
 
     def __init__(self, key: bytes) -> None:
-        from collector.state import agent_pseudonym  # aiohttp-heavy module: only when used
-
         self._make = partial(agent_pseudonym, key)
         self._known: dict[str, str] = {}
 

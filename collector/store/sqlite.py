@@ -25,10 +25,11 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
+from collector.analysis.model import BucketCount
+from collector.filters import Filters
 from collector.store import queries, records
 from collector.store.base import (
     AgentRecord,
-    BucketCount,
     InsertOutcome,
     PruneOutcome,
     Store,
@@ -44,7 +45,6 @@ from collector.store.records import (
     Revision,
     StoredEvent,
 )
-from shared.filters import Filters
 from shared.schema import Measurement, MeasurementWire
 
 T = TypeVar("T")

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from collector.store.base import BucketCount
+from collector.analysis.model import BucketCount
 
 T0 = 1379289600.0  # 2013-09-16T00:00:00Z, the Monday of the story
 HOUR = 3600.0

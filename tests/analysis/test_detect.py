@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from collector.analysis import AnalysisParams, Report, analyse
 from collector.analysis.stats import wilson_bounds
-from collector.exports import ArrowBucketCounter
-from shared.filters import Filters
+from collector.compare.count import ArrowBucketCounter
+from collector.filters import Filters
 from tests.analysis.scenarios import (
     FIVE_ISPS,
     HOUR,

@@ -13,9 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.analysis import analyse
-from collector.exports import bucket_counts, export_files, read_exports, write_export
+from collector.compare.count import bucket_counts
+from collector.compare.read import export_files, read_exports
+from collector.exports import write_export
+from collector.filters import Filters
 from collector.store.queries import iso_measured_at
-from shared.filters import Filters
 from tests.analysis.scenarios import T0, reference_buckets
 
 WIDTH = 5.0

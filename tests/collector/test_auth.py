@@ -10,7 +10,8 @@ from aiohttp import web
 from collector.app import make_app
 from collector.auth import hash_secret, matches_any, new_analyst_token
 from collector.config import CollectorConfig
-from collector.state import STORE, agent_pseudonym, require_analyst
+from collector.pseudonyms import agent_pseudonym
+from collector.state import STORE, require_analyst
 from tests.collector.conftest import auth, enroll
 
 

@@ -4,8 +4,8 @@ onto ours and keeps the original, in the store and in exports."""
 from __future__ import annotations
 
 from collector.exports import jsonl_bytes
+from collector.filters import Filters
 from collector.state import PSEUDONYM_KEY, STORE
-from shared.filters import Filters
 from tests.collector.conftest import Client, batch, enroll, post_batch, record
 
 

@@ -14,11 +14,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from collector.store.base import PSEUDONYM_SECRET, BucketCount
+from collector.analysis.model import BucketCount
+from collector.filters import Filters
+from collector.store.base import PSEUDONYM_SECRET
 from collector.store.postgres import PostgresStore
 from collector.store.queries import Pseudonyms
 from collector.store.sqlite import SqliteStore
-from shared.filters import Filters
 from shared.schema import Measurement, measurement_from_wire
 from tests.collector.conftest import record
 from tests.conftest import drop_test_database, skip_or_fail_in_ci

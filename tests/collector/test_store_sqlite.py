@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from collector.filters import Filters
 from collector.store.migrate import Migration, MigrationError, load_migrations, migrate_sqlite
 from collector.store.sqlite import SqliteStore
 from shared.codec import decode, encode
-from shared.filters import Filters
 from shared.schema import decode_measurement, measurement_from_wire
 from tests.collector.conftest import record
 

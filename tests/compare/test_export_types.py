@@ -13,8 +13,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from collector.exports import EXPORT_SCHEMA, ExportEncoder, count_exports, export_files
-from shared.filters import Filters
+from collector.compare.count import count_exports
+from collector.compare.read import export_files
+from collector.exports import EXPORT_SCHEMA, ExportEncoder
+from collector.filters import Filters
 
 ROWS: list[dict[str, object]] = [
     {"measurement_id": "m1", "measured_at": "2026-01-01T10:00:00.000000Z", "cc": "IR",

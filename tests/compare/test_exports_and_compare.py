@@ -10,16 +10,12 @@ import pyarrow.dataset as ds
 import pytest
 
 from collector.analysis import analyse
-from collector.exports import (
-    ExportReadError,
-    bucket_counts,
-    export_files,
-    read_exports,
-    write_export,
-)
-from collector.store.base import BucketCount
+from collector.analysis.model import BucketCount
+from collector.compare.count import bucket_counts
+from collector.compare.read import ExportReadError, export_files, read_exports
+from collector.exports import write_export
+from collector.filters import Filters, build_filters
 from collector.store.queries import Pseudonyms, aggregate_sqlite, export_chunks_sqlite
-from shared.filters import Filters, build_filters
 from tests.analysis.scenarios import (
     FIVE_ISPS,
     HOUR,

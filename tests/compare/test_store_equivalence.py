@@ -13,11 +13,13 @@ import asyncpg
 import pytest
 
 from collector.analysis import analyse_filtered, evidence_filters
-from collector.exports import bucket_counts, export_files, read_exports, write_export
+from collector.compare.count import bucket_counts
+from collector.compare.read import export_files, read_exports
+from collector.exports import write_export
+from collector.filters import Filters, build_filters
 from collector.store.base import PSEUDONYM_SECRET
 from collector.store.postgres import _INSERT_SQL, PostgresStore
 from collector.store.sqlite import SqliteStore
-from shared.filters import Filters, build_filters
 from tests.analysis.scenarios import NOISY_ISPS, STORY_DOMAINS, make_rows, noisy_story
 from tests.compare.helpers import store_with, stored_values
 from tests.conftest import skip_or_fail_in_ci
@@ -161,7 +163,7 @@ async def test_counting_only_what_the_events_need_changes_nothing(tmp_path: Path
     """`collector leaks` counts the series no finding can come from as their last bucket,
     and compare sums them into one: for every selection the events (and compare's per-ISP
     table) are byte-identical to those from every bucket, and the reduction did happen."""
-    from collector.exports import count_exports
+    from collector.compare.count import count_exports
 
     store_with(tmp_path / "s.sqlite3", reduced_data()).close()
     store = SqliteStore(tmp_path / "s.sqlite3")

@@ -251,8 +251,8 @@ async def test_incremental_passes_agree_with_one_analysis_of_everything(
     leaking on two ISPs), the live records are exactly the findings of one analysis of the
     whole window, as ``collector leaks`` would print them."""
     from collector.analysis import analyse
+    from collector.filters import Filters
     from collector.monitor.reconcile import findings_of
-    from shared.filters import Filters
 
     clock = FakeClock(at(0))
     monitor = await make_monitor(store, tmp_path, clock)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from collector.analysis.model import BucketCount
 from collector.monitor.series import SeriesCache
-from collector.store.base import BucketCount
 
 
 def bucket(

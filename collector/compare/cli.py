@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.filters import add_filter_arguments, filters_from_args
+from collector.filters import add_filter_arguments, filters_from_args
 
 
 def register(sub: Any) -> None:
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from collector.analysis import analyse_filtered, evidence_filters
-    from collector.exports import ExportReadError, count_exports, export_files
+    from collector.compare.count import count_exports
+    from collector.compare.read import ExportReadError, export_files
     from collector.progress import Progress
     from collector.report_text import compare_text
 
