@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from collector.store.postgres import PostgresStore
+    from collector.store.sqlite import SqliteStore
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -39,7 +42,21 @@ async def drop_test_database(admin: Any, name: str) -> None:
             await asyncio.sleep(0.2)
 
 
-# --- PostgreSQL: a fresh database per test -------------------------------------------------
+# --- stores: a fresh SQLite file, or a fresh PostgreSQL database, per test ------------------
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """The SQLite store in a new file in the test's directory, closed afterwards."""
+    from collector.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "collector.sqlite3")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
 
 PG_DSN = os.environ.get("FILTERWATCH_TEST_PG_DSN", "")
 
