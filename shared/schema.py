@@ -26,7 +26,8 @@ import msgspec
 from msgspec import Meta
 
 from shared.errors import CodecError, SchemaError
-from shared.failures import Failure, mapped
+from shared.failures import Failure as Failure  # one of the measurement's types
+from shared.failures import mapped
 from shared.wire_rules import check_record, check_top_level_keys, split_array, split_map
 
 SCHEMA_VERSION: Final = 1

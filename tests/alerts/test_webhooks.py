@@ -12,6 +12,7 @@ import json
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -128,7 +129,7 @@ async def delivered(store: SqliteStore, n: int = 1) -> bool:
     return (await states(store))[1] >= n
 
 
-async def deliver_one(store: SqliteStore, receiver: Receiver, **hook: object) -> None:
+async def deliver_one(store: SqliteStore, receiver: Receiver, **hook: Any) -> None:
     """One event for a webhook to ``receiver`` (started here, stopped afterwards), the
     delivery worker running until it is delivered."""
     await receiver.start()
