@@ -18,24 +18,17 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any
 
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from collector.api.errors import ERROR_CODES
 from collector.config import CollectorConfig
 
 log = structlog.get_logger("collector.http")
-
-_PARSE_CODES: Final = {
-    400: "bad_request",
-    413: "body_too_large",
-    414: "uri_too_long",
-    431: "headers_too_large",
-    501: "not_implemented",
-}
 
 
 def _error_name(exc: BaseException | None) -> str | None:
@@ -58,7 +51,7 @@ class _Protocol(RequestHandler):
             log.info("http_parse_error", status=status, error=_error_name(exc))
         if request.writer.output_size > 0:
             raise ConnectionError("the answer has begun; the connection is closed instead")
-        code = _PARSE_CODES.get(status, "internal_error" if status >= 500 else "bad_request")
+        code = ERROR_CODES.get(status, "internal_error" if status >= 500 else "bad_request")
         if status < 500:
             detail = (
                 f"the request could not be parsed as HTTP/1.1 ({_error_name(exc) or 'error'});"

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import functools
 import re
+from enum import StrEnum
 from typing import Final
 
 
-class _F:
-    # The values of ``shared.schema.Failure`` (spelled out: schema imports this module;
-    # a test keeps the two equal).
+class Failure(StrEnum):
+    """The closed vocabulary of network failures, in the style of OONI's (``shared.schema``
+    exports it with the rest of the measurement's types)."""
+
     CONNECTION_REFUSED = "connection_refused"
     CONNECTION_RESET = "connection_reset"
     GENERIC_TIMEOUT_ERROR = "generic_timeout_error"
@@ -33,70 +35,70 @@ class _F:
     UNKNOWN_FAILURE = "unknown_failure"
 
 
-OURS: Final = frozenset(v for k, v in vars(_F).items() if k.isupper())
+OURS: Final = frozenset(f.value for f in Failure)
 
 # Names (the part before any ":" detail, lower case) and what they mean in ours.
-_NAMES: Final[dict[str, str]] = {
+_NAMES: Final[dict[str, Failure]] = {
     # TCP
-    "connection_refused_error": _F.CONNECTION_REFUSED,
-    "econnrefused": _F.CONNECTION_REFUSED,
-    "connection_reset_error": _F.CONNECTION_RESET,
-    "connection_lost_error": _F.CONNECTION_RESET,
-    "connection_aborted": _F.CONNECTION_RESET,
-    "connection_aborted_error": _F.CONNECTION_RESET,
-    "connection_already_closed": _F.CONNECTION_RESET,
-    "econnreset": _F.CONNECTION_RESET,
-    "broken_pipe": _F.CONNECTION_RESET,
+    "connection_refused_error": Failure.CONNECTION_REFUSED,
+    "econnrefused": Failure.CONNECTION_REFUSED,
+    "connection_reset_error": Failure.CONNECTION_RESET,
+    "connection_lost_error": Failure.CONNECTION_RESET,
+    "connection_aborted": Failure.CONNECTION_RESET,
+    "connection_aborted_error": Failure.CONNECTION_RESET,
+    "connection_already_closed": Failure.CONNECTION_RESET,
+    "econnreset": Failure.CONNECTION_RESET,
+    "broken_pipe": Failure.CONNECTION_RESET,
     # time-outs
-    "deferred_timeout_error": _F.GENERIC_TIMEOUT_ERROR,
-    "task_timed_out": _F.GENERIC_TIMEOUT_ERROR,
-    "timed_out": _F.GENERIC_TIMEOUT_ERROR,
-    "timeout": _F.GENERIC_TIMEOUT_ERROR,
-    "etimedout": _F.GENERIC_TIMEOUT_ERROR,
-    "response_never_received": _F.GENERIC_TIMEOUT_ERROR,
-    "ssl_handshake_timeout": _F.GENERIC_TIMEOUT_ERROR,
+    "deferred_timeout_error": Failure.GENERIC_TIMEOUT_ERROR,
+    "task_timed_out": Failure.GENERIC_TIMEOUT_ERROR,
+    "timed_out": Failure.GENERIC_TIMEOUT_ERROR,
+    "timeout": Failure.GENERIC_TIMEOUT_ERROR,
+    "etimedout": Failure.GENERIC_TIMEOUT_ERROR,
+    "response_never_received": Failure.GENERIC_TIMEOUT_ERROR,
+    "ssl_handshake_timeout": Failure.GENERIC_TIMEOUT_ERROR,
     # end of file
-    "eof": _F.EOF_ERROR,
-    "connection_closed": _F.EOF_ERROR,
+    "eof": Failure.EOF_ERROR,
+    "connection_closed": Failure.EOF_ERROR,
     # DNS
-    "dns_nxdomain": _F.DNS_NXDOMAIN_ERROR,
-    "dns_name_error": _F.DNS_NXDOMAIN_ERROR,
-    "dns_lookup_error": _F.DNS_SERVFAIL_ERROR,  # legacy: the lookup failed, cause unknown
-    "dns_server_misbehaving": _F.DNS_SERVFAIL_ERROR,
-    "dns_servfail": _F.DNS_SERVFAIL_ERROR,
-    "dns_refused_error": _F.DNS_SERVFAIL_ERROR,
-    "dns_temporary_failure": _F.DNS_SERVFAIL_ERROR,
-    "dns_non_recoverable_failure": _F.DNS_SERVFAIL_ERROR,
-    "dns_reply_with_wrong_query_id": _F.DNS_SERVFAIL_ERROR,
-    "dns_duplicate_response": _F.DNS_SERVFAIL_ERROR,
-    "dns_no_answer_error": _F.DNS_NO_ANSWER,
-    "dns_bogon_error": _F.DNS_NO_ANSWER,  # only bogon answers: nothing usable came back
-    "android_dns_cache_no_data": _F.DNS_NO_ANSWER,
+    "dns_nxdomain": Failure.DNS_NXDOMAIN_ERROR,
+    "dns_name_error": Failure.DNS_NXDOMAIN_ERROR,
+    "dns_lookup_error": Failure.DNS_SERVFAIL_ERROR,  # legacy: the lookup failed, cause unknown
+    "dns_server_misbehaving": Failure.DNS_SERVFAIL_ERROR,
+    "dns_servfail": Failure.DNS_SERVFAIL_ERROR,
+    "dns_refused_error": Failure.DNS_SERVFAIL_ERROR,
+    "dns_temporary_failure": Failure.DNS_SERVFAIL_ERROR,
+    "dns_non_recoverable_failure": Failure.DNS_SERVFAIL_ERROR,
+    "dns_reply_with_wrong_query_id": Failure.DNS_SERVFAIL_ERROR,
+    "dns_duplicate_response": Failure.DNS_SERVFAIL_ERROR,
+    "dns_no_answer_error": Failure.DNS_NO_ANSWER,
+    "dns_bogon_error": Failure.DNS_NO_ANSWER,  # only bogon answers: nothing usable came back
+    "android_dns_cache_no_data": Failure.DNS_NO_ANSWER,
     # TLS
-    "ssl_invalid_certificate": _F.SSL_FAILED_HANDSHAKE,  # expired, revoked, bad signature
-    "ssl_error": _F.SSL_FAILED_HANDSHAKE,
-    "tls_handshake_error": _F.SSL_FAILED_HANDSHAKE,
-    "ssl_wrong_version_number": _F.SSL_FAILED_HANDSHAKE,
-    "certificate_verify_failed": _F.SSL_UNKNOWN_AUTHORITY,
+    "ssl_invalid_certificate": Failure.SSL_FAILED_HANDSHAKE,  # expired, revoked, bad signature
+    "ssl_error": Failure.SSL_FAILED_HANDSHAKE,
+    "tls_handshake_error": Failure.SSL_FAILED_HANDSHAKE,
+    "ssl_wrong_version_number": Failure.SSL_FAILED_HANDSHAKE,
+    "certificate_verify_failed": Failure.SSL_UNKNOWN_AUTHORITY,
     # routes
-    "no_route_to_host": _F.HOST_UNREACHABLE,
-    "ehostunreach": _F.HOST_UNREACHABLE,
-    "network_down": _F.NETWORK_UNREACHABLE,
-    "network_is_unreachable": _F.NETWORK_UNREACHABLE,
-    "enetunreach": _F.NETWORK_UNREACHABLE,
-    "address_family_not_supported": _F.NETWORK_UNREACHABLE,  # no IPv6 on this host
-    "address_family_not_supported_error": _F.NETWORK_UNREACHABLE,
+    "no_route_to_host": Failure.HOST_UNREACHABLE,
+    "ehostunreach": Failure.HOST_UNREACHABLE,
+    "network_down": Failure.NETWORK_UNREACHABLE,
+    "network_is_unreachable": Failure.NETWORK_UNREACHABLE,
+    "enetunreach": Failure.NETWORK_UNREACHABLE,
+    "address_family_not_supported": Failure.NETWORK_UNREACHABLE,  # no IPv6 on this host
+    "address_family_not_supported_error": Failure.NETWORK_UNREACHABLE,
 }
 
 # Linux errno numbers in "[Errno N] ..." (ooniprobe-legacy wrote Python's messages).
-_ERRNOS: Final[dict[int, str]] = {
-    32: _F.CONNECTION_RESET,
-    101: _F.NETWORK_UNREACHABLE,
-    103: _F.CONNECTION_RESET,
-    104: _F.CONNECTION_RESET,
-    110: _F.GENERIC_TIMEOUT_ERROR,
-    111: _F.CONNECTION_REFUSED,
-    113: _F.HOST_UNREACHABLE,
+_ERRNOS: Final[dict[int, Failure]] = {
+    32: Failure.CONNECTION_RESET,
+    101: Failure.NETWORK_UNREACHABLE,
+    103: Failure.CONNECTION_RESET,
+    104: Failure.CONNECTION_RESET,
+    110: Failure.GENERIC_TIMEOUT_ERROR,
+    111: Failure.CONNECTION_REFUSED,
+    113: Failure.HOST_UNREACHABLE,
 }
 _ERRNO_RE: Final = re.compile(r"\[errno (\d+)\]")
 _NAME_RE: Final = re.compile(r"^[a-z0-9_]+")
@@ -113,20 +115,20 @@ def map_failure(text: str) -> str:
     if name in OURS:
         return name  # "connection_reset: read tcp ...": our name with a detail
     if "certificate verify failed" in lowered:
-        return _F.SSL_UNKNOWN_AUTHORITY  # OpenSSL's words for a chain it does not trust
+        return Failure.SSL_UNKNOWN_AUTHORITY  # OpenSSL's words for a chain it does not trust
     found = _NAMES.get(name)
     if found is not None:
         return found
     errno = _ERRNO_RE.search(lowered)
     if errno is not None:
-        return _ERRNOS.get(int(errno.group(1)), _F.UNKNOWN_FAILURE)
+        return _ERRNOS.get(int(errno.group(1)), Failure.UNKNOWN_FAILURE)
     if "timed out" in lowered or "timeout" in lowered:
-        return _F.GENERIC_TIMEOUT_ERROR
+        return Failure.GENERIC_TIMEOUT_ERROR
     if "connection refused" in lowered:
-        return _F.CONNECTION_REFUSED
+        return Failure.CONNECTION_REFUSED
     if "connection reset" in lowered:
-        return _F.CONNECTION_RESET
-    return _F.UNKNOWN_FAILURE
+        return Failure.CONNECTION_RESET
+    return Failure.UNKNOWN_FAILURE
 
 
 def mapped(text: str | None) -> tuple[str | None, str | None]:

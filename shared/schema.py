@@ -26,6 +26,7 @@ import msgspec
 from msgspec import Meta
 
 from shared.errors import CodecError, SchemaError
+from shared.failures import Failure as Failure  # one of the measurement's types
 from shared.failures import mapped
 from shared.wire_rules import check_record, check_top_level_keys, split_array, split_map
 
@@ -73,24 +74,6 @@ class Blocking(StrEnum):
         if self in (Blocking.SITE_DOWN, Blocking.INCONCLUSIVE):
             return None
         return False
-
-
-class Failure(StrEnum):
-    """The closed vocabulary of network failures, in the style of OONI's."""
-
-    CONNECTION_REFUSED = "connection_refused"
-    CONNECTION_RESET = "connection_reset"
-    GENERIC_TIMEOUT_ERROR = "generic_timeout_error"
-    EOF_ERROR = "eof_error"
-    DNS_NXDOMAIN_ERROR = "dns_nxdomain_error"
-    DNS_SERVFAIL_ERROR = "dns_servfail_error"
-    DNS_NO_ANSWER = "dns_no_answer"
-    SSL_INVALID_HOSTNAME = "ssl_invalid_hostname"
-    SSL_UNKNOWN_AUTHORITY = "ssl_unknown_authority"
-    SSL_FAILED_HANDSHAKE = "ssl_failed_handshake"
-    HOST_UNREACHABLE = "host_unreachable"
-    NETWORK_UNREACHABLE = "network_unreachable"
-    UNKNOWN_FAILURE = "unknown_failure"
 
 
 BLOCKING_VALUES: Final = frozenset(b.value for b in Blocking)

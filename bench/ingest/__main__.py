@@ -47,6 +47,28 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+def _enroll_code(config: Path) -> str:
+    """A one-use enroll code made by ``filterwatch collector enroll-code``."""
+    return subprocess.run(
+        _filterwatch("collector", "enroll-code", "--config", str(config), "--uses", "1"),
+        check=True,
+        capture_output=True,
+        text=True,
+        env=_env(),
+    ).stdout.strip()
+
+
+def _serve(config: Path, port: int) -> subprocess.Popen[str]:
+    """``filterwatch collector serve`` on ``port`` (0: any); its first line says where."""
+    return subprocess.Popen(
+        _filterwatch("collector", "serve", "--config", str(config), "--port", str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_env(),
+    )
+
+
 async def _post_all(url: str, token: str, agent_batches: list[bytes], clients: int) -> float:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in agent_batches:
@@ -90,20 +112,8 @@ def end_to_end(work: Path, batches: int, size: int, clients: int) -> tuple[float
         # clients (the default is 2 per agent).
         f"limits: {{max_uploads_per_agent: {max(clients, 2)}}}\n"
     )
-    code = subprocess.run(
-        _filterwatch("collector", "enroll-code", "--config", str(config), "--uses", "1"),
-        check=True,
-        capture_output=True,
-        text=True,
-        env=_env(),
-    ).stdout.strip()
-    server = subprocess.Popen(
-        _filterwatch("collector", "serve", "--config", str(config), "--port", "0"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=_env(),
-    )
+    code = _enroll_code(config)
+    server = _serve(config, 0)
     try:
         assert server.stdout is not None
         url = server.stdout.readline().rsplit(" ", 1)[-1].strip()
@@ -233,26 +243,9 @@ def fleet_end_to_end(
     servers: list[subprocess.Popen[str]] = []
     haproxy: subprocess.Popen[bytes] | None = None
     try:
-        code = subprocess.run(
-            _filterwatch("collector", "enroll-code", "--config", str(config), "--uses", "1"),
-            check=True,
-            capture_output=True,
-            text=True,
-            env=_env(),
-        ).stdout.strip()
+        code = _enroll_code(config)
         ports = [free_port() for _ in range(collectors)]
-        for port in ports:
-            servers.append(
-                subprocess.Popen(
-                    _filterwatch(
-                        "collector", "serve", "--config", str(config), "--port", str(port)
-                    ),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    text=True,
-                    env=_env(),
-                )
-            )
+        servers.extend(_serve(config, port) for port in ports)
         for server in servers:
             assert server.stdout is not None
             server.stdout.readline()  # listening

@@ -14,7 +14,9 @@ from collector.state import METRICS, JsonError, json_error
 
 log = structlog.get_logger("collector.http")
 
-_CODES: Final = {
+# The ``error`` code of each status, for the middleware and for the answers the HTTP parser
+# gives before any middleware runs (collector/server.py).
+ERROR_CODES: Final = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
@@ -28,6 +30,7 @@ _CODES: Final = {
     415: "unsupported_media_type",
     429: "too_many_requests",
     431: "headers_too_large",
+    501: "not_implemented",
     503: "overloaded",
 }
 _KEPT_HEADERS: Final = ("Allow", "Retry-After", "WWW-Authenticate")
@@ -44,7 +47,7 @@ def _route(request: web.Request) -> str:
 
 def _as_json(exc: web.HTTPException) -> web.HTTPException:
     headers = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
-    code = _CODES.get(exc.status, "error")
+    code = ERROR_CODES.get(exc.status, "error")
     return json_error(exc.status, code, exc.reason, headers)
 
 

@@ -122,17 +122,33 @@ def signed_in(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamR
         if session is None:
             path = request.path
             if path.endswith(".json") or path.startswith(("/live", "/charts/")):
-                raise web.HTTPUnauthorized(
-                    text=json.dumps({"error": "unauthorized", "detail": "sign in at /login"}),
-                    content_type="application/json",
-                )
+                raise _json_answer(web.HTTPUnauthorized, "unauthorized", "sign in at /login")
             # Pages and their forms (a form posted after the session ended) go to sign-in.
             target = request.path_qs if request.method == "GET" and path != "/" else None
             location = "/login" if target is None else f"/login?next={_quote(target)}"
             raise web.HTTPSeeOther(location)
-        return await handler(request, session)
+        try:
+            return await handler(request, session)
+        except _Answer as answer:
+            return answer.response
 
     return wrapped
+
+
+class _Answer(Exception):
+    """Raised by a page's helper to answer with ``response`` instead (a 404 page, a form
+    that had expired); ``signed_in`` returns it."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _json_answer(answer: type[web.HTTPException], error: str, detail: str) -> web.HTTPException:
+    """An answer to ``raise`` for the JSON views: ``{"error", "detail"}``."""
+    return answer(
+        text=json.dumps({"error": error, "detail": detail}), content_type="application/json"
+    )
 
 
 def _quote(text: str) -> str:
@@ -150,13 +166,6 @@ async def _form(request: web.Request) -> dict[str, str]:
 
 async def _csrf_ok(request: web.Request, session: Session, form: dict[str, str]) -> bool:
     return await request.app[SESSIONS].check_csrf(request, session, form.get(CSRF_FIELD, ""))
-
-
-def _country_or_404(cc: str) -> str:
-    cc = cc.upper()
-    if not _CC_RE.match(cc):
-        raise web.HTTPNotFound()
-    return cc
 
 
 # --- sign-in ---
@@ -269,25 +278,25 @@ async def overview(request: web.Request, session: Session) -> web.StreamResponse
 
 
 async def _country(request: web.Request, session: Session) -> CountryView:
-    cc = _country_or_404(request.match_info["cc"])
-    view = await request.app[DATA].country(cc)
+    """The country the path names; without one in the window, the page says so."""
+    cc = request.match_info["cc"].upper()
+    view = await request.app[DATA].country(cc) if _CC_RE.match(cc) else None
     if view is None:
-        raise web.HTTPNotFound()
+        raise _Answer(
+            _error(
+                request,
+                404,
+                "No such country",
+                "No measurements from this country in the window.",
+                session,
+            )
+        )
     return view
 
 
 @signed_in
 async def country(request: web.Request, session: Session) -> web.StreamResponse:
-    try:
-        view = await _country(request, session)
-    except web.HTTPNotFound:
-        return _error(
-            request,
-            404,
-            "No such country",
-            "No measurements from this country in the window.",
-            session,
-        )
+    view = await _country(request, session)
     grid = view.fragments.get("grid")
     if grid is None:  # a snapshot made without the pages' preparation (not in the app)
         grid = await asyncio.to_thread(_render_grid, aiohttp_jinja2.get_env(request.app), view)
@@ -351,16 +360,7 @@ async def _domain_chart(
 
 @signed_in
 async def domain_page(request: web.Request, session: Session) -> web.StreamResponse:
-    try:
-        view = await _country(request, session)
-    except web.HTTPNotFound:
-        return _error(
-            request,
-            404,
-            "No such country",
-            "No measurements from this country in the window.",
-            session,
-        )
+    view = await _country(request, session)
     domain = request.match_info["domain"].lower()
     if not _DOMAIN_RE.match(domain) or domain not in view.domains:
         return _error(
@@ -497,10 +497,7 @@ async def event_page(request: web.Request, session: Session) -> web.StreamRespon
 async def event_json(request: web.Request, session: Session) -> web.StreamResponse:
     f = await _finding(request)
     if f is None:
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": "not_found", "detail": "no such event in the window"}),
-            content_type="application/json",
-        )
+        raise _json_answer(web.HTTPNotFound, "not_found", "no such event in the window")
     return web.Response(
         text=json.dumps(f.doc, indent=2, sort_keys=True) + "\n", content_type="application/json"
     )
@@ -564,15 +561,9 @@ async def live_stream(request: web.Request) -> web.StreamResponse:
     sessions = request.app[SESSIONS]
     session = await sessions.current(request)
     if session is None:
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "unauthorized", "detail": "sign in at /login"}),
-            content_type="application/json",
-        )
+        raise _json_answer(web.HTTPUnauthorized, "unauthorized", "sign in at /login")
     if not _keeps_records(request.app):
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": "not_found", "detail": "this collector keeps no records"}),
-            content_type="application/json",
-        )
+        raise _json_answer(web.HTTPNotFound, "not_found", "this collector keeps no records")
     cc = request.query.get("cc", "").upper() or None
     store: Any = request.app[STORE]
     seq = int(await store.last_seq())
@@ -686,13 +677,18 @@ async def _session_rows(request: web.Request, session: Session) -> list[dict[str
     return rows
 
 
-@signed_in
-async def revoke_agent(request: web.Request, session: Session) -> web.StreamResponse:
+async def _operator_form(request: web.Request, session: Session) -> dict[str, str]:
+    """The posted form of an operator's action; an expired one gets the agents page back."""
     form = await _form(request)
     if not await _csrf_ok(request, session, form):
-        return await _agents(
-            request, session, "The form had expired; nothing was revoked. Try again.", 400
-        )
+        message = "The form had expired; nothing was revoked. Try again."
+        raise _Answer(await _agents(request, session, message, 400))
+    return form
+
+
+@signed_in
+async def revoke_agent(request: web.Request, session: Session) -> web.StreamResponse:
+    form = await _operator_form(request, session)
     pseudonym = form.get("agent", "")
     if not _PSEUDONYM_RE.match(pseudonym):
         return await _agents(request, session, "No such agent.", 400)
@@ -707,11 +703,7 @@ async def revoke_agent(request: web.Request, session: Session) -> web.StreamResp
 
 @signed_in
 async def revoke_sessions(request: web.Request, session: Session) -> web.StreamResponse:
-    form = await _form(request)
-    if not await _csrf_ok(request, session, form):
-        return await _agents(
-            request, session, "The form had expired; nothing was revoked. Try again.", 400
-        )
+    form = await _operator_form(request, session)
     records = request.app[RECORDS]
     now = time.time()
     which = form.get("session", "")

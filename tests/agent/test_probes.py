@@ -7,7 +7,7 @@ verdict and the failure string.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from tests.servers import (
     HttpSite,
     LoopbackPki,
     Page,
+    SniServer,
     html_page,
     make_pki,
     refused_port,
@@ -85,6 +86,50 @@ async def agent_view(
     )
 
 
+async def dns_censored_view(
+    dns_server: DnsResponder, control_dns: DnsResponder, fingerprints: Fingerprints
+) -> Measurement:
+    """The agent's view of blocked.test through ``dns_server`` (which the test has told how
+    to censor), against a control that resolves the name through ``control_dns``."""
+    control_dns.answer("blocked.test", "127.0.0.1")
+    async with serve_http(real_site().app) as port:
+        url = f"http://blocked.test:{port}/"
+        control = await measure_facts(url, options(control_dns))
+        return await agent_view(url, options(dns_server), control, fingerprints)
+
+
+async def sni_censored_view(
+    dns_server: DnsResponder,
+    pki: LoopbackPki,
+    fingerprints: Fingerprints,
+    censor: Callable[[SniServer], None],
+    timeout_s: float = 3.0,
+) -> tuple[Measurement, SniServer]:
+    """The agent's view of https://blocked.test when ``censor`` turns on the TLS server's
+    censoring behaviour after the control has measured it uncensored."""
+    dns_server.answer("blocked.test", "127.0.0.1")
+    async with serve_sni(real_site().app, pki.server_context("blocked.test")) as server:
+        url = f"https://blocked.test:{server.port}/"
+        control = await measure_facts(url, options(dns_server, pki))
+        censor(server)
+        opts = options(dns_server, pki, timeout_s=timeout_s)
+        return await agent_view(url, opts, control, fingerprints), server
+
+
+async def replaced_page_view(
+    dns_server: DnsResponder, fingerprints: Fingerprints, page: Page
+) -> Measurement:
+    """The agent's view of http://blocked.test when every path serves ``page`` after the
+    control has measured the real site."""
+    dns_server.answer("blocked.test", "127.0.0.1")
+    site = real_site()
+    async with serve_http(site.app) as port:
+        url = f"http://blocked.test:{port}/"
+        control = await measure_facts(url, options(dns_server))
+        site.set("*", page)
+        return await agent_view(url, options(dns_server), control, fingerprints)
+
+
 async def test_valid_https_site_is_ok(
     dns_server: DnsResponder, pki: LoopbackPki, fingerprints: Fingerprints
 ) -> None:
@@ -104,12 +149,8 @@ async def test_dns_injection_of_known_bogon_is_dns_blocking(
     dns_server: DnsResponder, control_dns: DnsResponder, fingerprints: Fingerprints
 ) -> None:
     """An answer of 10.10.34.34 is DNS blocking; no packet is sent to that address."""
-    control_dns.answer("blocked.test", "127.0.0.1")
     dns_server.inject("blocked.test", ["10.10.34.34"])
-    async with serve_http(real_site().app) as port:
-        url = f"http://blocked.test:{port}/"
-        control = await measure_facts(url, options(control_dns))
-        m = await agent_view(url, options(dns_server), control, fingerprints)
+    m = await dns_censored_view(dns_server, control_dns, fingerprints)
     assert (m.blocking, m.failure, m.accessible) == (Blocking.DNS, None, False)
     assert m.blockpage == "ir_dns_1"
     assert m.dns is not None and m.dns["answers"] == ["10.10.34.34"] and m.dns["bogon"] is True
@@ -121,43 +162,34 @@ async def test_late_second_answer_is_recorded_as_injection_evidence(
 ) -> None:
     """A forged first answer followed by the genuine one to the same query id is recorded
     in late_answers, and the verdict is dns."""
-    control_dns.answer("blocked.test", "127.0.0.1")
     dns_server.inject("blocked.test", ["10.10.34.35"], genuine=["127.0.0.1"])
-    async with serve_http(real_site().app) as port:
-        url = f"http://blocked.test:{port}/"
-        control = await measure_facts(url, options(control_dns))
-        m = await agent_view(url, options(dns_server), control, fingerprints)
+    m = await dns_censored_view(dns_server, control_dns, fingerprints)
     assert m.dns is not None
     assert m.dns["answers"] == ["10.10.34.35"]
     assert m.dns["late_answers"] == ["127.0.0.1"]
     assert (m.blocking, m.failure) == (Blocking.DNS, None)
 
 
-async def test_nxdomain_the_control_does_not_get_is_dns_blocking(
-    dns_server: DnsResponder, control_dns: DnsResponder, fingerprints: Fingerprints
+@pytest.mark.parametrize(
+    ("rcode", "failure"),
+    [
+        pytest.param(dns.rcode.NXDOMAIN, "dns_nxdomain_error", id="nxdomain"),
+        pytest.param(dns.rcode.SERVFAIL, "dns_servfail_error", id="servfail"),
+    ],
+)
+async def test_error_rcode_the_control_does_not_get_is_dns_blocking(
+    dns_server: DnsResponder,
+    control_dns: DnsResponder,
+    fingerprints: Fingerprints,
+    rcode: dns.rcode.Rcode,
+    failure: str,
 ) -> None:
-    """NXDOMAIN for a name the control resolves is dns blocking with dns_nxdomain_error."""
-    control_dns.answer("blocked.test", "127.0.0.1")
-    dns_server.fail("blocked.test", dns.rcode.NXDOMAIN)
-    async with serve_http(real_site().app) as port:
-        url = f"http://blocked.test:{port}/"
-        control = await measure_facts(url, options(control_dns))
-        m = await agent_view(url, options(dns_server), control, fingerprints)
-    assert (m.blocking, m.failure) == (Blocking.DNS, "dns_nxdomain_error")
-    assert m.dns is not None and m.dns["rcode"] == "NXDOMAIN"
-
-
-async def test_servfail_is_recorded_as_dns_servfail_error(
-    dns_server: DnsResponder, control_dns: DnsResponder, fingerprints: Fingerprints
-) -> None:
-    """SERVFAIL where the control resolves is dns blocking with dns_servfail_error."""
-    control_dns.answer("blocked.test", "127.0.0.1")
-    dns_server.fail("blocked.test", dns.rcode.SERVFAIL)
-    async with serve_http(real_site().app) as port:
-        url = f"http://blocked.test:{port}/"
-        control = await measure_facts(url, options(control_dns))
-        m = await agent_view(url, options(dns_server), control, fingerprints)
-    assert (m.blocking, m.failure) == (Blocking.DNS, "dns_servfail_error")
+    """NXDOMAIN (SERVFAIL) for a name the control resolves is dns blocking with
+    dns_nxdomain_error (dns_servfail_error), and the rcode is recorded."""
+    dns_server.fail("blocked.test", rcode)
+    m = await dns_censored_view(dns_server, control_dns, fingerprints)
+    assert (m.blocking, m.failure) == (Blocking.DNS, failure)
+    assert m.dns is not None and m.dns["rcode"] == dns.rcode.to_text(rcode)
 
 
 async def test_silent_resolver_times_out(dns_server: DnsResponder) -> None:
@@ -173,12 +205,9 @@ async def test_sni_reset_is_tls_blocking(
 ) -> None:
     """A server that resets on the real SNI but accepts an innocuous one is tls blocking
     with connection_reset: SNI filtering, not IP blocking."""
-    dns_server.answer("blocked.test", "127.0.0.1")
-    async with serve_sni(real_site().app, pki.server_context("blocked.test")) as server:
-        url = f"https://blocked.test:{server.port}/"
-        control = await measure_facts(url, options(dns_server, pki))
-        server.reset.add("blocked.test")
-        m = await agent_view(url, options(dns_server, pki), control, fingerprints)
+    m, server = await sni_censored_view(
+        dns_server, pki, fingerprints, lambda server: server.reset.add("blocked.test")
+    )
     assert (m.blocking, m.failure) == (Blocking.TLS, "connection_reset")
     assert m.tls is not None
     assert m.tls["innocuous_sni"] == "innocuous.test" and m.tls["innocuous_failure"] is None
@@ -189,12 +218,12 @@ async def test_reset_on_every_name_is_ip_blocking(
     dns_server: DnsResponder, pki: LoopbackPki, fingerprints: Fingerprints
 ) -> None:
     """When the innocuous SNI is reset too, the address is blocked: tcp_ip, not tls."""
-    dns_server.answer("blocked.test", "127.0.0.1")
-    async with serve_sni(real_site().app, pki.server_context("blocked.test")) as server:
-        url = f"https://blocked.test:{server.port}/"
-        control = await measure_facts(url, options(dns_server, pki))
-        server.reset.update({"blocked.test", "innocuous.test"})
-        m = await agent_view(url, options(dns_server, pki), control, fingerprints)
+    m, _ = await sni_censored_view(
+        dns_server,
+        pki,
+        fingerprints,
+        lambda server: server.reset.update({"blocked.test", "innocuous.test"}),
+    )
     assert (m.blocking, m.failure) == (Blocking.TCP_IP, "connection_reset")
     assert m.tls is not None and m.tls["innocuous_failure"] == "connection_reset"
 
@@ -204,12 +233,13 @@ async def test_sni_blackhole_times_out_within_the_deadline(
 ) -> None:
     """A server that goes silent on the real SNI gives tls blocking with
     generic_timeout_error, and the innocuous handshake still gets its turn."""
-    dns_server.answer("blocked.test", "127.0.0.1")
-    async with serve_sni(real_site().app, pki.server_context("blocked.test")) as server:
-        url = f"https://blocked.test:{server.port}/"
-        control = await measure_facts(url, options(dns_server, pki))
-        server.blackhole.add("blocked.test")
-        m = await agent_view(url, options(dns_server, pki, timeout_s=1.0), control, fingerprints)
+    m, _ = await sni_censored_view(
+        dns_server,
+        pki,
+        fingerprints,
+        lambda server: server.blackhole.add("blocked.test"),
+        timeout_s=1.0,
+    )
     assert (m.blocking, m.failure) == (Blocking.TLS, "generic_timeout_error")
     assert m.tls is not None and m.tls["innocuous_failure"] is None
 
@@ -218,12 +248,9 @@ async def test_close_during_handshake_is_eof_error(
     dns_server: DnsResponder, pki: LoopbackPki, fingerprints: Fingerprints
 ) -> None:
     """A server that closes the connection on the real SNI gives eof_error."""
-    dns_server.answer("blocked.test", "127.0.0.1")
-    async with serve_sni(real_site().app, pki.server_context("blocked.test")) as server:
-        url = f"https://blocked.test:{server.port}/"
-        control = await measure_facts(url, options(dns_server, pki))
-        server.close.add("blocked.test")
-        m = await agent_view(url, options(dns_server, pki), control, fingerprints)
+    m, _ = await sni_censored_view(
+        dns_server, pki, fingerprints, lambda server: server.close.add("blocked.test")
+    )
     assert (m.blocking, m.failure) == (Blocking.TLS, "eof_error")
 
 
@@ -301,20 +328,12 @@ async def test_blockpage_is_recognised_by_its_fingerprint(
     dns_server: DnsResponder, fingerprints: Fingerprints
 ) -> None:
     """A page carrying the Iranian blockpage's iframe is blockpage, named by fingerprint."""
-    dns_server.answer("blocked.test", "127.0.0.1")
-    site = real_site()
-    async with serve_http(site.app) as port:
-        url = f"http://blocked.test:{port}/"
-        control = await measure_facts(url, options(dns_server))
-        site.set(
-            "*",
-            Page(
-                status=403,
-                body='<html><body><iframe src="http://10.10.34.34?type=Invalid Site'
-                '&policy=MainPolicy" style="width: 100%; height: 100%"></iframe></body></html>',
-            ),
-        )
-        m = await agent_view(url, options(dns_server), control, fingerprints)
+    iframe = Page(
+        status=403,
+        body='<html><body><iframe src="http://10.10.34.34?type=Invalid Site'
+        '&policy=MainPolicy" style="width: 100%; height: 100%"></iframe></body></html>',
+    )
+    m = await replaced_page_view(dns_server, fingerprints, iframe)
     assert (m.blocking, m.failure, m.blockpage) == (Blocking.BLOCKPAGE, None, "ir_body_1")
 
 
@@ -322,19 +341,11 @@ async def test_page_that_differs_from_the_control_is_http_diff(
     dns_server: DnsResponder, fingerprints: Fingerprints
 ) -> None:
     """A short page with another title and a header the real site never sends is http_diff."""
-    dns_server.answer("blocked.test", "127.0.0.1")
-    site = real_site()
-    async with serve_http(site.app) as port:
-        url = f"http://blocked.test:{port}/"
-        control = await measure_facts(url, options(dns_server))
-        site.set(
-            "*",
-            Page(
-                body="<html><head><title>Access restricted</title></head><body>No.</body></html>",
-                headers={"X-Filter-Box": "policy-7"},
-            ),
-        )
-        m = await agent_view(url, options(dns_server), control, fingerprints)
+    other = Page(
+        body="<html><head><title>Access restricted</title></head><body>No.</body></html>",
+        headers={"X-Filter-Box": "policy-7"},
+    )
+    m = await replaced_page_view(dns_server, fingerprints, other)
     assert (m.blocking, m.failure, m.blockpage) == (Blocking.HTTP_DIFF, None, None)
     assert m.http is not None and m.http["headers"]["x-filter-box"] == "policy-7"
 

@@ -11,8 +11,8 @@ import hmac
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -67,13 +67,8 @@ class Receiver:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "collector.sqlite3")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
+def store(sqlite_store: SqliteStore) -> SqliteStore:
+    return sqlite_store
 
 
 def an_event(n: int = 1) -> StoredEvent:
@@ -134,17 +129,24 @@ async def delivered(store: SqliteStore, n: int = 1) -> bool:
     return (await states(store))[1] >= n
 
 
+async def deliver_one(store: SqliteStore, receiver: Receiver, **hook: Any) -> None:
+    """One event for a webhook to ``receiver`` (started here, stopped afterwards), the
+    delivery worker running until it is delivered."""
+    await receiver.start()
+    try:
+        config = webhook(receiver.url(), **hook)
+        await enqueue(store, [config])
+        alerts = AlertsConfig(allow_ranges=LOOPBACK, webhooks=(config,))
+        await run_until(store, alerts, lambda: delivered(store))
+    finally:
+        await receiver.stop()
+
+
 async def test_a_delivery_is_signed_over_timestamp_and_body(store: SqliteStore) -> None:
     """POST with X-Filterwatch-Timestamp, X-Filterwatch-Signature (sha256= HMAC-SHA256 of
     "<timestamp>.<body>" under the secret) and X-Filterwatch-Delivery (id and revision)."""
     receiver = Receiver()
-    await receiver.start()
-    hook = webhook(receiver.url())
-    await enqueue(store, [hook])
-    await run_until(
-        store, AlertsConfig(allow_ranges=LOOPBACK, webhooks=(hook,)), lambda: delivered(store)
-    )
-    await receiver.stop()
+    await deliver_one(store, receiver)
     [(headers, body)] = receiver.requests
     timestamp = headers["X-Filterwatch-Timestamp"]
     expected = hmac.new(SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
@@ -163,13 +165,7 @@ async def test_a_delivery_is_signed_over_timestamp_and_body(store: SqliteStore) 
 async def test_a_wrong_secret_does_not_verify(store: SqliteStore) -> None:
     """The signature depends on the secret: a receiver with another secret rejects it."""
     receiver = Receiver()
-    await receiver.start()
-    hook = webhook(receiver.url())
-    await enqueue(store, [hook])
-    await run_until(
-        store, AlertsConfig(allow_ranges=LOOPBACK, webhooks=(hook,)), lambda: delivered(store)
-    )
-    await receiver.stop()
+    await deliver_one(store, receiver)
     [(headers, body)] = receiver.requests
     timestamp = headers["X-Filterwatch-Timestamp"]
     other = hmac.new(b"another-secret-entirely", timestamp.encode() + b"." + body, hashlib.sha256)
@@ -179,13 +175,7 @@ async def test_a_wrong_secret_does_not_verify(store: SqliteStore) -> None:
 async def test_slack_format_posts_a_text_message(store: SqliteStore) -> None:
     """format: slack posts {"text": ...} naming the ISP, its domains and the event."""
     receiver = Receiver()
-    await receiver.start()
-    hook = webhook(receiver.url(), format="slack")
-    await enqueue(store, [hook])
-    await run_until(
-        store, AlertsConfig(allow_ranges=LOOPBACK, webhooks=(hook,)), lambda: delivered(store)
-    )
-    await receiver.stop()
+    await deliver_one(store, receiver, format="slack")
     [(_, body)] = receiver.requests
     doc = json.loads(body)
     assert list(doc) == ["text"]
@@ -200,13 +190,7 @@ async def test_a_receiver_answering_500_is_retried_until_it_takes_it(store: Sqli
         return web.Response(status=500 if n <= 2 else 200)
 
     receiver = Receiver(flaky)
-    await receiver.start()
-    hook = webhook(receiver.url())
-    await enqueue(store, [hook])
-    await run_until(
-        store, AlertsConfig(allow_ranges=LOOPBACK, webhooks=(hook,)), lambda: delivered(store)
-    )
-    await receiver.stop()
+    await deliver_one(store, receiver)
     assert len(receiver.requests) == 3
     assert {h["X-Filterwatch-Delivery"] for h, _ in receiver.requests} == {"ev_test0000:1"}
     assert await states(store) == (0, 1, 0)
@@ -221,16 +205,10 @@ async def test_a_receiver_that_does_not_answer_in_time_is_retried(store: SqliteS
         return web.Response(text="ok")
 
     receiver = Receiver(slow_once)
-    await receiver.start()
-    hook = webhook(receiver.url(), timeout_s=0.5)
-    await enqueue(store, [hook])
-    await run_until(
-        store, AlertsConfig(allow_ranges=LOOPBACK, webhooks=(hook,)), lambda: delivered(store)
-    )
+    await deliver_one(store, receiver, timeout_s=0.5)
     attempts = await store.run_read(
         lambda c: c.execute("SELECT attempts FROM outbox").fetchone()[0]
     )
-    await receiver.stop()
     assert len(receiver.requests) == 2
     assert attempts == 2
 

@@ -43,6 +43,28 @@ async def post_control(
     return await client.post("/api/v1/control", data=encode(body), headers=headers)
 
 
+async def control_client(
+    aiohttp_client: Any,
+    config: CollectorConfig,
+    dns: DnsResponder,
+    *allow: str,
+    ports: tuple[int, ...] = (),
+) -> tuple[TestClient[Any, Any], str]:
+    """A collector whose control allows ``allow`` (and ``ports``), and an agent's token."""
+    client = await aiohttp_client(make_app(control_config(config, dns, *allow, ports=ports)))
+    _, token = await enroll(client)
+    return client, token
+
+
+async def refusal(client: TestClient[Any, Any], token: str, url: str) -> str:
+    """The control refuses to measure ``url`` (400 destination_not_allowed): the detail."""
+    resp = await post_control(client, token, {"url": url})
+    assert resp.status == 400
+    doc = await resp.json()
+    assert doc["error"] == "destination_not_allowed"
+    return str(doc["detail"])
+
+
 def site() -> HttpSite:
     s = HttpSite()
     s.set("*", Page(body=html_page("Control Reference Page")))
@@ -55,9 +77,9 @@ async def test_control_measures_an_allowed_site(
     """Within an allowed range the control answers the DNS, TCP and HTTP facts in msgpack."""
     dns_server.answer("lab.test", "127.0.0.1")
     async with serve_http(site().app) as port:
-        app = make_app(control_config(config, dns_server, "127.0.0.0/8", ports=(port,)))
-        client = await aiohttp_client(app)
-        _, token = await enroll(client)
+        client, token = await control_client(
+            aiohttp_client, config, dns_server, "127.0.0.0/8", ports=(port,)
+        )
         resp = await post_control(client, token, {"url": f"http://lab.test:{port}/"})
         assert resp.status == 200, await resp.text()
         facts = decode(await resp.read())
@@ -74,11 +96,8 @@ async def test_control_refuses_a_loopback_literal(
     """A URL naming a loopback address is refused with 400 and never fetched."""
     target = site()
     async with serve_http(target.app) as port:
-        client = await aiohttp_client(make_app(control_config(config, dns_server, ports=(port,))))
-        _, token = await enroll(client)
-        resp = await post_control(client, token, {"url": f"http://127.0.0.1:{port}/"})
-        assert resp.status == 400
-        assert (await resp.json())["error"] == "destination_not_allowed"
+        client, token = await control_client(aiohttp_client, config, dns_server, ports=(port,))
+        await refusal(client, token, f"http://127.0.0.1:{port}/")
     assert target.requests == []
 
 
@@ -89,11 +108,8 @@ async def test_control_refuses_a_name_that_resolves_to_loopback(
     dns_server.answer("sneaky.test", "127.0.0.1")
     target = site()
     async with serve_http(target.app) as port:
-        client = await aiohttp_client(make_app(control_config(config, dns_server, ports=(port,))))
-        _, token = await enroll(client)
-        resp = await post_control(client, token, {"url": f"http://sneaky.test:{port}/"})
-        assert resp.status == 400
-        assert (await resp.json())["error"] == "destination_not_allowed"
+        client, token = await control_client(aiohttp_client, config, dns_server, ports=(port,))
+        await refusal(client, token, f"http://sneaky.test:{port}/")
     assert target.requests == []
 
 
@@ -112,11 +128,8 @@ async def test_control_refuses_private_and_reserved_literals(
     aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder, url: str
 ) -> None:
     """Private, link-local, mapped and multicast destinations are refused before any packet."""
-    client = await aiohttp_client(make_app(control_config(config, dns_server)))
-    _, token = await enroll(client)
-    resp = await post_control(client, token, {"url": url})
-    assert resp.status == 400
-    assert (await resp.json())["error"] == "destination_not_allowed"
+    client, token = await control_client(aiohttp_client, config, dns_server)
+    await refusal(client, token, url)
 
 
 async def test_control_refuses_a_redirect_into_a_private_address(
@@ -128,13 +141,11 @@ async def test_control_refuses_a_redirect_into_a_private_address(
     # 127.0.0.1 is allowed (the lab), 127.0.0.2 is not: the redirect points there.
     target = site()
     async with serve_http(target.app) as port:
-        app = make_app(control_config(config, dns_server, "127.0.0.1/32", ports=(port,)))
-        client = await aiohttp_client(app)
-        _, token = await enroll(client)
+        client, token = await control_client(
+            aiohttp_client, config, dns_server, "127.0.0.1/32", ports=(port,)
+        )
         target.set("/", Page(status=302, headers={"Location": f"http://127.0.0.2:{port}/x"}))
-        resp = await post_control(client, token, {"url": f"http://lab.test:{port}/"})
-        assert resp.status == 400
-        assert (await resp.json())["error"] == "destination_not_allowed"
+        await refusal(client, token, f"http://lab.test:{port}/")
     assert target.requests == [f"lab.test:{port}/"]
 
 
@@ -165,8 +176,7 @@ async def test_control_refuses_bad_urls(
     code: str,
 ) -> None:
     """Anything but an http(s) URL with a host is a 400 naming the problem."""
-    client = await aiohttp_client(make_app(control_config(config, dns_server)))
-    _, token = await enroll(client)
+    client, token = await control_client(aiohttp_client, config, dns_server)
     resp = await post_control(client, token, body)
     assert resp.status == 400
     assert (await resp.json())["error"] == code
@@ -176,8 +186,7 @@ async def test_control_refuses_json_it_cannot_read(
     aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
 ) -> None:
     """A body that is not msgpack or JSON is 400, a wrong type 415; never a 500."""
-    client = await aiohttp_client(make_app(control_config(config, dns_server)))
-    _, token = await enroll(client)
+    client, token = await control_client(aiohttp_client, config, dns_server)
     resp = await client.post(
         "/api/v1/control",
         data=b"\xc1\xc1",
@@ -197,9 +206,9 @@ async def test_agent_control_client_gets_validated_facts(
     request_control names the error code when the collector refuses."""
     dns_server.answer("lab.test", "127.0.0.1")
     async with serve_http(site().app) as port, aiohttp.ClientSession() as session:
-        app = make_app(control_config(config, dns_server, "127.0.0.1/32", ports=(port,)))
-        client = await aiohttp_client(app)
-        _, token = await enroll(client)
+        client, token = await control_client(
+            aiohttp_client, config, dns_server, "127.0.0.1/32", ports=(port,)
+        )
         collector_url = str(client.make_url("")).rstrip("/")
         facts = await fetch_control(session, collector_url, token, f"http://lab.test:{port}/", 5.0)
         refused = await request_control(
@@ -259,13 +268,9 @@ async def test_control_refuses_every_special_purpose_form(
     aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder, url: str
 ) -> None:
     """Every special-purpose form, embedded IPv4 ones included, is a 400 saying why."""
-    client = await aiohttp_client(make_app(control_config(config, dns_server)))
-    _, token = await enroll(client)
-    resp = await post_control(client, token, {"url": url})
-    assert resp.status == 400
-    doc = await resp.json()
-    assert doc["error"] == "destination_not_allowed"
-    assert " is " in doc["detail"]  # "<address> is in <range> (<name>)" or similar
+    client, token = await control_client(aiohttp_client, config, dns_server)
+    # The detail says "<address> is in <range> (<name>)" or similar.
+    assert " is " in await refusal(client, token, url)
 
 
 @pytest.mark.parametrize(
@@ -276,13 +281,8 @@ async def test_control_refuses_a_name_resolving_to_a_special_address(
 ) -> None:
     """A name whose DNS answer is special-purpose is refused, naming the address."""
     dns_server.answer("special.test", answer)
-    client = await aiohttp_client(make_app(control_config(config, dns_server)))
-    _, token = await enroll(client)
-    resp = await post_control(client, token, {"url": "http://special.test/"})
-    assert resp.status == 400
-    doc = await resp.json()
-    assert doc["error"] == "destination_not_allowed"
-    assert answer in doc["detail"]
+    client, token = await control_client(aiohttp_client, config, dns_server)
+    assert answer in await refusal(client, token, "http://special.test/")
 
 
 async def test_control_refuses_a_name_with_any_refused_address(
@@ -292,12 +292,10 @@ async def test_control_refuses_a_name_with_any_refused_address(
     dns_server.answer("mixed.test", "127.0.0.1", "127.0.0.2")
     target = site()
     async with serve_http(target.app) as port:
-        app = make_app(control_config(config, dns_server, "127.0.0.1/32", ports=(port,)))
-        client = await aiohttp_client(app)
-        _, token = await enroll(client)
-        resp = await post_control(client, token, {"url": f"http://mixed.test:{port}/"})
-        assert resp.status == 400
-        assert "127.0.0.2" in (await resp.json())["detail"]
+        client, token = await control_client(
+            aiohttp_client, config, dns_server, "127.0.0.1/32", ports=(port,)
+        )
+        assert "127.0.0.2" in await refusal(client, token, f"http://mixed.test:{port}/")
     assert target.requests == []
 
 
@@ -307,14 +305,9 @@ async def test_control_refuses_a_non_web_port(
 ) -> None:
     """An allowed address on a port other than 80 and 443 is refused unless listed."""
     dns_server.answer("lab.test", "127.0.0.1")
-    client = await aiohttp_client(make_app(control_config(config, dns_server, "127.0.0.0/8")))
-    _, token = await enroll(client)
+    client, token = await control_client(aiohttp_client, config, dns_server, "127.0.0.0/8")
     for url in (f"http://lab.test:{port}/", f"http://127.0.0.1:{port}/"):
-        resp = await post_control(client, token, {"url": url})
-        assert resp.status == 400
-        doc = await resp.json()
-        assert doc["error"] == "destination_not_allowed"
-        assert f"port {port}" in doc["detail"]
+        assert f"port {port}" in await refusal(client, token, url)
     assert dns_server.queries == []
 
 
@@ -325,13 +318,11 @@ async def test_control_refuses_a_redirect_to_a_non_web_port(
     dns_server.answer("lab.test", "127.0.0.1")
     target = site()
     async with serve_http(target.app) as port:
-        app = make_app(control_config(config, dns_server, "127.0.0.0/8", ports=(port,)))
-        client = await aiohttp_client(app)
-        _, token = await enroll(client)
+        client, token = await control_client(
+            aiohttp_client, config, dns_server, "127.0.0.0/8", ports=(port,)
+        )
         target.set("/", Page(status=302, headers={"Location": "http://127.0.0.1:6379/"}))
-        resp = await post_control(client, token, {"url": f"http://lab.test:{port}/"})
-        assert resp.status == 400
-        assert "port 6379" in (await resp.json())["detail"]
+        assert "port 6379" in await refusal(client, token, f"http://lab.test:{port}/")
     assert target.requests == [f"lab.test:{port}/"]
 
 
@@ -343,6 +334,4 @@ async def test_control_without_public_destinations_refuses_them(
     control = ControlConfig(resolver=dns_server.address, timeout_s=3.0, allow_public=False)
     client = await aiohttp_client(make_app(dataclasses.replace(config, control=control)))
     _, token = await enroll(client)
-    resp = await post_control(client, token, {"url": "http://1.1.1.1/"})
-    assert resp.status == 400
-    assert "allow_public" in (await resp.json())["detail"]
+    assert "allow_public" in await refusal(client, token, "http://1.1.1.1/")

@@ -8,8 +8,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +22,8 @@ from collector.store.postgres import PostgresStore, month_start
 from collector.store.sqlite import SqliteStore, measurement_row
 from shared.schema import Measurement, measurement_from_wire
 from tests.collector.conftest import record
-from tests.conftest import drop_test_database, skip_or_fail_in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
-DSN = os.environ.get("FILTERWATCH_TEST_PG_DSN", "")
 
 
 def ts(text: str) -> float:
@@ -158,23 +154,6 @@ def test_backup_of_postgres_points_at_pg_dump(tmp_path: Path) -> None:
     config.write_text("database: {postgres_dsn: 'postgresql://127.0.0.1:1/none'}\n")
     done = _cli("backup", "--out", "x", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 2 and "pg_dump" in done.stderr
-
-
-@pytest.fixture
-async def pg_dsn() -> AsyncIterator[str]:
-    if not DSN:
-        skip_or_fail_in_ci("FILTERWATCH_TEST_PG_DSN is not set (scripts/test sets it as root)")
-    try:
-        admin = await asyncpg.connect(DSN)
-    except (OSError, asyncpg.PostgresError) as exc:
-        skip_or_fail_in_ci(f"no PostgreSQL server at FILTERWATCH_TEST_PG_DSN: {exc}")
-    name = f"fw_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield DSN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await drop_test_database(admin, name)
-        await admin.close()
 
 
 async def _partitions(store: PostgresStore) -> list[str]:

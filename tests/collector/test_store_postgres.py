@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from collector.analysis.model import BucketCount
@@ -22,37 +18,11 @@ from collector.store.queries import Pseudonyms
 from collector.store.sqlite import SqliteStore
 from shared.schema import Measurement, measurement_from_wire
 from tests.collector.conftest import record
-from tests.conftest import drop_test_database, skip_or_fail_in_ci
-
-DSN = os.environ.get("FILTERWATCH_TEST_PG_DSN", "")
 
 
 @pytest.fixture
-async def pg_dsn() -> AsyncIterator[str]:
-    """A new, empty database on the test server for one test, dropped afterwards."""
-    if not DSN:
-        skip_or_fail_in_ci("FILTERWATCH_TEST_PG_DSN is not set (scripts/test sets it as root)")
-    try:
-        admin = await asyncpg.connect(DSN)
-    except (OSError, asyncpg.PostgresError) as exc:
-        skip_or_fail_in_ci(f"no PostgreSQL server at FILTERWATCH_TEST_PG_DSN: {exc}")
-    name = f"fw_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield DSN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await drop_test_database(admin, name)
-        await admin.close()
-
-
-@pytest.fixture
-async def store(pg_dsn: str) -> AsyncIterator[PostgresStore]:
-    s = PostgresStore(pg_dsn)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
+def store(pg_store: PostgresStore) -> PostgresStore:
+    return pg_store
 
 
 def measurements(n: int, **changes: Any) -> list[Measurement]:

@@ -142,16 +142,20 @@ def test_tls_older_than_1_2_is_refused(served: Served, ca: trustme.CA) -> None:
     assert _handshake(served.url, ca, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
 
 
+async def _until_logged(log: Path, event: str) -> None:
+    """Wait (30 s at the most) until the collector's log names ``event``."""
+    deadline = time.monotonic() + 30
+    while event not in (text := await asyncio.to_thread(log.read_text)):
+        assert time.monotonic() < deadline, text
+        await asyncio.sleep(0.1)
+
+
 async def test_sighup_reloads_a_renewed_certificate(served: Served, tmp_path: Path) -> None:
     """New files + SIGHUP: new connections get the new certificate, no restart."""
     renewed = trustme.CA()
     _issue(renewed, tmp_path)
     served.proc.send_signal(signal.SIGHUP)
-    log = tmp_path / "stderr.log"
-    deadline = time.monotonic() + 30
-    while "tls_reloaded" not in log.read_text():
-        assert time.monotonic() < deadline, log.read_text()
-        await asyncio.sleep(0.1)
+    await _until_logged(tmp_path / "stderr.log", "tls_reloaded")
     assert await _status(served.url + "/healthz", _client(renewed)) == 200
     assert served.proc.poll() is None
 
@@ -162,11 +166,7 @@ async def test_sighup_with_a_broken_pair_keeps_serving(
     """A renewal gone wrong (garbage key) is logged; the old certificate stays in service."""
     (tmp_path / "key.pem").write_text("not a key\n")
     served.proc.send_signal(signal.SIGHUP)
-    log = tmp_path / "stderr.log"
-    deadline = time.monotonic() + 30
-    while "tls_reload_failed" not in log.read_text():
-        assert time.monotonic() < deadline, log.read_text()
-        await asyncio.sleep(0.1)
+    await _until_logged(tmp_path / "stderr.log", "tls_reload_failed")
     assert await _status(served.url + "/healthz", _client(ca)) == 200
 
 

@@ -4,12 +4,8 @@ lapses, divergences and context fields, with and without --asn / --domain."""
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from collector.analysis import analyse_filtered, evidence_filters
@@ -22,9 +18,7 @@ from collector.store.postgres import _INSERT_SQL, PostgresStore
 from collector.store.sqlite import SqliteStore
 from tests.analysis.scenarios import NOISY_ISPS, STORY_DOMAINS, make_rows, noisy_story
 from tests.compare.helpers import store_with, stored_values
-from tests.conftest import skip_or_fail_in_ci
 
-DSN = os.environ.get("FILTERWATCH_TEST_PG_DSN", "")
 SELECTIONS = [
     build_filters(),
     build_filters(asn="44244"),
@@ -109,27 +103,6 @@ async def test_sqlite_store_and_compare_agree(tmp_path: Path, fmt: str) -> None:
             assert compared(export, filters) == await answer(store, filters), filters
     finally:
         await store.close()
-
-
-@pytest.fixture
-async def pg_store() -> AsyncIterator[PostgresStore]:
-    """A PostgreSQL store in a new database on the test server, dropped afterwards."""
-    if not DSN:
-        skip_or_fail_in_ci("FILTERWATCH_TEST_PG_DSN is not set (scripts/test sets it as root)")
-    try:
-        admin = await asyncpg.connect(DSN)
-    except (OSError, asyncpg.PostgresError) as exc:
-        skip_or_fail_in_ci(f"no PostgreSQL server at FILTERWATCH_TEST_PG_DSN: {exc}")
-    name = f"fw_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    store = PostgresStore(DSN.rsplit("/", 1)[0] + "/" + name)
-    try:
-        await store.open()
-        yield store
-    finally:
-        await store.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_postgres_store_sqlite_store_and_compare_agree(

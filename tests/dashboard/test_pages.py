@@ -209,6 +209,19 @@ async def _open_event_id(client: aiohttp.ClientSession, collector: Collector) ->
     return match.group(1)
 
 
+async def _open_event_json(client: aiohttp.ClientSession, collector: Collector) -> tuple[str, Any]:
+    """The open leak's id on IR's page, and what the page's JSON link gives for it."""
+    event_id = await _open_event_id(client, collector)
+    async with client.get(collector.url(f"/events/{event_id}.json")) as resp:
+        return event_id, await resp.json()
+
+
+async def _api_json(client: aiohttp.ClientSession, collector: Collector, path: str) -> Any:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with client.get(collector.url(path), headers=headers) as resp:
+        return await resp.json()
+
+
 async def test_state_changing_forms_need_their_csrf_token(collector: Collector) -> None:
     """Revoking an agent or signing out without the session's CSRF token does nothing."""
     client = await _session(collector)
@@ -320,14 +333,8 @@ async def test_the_event_json_is_the_monitors_record(collector: Collector) -> No
     the same id, revision and claims, checkable against the API and the exports."""
     client = await _session(collector)
     try:
-        event_id = await _open_event_id(client, collector)
-        async with client.get(collector.url(f"/events/{event_id}.json")) as resp:
-            mine = await resp.json()
-        async with client.get(
-            collector.url(f"/api/v1/events/{event_id}"),
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as resp:
-            record = (await resp.json())["event"]
+        event_id, mine = await _open_event_json(client, collector)
+        record = (await _api_json(client, collector, f"/api/v1/events/{event_id}"))["event"]
     finally:
         await client.close()
     assert event_id.startswith("ev_") and mine == record
@@ -343,13 +350,8 @@ async def test_without_the_monitor_the_pages_run_the_analysis(
     collector = Collector(server, app, await dataset.fill(app[STORE]))
     client = await _session(collector)
     try:
-        event_id = await _open_event_id(client, collector)
-        async with client.get(collector.url(f"/events/{event_id}.json")) as resp:
-            mine = await resp.json()
-        async with client.get(
-            collector.url("/api/v1/leaks"), headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as resp:
-            leaks = (await resp.json())["leaks"]
+        event_id, mine = await _open_event_json(client, collector)
+        leaks = (await _api_json(client, collector, "/api/v1/leaks"))["leaks"]
     finally:
         await client.close()
     assert mine.pop("id") == event_id == "lapse-ir-31549-" + event_id.rsplit("-", 1)[1]

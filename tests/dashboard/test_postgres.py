@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,10 @@ from collector.config import DatabaseConfig
 from collector.dashboard.records import Records
 from collector.state import STORE
 from collector.store.postgres import PostgresStore
-from tests.collector.test_store_postgres import pg_dsn  # noqa: F401  (the fixture)
 from tests.dashboard import dataset
 from tests.dashboard.conftest import TOKEN, csrf_of, dashboard_config, wait_for_record
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def pg_store(pg_dsn: str) -> AsyncIterator[PostgresStore]:  # noqa: F811
-    store = PostgresStore(pg_dsn)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def test_sessions_live_hashed_and_revocable_in_postgres(pg_store: PostgresStore) -> None:
@@ -70,7 +58,7 @@ async def test_agents_coverage_and_examples_from_postgres(pg_store: PostgresStor
 async def test_the_dashboard_serves_from_postgres(
     aiohttp_server: Any,
     tmp_path: Path,
-    pg_dsn: str,  # noqa: F811
+    pg_dsn: str,
 ) -> None:
     """A collector on PostgreSQL signs in, shows the leaking ISP and the event's examples."""
     config = dashboard_config(tmp_path)

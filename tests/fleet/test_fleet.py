@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,35 +30,16 @@ from agent.uploader import Uploader
 from bench.fleet import free_port, haproxy_config
 from bench.ingest.workload import measurement as wire_measurement
 from shared.schema import measurement_from_wire
-from tests.conftest import drop_test_database, skip_or_fail_in_ci
+from tests.conftest import skip_or_fail_in_ci
 
 pytestmark = [pytest.mark.fleet, pytest.mark.postgres, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-DSN = os.environ.get("FILTERWATCH_TEST_PG_DSN", "")
 AGENTS = 20
 ROUNDS = 30
 PER_ROUND = 10
 ROUND_S = 0.25
 FILTERWATCH = (sys.executable, "-m", "filterwatch")
-
-
-@pytest.fixture
-async def pg_dsn() -> AsyncIterator[str]:
-    """A new, empty database for the fleet, dropped afterwards."""
-    if not DSN:
-        skip_or_fail_in_ci("FILTERWATCH_TEST_PG_DSN is not set (scripts/test sets it as root)")
-    try:
-        admin = await asyncpg.connect(DSN)
-    except (OSError, asyncpg.PostgresError) as exc:
-        skip_or_fail_in_ci(f"no PostgreSQL server at FILTERWATCH_TEST_PG_DSN: {exc}")
-    name = f"fw_fleet_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield DSN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await drop_test_database(admin, name)
-        await admin.close()
 
 
 @dataclass

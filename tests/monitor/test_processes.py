@@ -9,20 +9,15 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import re
 import signal
 import sqlite3
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
-import pytest
 
 from collector.alerts.subscriptions import subscription_key
 from collector.store.base import Store
@@ -30,10 +25,8 @@ from collector.store.postgres import PostgresStore
 from collector.store.records import EventChange, EventQuery
 from collector.store.sqlite import SqliteStore
 from tests.alerts.test_webhooks import Receiver, an_event, free_port
-from tests.conftest import skip_or_fail_in_ci
 from tests.monitor.helpers import SECRET, agent_id, measurement, upload, webhook
 
-DSN = os.environ.get("FILTERWATCH_TEST_PG_DSN", "")
 ROOT = Path(__file__).resolve().parents[2]
 FB, TW = "fb.example", "tw.example"
 
@@ -171,24 +164,6 @@ async def test_kill_9_between_commit_and_delivery_loses_nothing(tmp_path: Path) 
         200,
         "lapse",
     )
-
-
-@pytest.fixture
-async def pg_dsn() -> AsyncIterator[str]:
-    """A new, empty database on the test server for one test, dropped afterwards."""
-    if not DSN:
-        skip_or_fail_in_ci("FILTERWATCH_TEST_PG_DSN is not set (scripts/test sets it as root)")
-    try:
-        admin = await asyncpg.connect(DSN)
-    except (OSError, asyncpg.PostgresError) as exc:
-        skip_or_fail_in_ci(f"no PostgreSQL server at FILTERWATCH_TEST_PG_DSN: {exc}")
-    name = f"fw_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield DSN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def two_collectors(
