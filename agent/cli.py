@@ -196,10 +196,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from agent.blockpages import fingerprints_from_json, load_fingerprint_set
     from agent.state import load_fingerprint_doc, load_targets
 
-    try:
-        setup = _setup(args)
-    except ConfigError as exc:
-        return _fail(f"configuration: {exc}")
+    setup = _setup(args)  # a ConfigError: exit 2 naming the file and the key
     try:
         creds = load_credentials(setup.state_dir)
     except NotEnrolledError:
@@ -210,10 +207,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except StateError as exc:
         return _fail(f"credentials: {exc}")
     config = setup.config or default_config(creds.collector_url)
-    try:
-        own = load_fingerprint_set(list(config.probes.fingerprints))
-    except ConfigError as exc:
-        return _fail(f"probes.fingerprints: {exc}")
+    own = load_fingerprint_set(list(config.probes.fingerprints))  # ConfigError: file, line
     try:
         cached_doc = load_fingerprint_doc(setup.state_dir)
         cached = fingerprints_from_json(cached_doc) if cached_doc is not None else None
@@ -222,12 +216,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except ConfigError as exc:
         return _fail(f"cached fingerprints: {exc} (remove the file; the next round fetches it)")
-    for name, path in (
-        ("probes.ca_file", config.probes.ca_file),
-        ("upload.ca_file", config.upload.ca_file),
-    ):
-        if path is not None and not path.is_file():
-            return _fail(f"{name}: {path}: no such file")
     doc: dict[str, Any] = {
         "config": str(args.config or (default_config_path() if setup.config else "")) or None,
         "state_dir": str(setup.state_dir),
