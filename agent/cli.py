@@ -8,12 +8,12 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agent.collector_api import ApiError, enroll, ssl_context, upload_channel
-from agent.config import AgentConfig, default_config, load_agent_config
+from agent.config import AgentConfig, AgentSetup, default_config, load_agent_setup
 from agent.spool import read_stats
 from agent.state import (
     SPOOL_FILE,
@@ -104,20 +104,9 @@ def register(sub: Any) -> None:
         c.set_defaults(handler=handler, system=False)
 
 
-@dataclass(frozen=True, slots=True)
-class _Setup:
-    config: AgentConfig | None  # None when there is no configuration file yet
-    state_dir: Path
-
-
-def _setup(args: argparse.Namespace) -> _Setup:
+def _setup(args: argparse.Namespace) -> AgentSetup:
     """The configuration file (explicit, or the default one if it exists) and state dir."""
-    path: Path | None = args.config
-    if path is None and default_config_path().exists():
-        path = default_config_path()
-    config = load_agent_config(path) if path is not None else None
-    state_dir = args.state_dir or (config.state_dir if config else None) or default_state_dir()
-    return _Setup(config, state_dir)
+    return load_agent_setup(args.config, args.state_dir)
 
 
 def _config_and_credentials(args: argparse.Namespace) -> tuple[AgentConfig, Credentials, Path]:
@@ -217,7 +206,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(f"cached fingerprints: {exc} (remove the file; the next round fetches it)")
     doc: dict[str, Any] = {
-        "config": str(args.config or (default_config_path() if setup.config else "")) or None,
+        "config": str(setup.config_path) if setup.config_path else None,
         "state_dir": str(setup.state_dir),
         "agent_id": creds.agent_id,
         "collector_url": config.collector_url,

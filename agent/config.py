@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agent.probes.dns import parse_resolver
+from agent.state import default_config_path, default_state_dir
 from shared.config import (
     EXISTING,
     EXISTING_FILE,
@@ -148,6 +149,25 @@ def load_agent_config(path: Path | str) -> AgentConfig:
     """Read the agent's YAML configuration; ``ConfigError`` names the file and key (the
     files it names must exist)."""
     return load_config(AgentConfig, path, check_files=True)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSetup:
+    """The configuration an agent command runs with, and where its state is."""
+
+    config: AgentConfig | None  # None when there is no configuration file yet
+    config_path: Path | None  # the file it was read from
+    state_dir: Path
+
+
+def load_agent_setup(config_path: Path | None, state_dir: Path | None) -> AgentSetup:
+    """The configuration in ``config_path``, or in the default file if that exists; the state
+    directory ``state_dir``, or the configuration's, or the default one."""
+    if config_path is None and default_config_path().exists():
+        config_path = default_config_path()
+    config = load_agent_config(config_path) if config_path is not None else None
+    state_dir = state_dir or (config.state_dir if config else None) or default_state_dir()
+    return AgentSetup(config, config_path, state_dir)
 
 
 def default_config(collector_url: str) -> AgentConfig:

@@ -47,6 +47,7 @@ EXISTING: Final[Mapping[str, str]] = {"must_exist": "path"}
 EXISTING_FILE: Final[Mapping[str, str]] = {"must_exist": "file"}
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATIONS: Final = "a duration like 30s, 5m, 2h or 7d"
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
 
@@ -99,7 +100,10 @@ def parse_with(key: str, parse: Callable[[str], T], text: str) -> T:
 
 def duration(key: str, text: str, minimum: float) -> float:
     """The seconds in ``text`` (``"7d"``); ``ConfigError`` at ``key`` if not one or too short."""
-    seconds = parse_with(key, parse_duration, text)
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise ConfigError("", key, f"expected {_DURATIONS}, got {_describe(text)}") from None
     require(seconds >= minimum, key, f"must be at least {_shown_seconds(minimum)}")
     return seconds
 
@@ -177,8 +181,9 @@ class _Builder:
             if key.rsplit(".", 1)[-1].endswith("_s") and isinstance(value, str):
                 try:
                     return parse_duration(value)
-                except ValueError as exc:
-                    raise self.error(key, str(exc)) from None
+                except ValueError:
+                    problem = f"expected a number, got {_describe(value)} (or {_DURATIONS})"
+                    raise self.error(key, problem) from None
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise self.error(key, f"expected a number, got {_describe(value)}")
             return float(value)
@@ -209,11 +214,20 @@ class _Builder:
             sub_key = _join(key, name)
             if name in value:
                 kwargs[name] = self.build(hints[name], value[name], sub_key)
-                kind = f.metadata.get("must_exist")
-                if self.check_files and kind is not None:
-                    self.require_paths(kwargs[name], sub_key, files_only=kind == "file")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise self.error(sub_key, "required key is missing")
+        built = self.construct(cls, kwargs, key, fields)
+        if self.check_files:
+            # After the dataclass's own checks: a path that goes with another is named first.
+            for name in kwargs:
+                kind = fields[name].metadata.get("must_exist")
+                if kind is not None:
+                    self.require_paths(kwargs[name], _join(key, name), files_only=kind == "file")
+        return built
+
+    def construct(
+        self, cls: type[Any], kwargs: dict[str, Any], key: str, fields: Mapping[str, Any]
+    ) -> Any:
         try:
             return cls(**kwargs)
         except ConfigError as exc:
