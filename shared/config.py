@@ -216,7 +216,7 @@ class _Builder:
                 kwargs[name] = self.build(hints[name], value[name], sub_key)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise self.error(sub_key, "required key is missing")
-        built = self.construct(cls, kwargs, key, fields)
+        built = self.construct(cls, kwargs, key)
         if self.check_files:
             # After the dataclass's own checks: a path that goes with another is named first.
             for name in kwargs:
@@ -225,9 +225,7 @@ class _Builder:
                     self.require_paths(kwargs[name], _join(key, name), files_only=kind == "file")
         return built
 
-    def construct(
-        self, cls: type[Any], kwargs: dict[str, Any], key: str, fields: Mapping[str, Any]
-    ) -> Any:
+    def construct(self, cls: type[Any], kwargs: dict[str, Any], key: str) -> Any:
         try:
             return cls(**kwargs)
         except ConfigError as exc:
@@ -236,12 +234,8 @@ class _Builder:
             # The dataclass's own check: it names its field, the loader the file and the path.
             raise self.error(_join(key, exc.key), exc.problem) from None
         except (ValueError, TypeError) as exc:
-            # A check that names its field ("timeout_s: must be ...") is reported at that key.
-            message = str(exc)
-            name, sep, problem = message.partition(": ")
-            if sep and name.split("[", 1)[0] in fields:
-                raise self.error(_join(key, name), problem) from None
-            raise self.error(key, message) from None
+            # Not one of our checks (they raise ConfigError): the dataclass as a whole is named.
+            raise self.error(key, str(exc)) from None
 
     def require_paths(
         self, value: Path | tuple[Path, ...] | None, key: str, *, files_only: bool
