@@ -13,41 +13,42 @@ from shared.errors import ConfigError
 URL = "http://127.0.0.1:9"
 
 
+# Each value check of the agent's configuration: the YAML, and the error after the file name.
+BAD_VALUES = [
+    ("interval_s: 0\n", "interval_s: must be greater than 0, got 0"),
+    (
+        "interval_s: 60\njitter_s: 60\n",
+        "jitter_s: must be at least 0 and less than interval_s (60), got 60",
+    ),
+    ("concurrency: 0\n", "concurrency: must be between 1 and 1024, got 0"),
+    (
+        "concurrency: 4\nper_host_limit: 5\n",
+        "per_host_limit: must be between 1 and concurrency (4), got 5",
+    ),
+    ("probes: {timeout_s: -1}\n", "probes.timeout_s: must be greater than 0, got -1"),
+    (
+        "upload: {retry_base_s: 10, retry_cap_s: 5}\n",
+        "upload.retry_cap_s: must be at least retry_base_s (10), got 5",
+    ),
+    (
+        "upload: {batch_max_results: 0}\n",
+        "upload.batch_max_results: must be between 1 and 5000, got 0",
+    ),
+    (
+        "upload: {batch_max_bytes: 10}\n",
+        "upload.batch_max_bytes: must be at least 4096, got 10",
+    ),
+    ("spool: {max_bytes: 1}\n", "spool.max_bytes: must be at least 65536, got 1"),
+]
+
+
 def _agent_yaml(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "agent.yaml"
     path.write_text(f"collector_url: {URL}\n{text}")
     return path
 
 
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("interval_s: 0\n", "interval_s: must be greater than 0, got 0"),
-        (
-            "interval_s: 60\njitter_s: 60\n",
-            "jitter_s: must be at least 0 and less than interval_s (60), got 60",
-        ),
-        ("concurrency: 0\n", "concurrency: must be between 1 and 1024, got 0"),
-        (
-            "concurrency: 4\nper_host_limit: 5\n",
-            "per_host_limit: must be between 1 and concurrency (4), got 5",
-        ),
-        ("probes: {timeout_s: -1}\n", "probes.timeout_s: must be greater than 0, got -1"),
-        (
-            "upload: {retry_base_s: 10, retry_cap_s: 5}\n",
-            "upload.retry_cap_s: must be at least retry_base_s (10), got 5",
-        ),
-        (
-            "upload: {batch_max_results: 0}\n",
-            "upload.batch_max_results: must be between 1 and 5000, got 0",
-        ),
-        (
-            "upload: {batch_max_bytes: 10}\n",
-            "upload.batch_max_bytes: must be at least 4096, got 10",
-        ),
-        ("spool: {max_bytes: 1}\n", "spool.max_bytes: must be at least 65536, got 1"),
-    ],
-)
+@pytest.mark.parametrize(("text", "message"), BAD_VALUES)
 def test_a_bad_value_is_named_by_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     """Each value check of the agent's configuration: one line, the file, the key path."""
     path = _agent_yaml(tmp_path, text)
