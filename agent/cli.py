@@ -8,12 +8,12 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agent.collector_api import ApiError, enroll, ssl_context, upload_channel
-from agent.config import AgentConfig, default_config, load_agent_config
+from agent.config import AgentConfig, AgentSetup, default_config, load_agent_setup
 from agent.spool import read_stats
 from agent.state import (
     SPOOL_FILE,
@@ -104,20 +104,9 @@ def register(sub: Any) -> None:
         c.set_defaults(handler=handler, system=False)
 
 
-@dataclass(frozen=True, slots=True)
-class _Setup:
-    config: AgentConfig | None  # None when there is no configuration file yet
-    state_dir: Path
-
-
-def _setup(args: argparse.Namespace) -> _Setup:
+def _setup(args: argparse.Namespace) -> AgentSetup:
     """The configuration file (explicit, or the default one if it exists) and state dir."""
-    path: Path | None = args.config
-    if path is None and default_config_path().exists():
-        path = default_config_path()
-    config = load_agent_config(path) if path is not None else None
-    state_dir = args.state_dir or (config.state_dir if config else None) or default_state_dir()
-    return _Setup(config, state_dir)
+    return load_agent_setup(args.config, args.state_dir)
 
 
 def _config_and_credentials(args: argparse.Namespace) -> tuple[AgentConfig, Credentials, Path]:
@@ -196,10 +185,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from agent.blockpages import fingerprints_from_json, load_fingerprint_set
     from agent.state import load_fingerprint_doc, load_targets
 
-    try:
-        setup = _setup(args)
-    except ConfigError as exc:
-        return _fail(f"configuration: {exc}")
+    setup = _setup(args)  # a ConfigError: exit 2 naming the file and the key
     try:
         creds = load_credentials(setup.state_dir)
     except NotEnrolledError:
@@ -210,10 +196,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except StateError as exc:
         return _fail(f"credentials: {exc}")
     config = setup.config or default_config(creds.collector_url)
-    try:
-        own = load_fingerprint_set(list(config.probes.fingerprints))
-    except ConfigError as exc:
-        return _fail(f"probes.fingerprints: {exc}")
+    own = load_fingerprint_set(list(config.probes.fingerprints))  # ConfigError: file, line
     try:
         cached_doc = load_fingerprint_doc(setup.state_dir)
         cached = fingerprints_from_json(cached_doc) if cached_doc is not None else None
@@ -222,14 +205,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except ConfigError as exc:
         return _fail(f"cached fingerprints: {exc} (remove the file; the next round fetches it)")
-    for name, path in (
-        ("probes.ca_file", config.probes.ca_file),
-        ("upload.ca_file", config.upload.ca_file),
-    ):
-        if path is not None and not path.is_file():
-            return _fail(f"{name}: {path}: no such file")
     doc: dict[str, Any] = {
-        "config": str(args.config or (default_config_path() if setup.config else "")) or None,
+        "config": str(setup.config_path) if setup.config_path else None,
         "state_dir": str(setup.state_dir),
         "agent_id": creds.agent_id,
         "collector_url": config.collector_url,

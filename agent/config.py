@@ -12,17 +12,27 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agent.probes.dns import parse_resolver
-from shared.config import config_from_mapping, load_config
+from agent.state import default_config_path, default_state_dir
+from shared.config import (
+    EXISTING,
+    EXISTING_FILE,
+    config_from_mapping,
+    http_url,
+    load_config,
+    parse_with,
+    require,
+)
 from shared.logging import LoggingConfig
 
 # At the default concurrency the agent measures 1,000 slow targets more than 20 times faster
 # than one at a time while staying under 60 MB of memory (see bench/agent and the README).
 DEFAULT_CONCURRENCY = 32
 
+PROXY_SCHEMES = ("http", "https", "socks4", "socks5", "socks5h")
 
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{name}: must be greater than 0, got {value}")
+
+def _positive(key: str, value: float) -> None:
+    require(value > 0, key, f"must be greater than 0, got {value:g}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,18 +42,15 @@ class ProbesConfig:
     timeout_s: float = 15.0
     resolver: str | None = None  # "ip" or "ip:port"; None: the first nameserver of resolv.conf
     system_resolver: bool = True
-    ca_file: Path | None = None
+    ca_file: Path | None = field(default=None, metadata=EXISTING_FILE)
     # Blockpage fingerprint files (OONI CSV, Censored Planet JSON lines) or directories of
     # them, used with the shipped set and the collector's (agent/blockpages.py).
-    fingerprints: tuple[Path, ...] = ()
+    fingerprints: tuple[Path, ...] = field(default=(), metadata=EXISTING)
 
     def __post_init__(self) -> None:
         _positive("timeout_s", self.timeout_s)
         if self.resolver is not None:
-            try:
-                parse_resolver(self.resolver)
-            except ValueError as exc:
-                raise ValueError(f"resolver: {exc}") from None
+            parse_with("resolver", parse_resolver, self.resolver)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,31 +60,36 @@ class UploadConfig:
     batch_max_results: int = 500
     batch_max_bytes: int = 1024 * 1024
     proxy: str | None = None  # http://, https://, socks4://, socks5:// (collector blocked)
-    ca_file: Path | None = None  # an extra CA the agent trusts for the collector
+    # An extra CA the agent trusts for the collector.
+    ca_file: Path | None = field(default=None, metadata=EXISTING_FILE)
     retry_base_s: float = 2.0  # first retry within this; doubles per failure (full jitter)
     retry_cap_s: float = 300.0  # the longest wait between retries (Retry-After may ask more)
 
     def __post_init__(self) -> None:
         _positive("retry_base_s", self.retry_base_s)
-        if self.retry_cap_s < self.retry_base_s:
-            raise ValueError("upload.retry_cap_s must be at least upload.retry_base_s")
-        if not 1 <= self.batch_max_results <= 5000:
-            raise ValueError(
-                f"upload.batch_max_results must be between 1 and 5000, got {self.batch_max_results}"
-            )
-        if self.batch_max_bytes < 4096:
-            raise ValueError(
-                f"upload.batch_max_bytes must be at least 4096, got {self.batch_max_bytes}"
-            )
+        require(
+            self.retry_cap_s >= self.retry_base_s,
+            "retry_cap_s",
+            f"must be at least retry_base_s ({self.retry_base_s:g}), got {self.retry_cap_s:g}",
+        )
+        require(
+            1 <= self.batch_max_results <= 5000,
+            "batch_max_results",
+            f"must be between 1 and 5000, got {self.batch_max_results}",
+        )
+        require(
+            self.batch_max_bytes >= 4096,
+            "batch_max_bytes",
+            f"must be at least 4096, got {self.batch_max_bytes}",
+        )
         if self.proxy is not None:
             parts = urlsplit(self.proxy)
-            if parts.scheme not in ("http", "https", "socks4", "socks5", "socks5h"):
-                raise ValueError(
-                    f"proxy: {self.proxy!r} must start with http://, https://, socks4:// or"
-                    " socks5://"
-                )
-            if not parts.hostname:
-                raise ValueError(f"proxy: {self.proxy!r} names no host")
+            require(
+                parts.scheme in PROXY_SCHEMES,
+                "proxy",
+                f"{self.proxy!r} must start with http://, https://, socks4:// or socks5://",
+            )
+            require(bool(parts.hostname), "proxy", f"{self.proxy!r} names no host")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +99,11 @@ class SpoolConfig:
     max_bytes: int = 100 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        if self.max_bytes < 64 * 1024:
-            raise ValueError(f"spool.max_bytes must be at least 65536, got {self.max_bytes}")
+        require(
+            self.max_bytes >= 64 * 1024,
+            "max_bytes",
+            f"must be at least 65536, got {self.max_bytes}",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,25 +124,50 @@ class AgentConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.collector_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"collector_url: must be an http:// or https:// URL with a host, got"
-                f" {self.collector_url!r}"
-            )
+        http_url("collector_url", self.collector_url)
         _positive("interval_s", self.interval_s)
-        if self.jitter_s < 0 or self.jitter_s >= self.interval_s:
-            raise ValueError("jitter_s must be at least 0 and less than interval_s")
-        if not 1 <= self.concurrency <= 1024:
-            raise ValueError(f"concurrency must be between 1 and 1024, got {self.concurrency}")
+        require(
+            0 <= self.jitter_s < self.interval_s,
+            "jitter_s",
+            f"must be at least 0 and less than interval_s ({self.interval_s:g}),"
+            f" got {self.jitter_s:g}",
+        )
+        require(
+            1 <= self.concurrency <= 1024,
+            "concurrency",
+            f"must be between 1 and 1024, got {self.concurrency}",
+        )
         _positive("shutdown_grace_s", self.shutdown_grace_s)
-        if not 1 <= self.per_host_limit <= self.concurrency:
-            raise ValueError("per_host_limit must be between 1 and concurrency")
+        require(
+            1 <= self.per_host_limit <= self.concurrency,
+            "per_host_limit",
+            f"must be between 1 and concurrency ({self.concurrency}), got {self.per_host_limit}",
+        )
 
 
 def load_agent_config(path: Path | str) -> AgentConfig:
-    """Read the agent's YAML configuration; ``ConfigError`` names the file and key."""
-    return load_config(AgentConfig, path)
+    """Read the agent's YAML configuration; ``ConfigError`` names the file and key (the
+    files it names must exist)."""
+    return load_config(AgentConfig, path, check_files=True)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSetup:
+    """The configuration an agent command runs with, and where its state is."""
+
+    config: AgentConfig | None  # None when there is no configuration file yet
+    config_path: Path | None  # the file it was read from
+    state_dir: Path
+
+
+def load_agent_setup(config_path: Path | None, state_dir: Path | None) -> AgentSetup:
+    """The configuration in ``config_path``, or in the default file if that exists; the state
+    directory ``state_dir``, or the configuration's, or the default one."""
+    if config_path is None and default_config_path().exists():
+        config_path = default_config_path()
+    config = load_agent_config(config_path) if config_path is not None else None
+    state_dir = state_dir or (config.state_dir if config else None) or default_state_dir()
+    return AgentSetup(config, config_path, state_dir)
 
 
 def default_config(collector_url: str) -> AgentConfig:

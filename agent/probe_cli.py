@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from agent.blockpages import Fingerprints, load_fingerprint_set
 from agent.collector_api import direct_session, upload_channel
-from agent.config import AgentConfig, load_agent_config
+from agent.config import AgentConfig, load_agent_setup
 from agent.control_client import request_control
 from agent.identity import Clock, NetworkIdentity
 from agent.probes.web import ProbeOptions, measure, parse_target
@@ -30,8 +30,6 @@ from agent.state import (
     Credentials,
     NotEnrolledError,
     StateError,
-    default_config_path,
-    default_state_dir,
     load_credentials,
 )
 from agent.verdict import assess, dns_answers
@@ -307,16 +305,8 @@ async def _probe(
 
 
 def _load(args: argparse.Namespace) -> tuple[AgentConfig | None, Path]:
-    path: Path | None = getattr(args, "config", None)
-    if path is None and default_config_path().exists():
-        path = default_config_path()
-    config = load_agent_config(path) if path is not None else None
-    state_dir = (
-        getattr(args, "state_dir", None)
-        or (config.state_dir if config else None)
-        or default_state_dir()
-    )
-    return config, state_dir
+    setup = load_agent_setup(getattr(args, "config", None), getattr(args, "state_dir", None))
+    return setup.config, setup.state_dir
 
 
 def _print(lines: Iterable[str]) -> None:
@@ -333,11 +323,6 @@ def run_probe(args: argparse.Namespace) -> int:
         print(f"filterwatch: {url!r}: {exc}", file=sys.stderr)
         return 2
     config, state_dir = _load(args)  # a ConfigError reaches the CLI, which exits 2
-    try:
-        _options(config)
-    except ValueError as exc:
-        print(f"filterwatch: probes: {exc}", file=sys.stderr)
-        return 2
     creds: Credentials | None = None
     not_enrolled: str | None = None
     try:

@@ -7,15 +7,26 @@ with a message naming the file and the key.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from agent.probes.dns import parse_resolver
 from collector.dashboard.config import DashboardConfig
-from shared.config import config_from_mapping, load_config, parse_duration
+from shared.config import (
+    EXISTING,
+    EXISTING_FILE,
+    Network,
+    cidr_ranges,
+    config_from_mapping,
+    derive,
+    derived,
+    duration,
+    http_url,
+    load_config,
+    parse_with,
+    require,
+)
 from shared.logging import LoggingConfig
 
 DEFAULT_HOST = "127.0.0.1"
@@ -27,22 +38,23 @@ DEFAULT_SQLITE_PATH = Path("filterwatch.sqlite3")
 class ListenConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
-    tls_cert: Path | None = None  # PEM certificate chain: the collector serves HTTPS itself
-    tls_key: Path | None = None  # PEM private key; both reloaded on SIGHUP
+    # PEM certificate chain and private key: the collector serves HTTPS itself; both are
+    # loaded again on SIGHUP.
+    tls_cert: Path | None = field(default=None, metadata=EXISTING_FILE)
+    tls_key: Path | None = field(default=None, metadata=EXISTING_FILE)
     # Load balancers (CIDRs) whose X-Forwarded-For names the real caller (HAProxy's
     # `option forwardfor`); from anyone else the header is ignored.
     trusted_proxies: tuple[str, ...] = ()
+    trusted_networks: tuple[Network, ...] = derived()
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port: {self.port} is not in 0..65535")
-        for cidr in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"trusted_proxies: {cidr!r} is not a CIDR range") from None
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert: goes with tls_key: set both or neither")
+        require(0 <= self.port <= 65535, "port", f"{self.port} is not in 0..65535")
+        derive(self, "trusted_networks", cidr_ranges("trusted_proxies", self.trusted_proxies))
+        require(
+            (self.tls_cert is None) == (self.tls_key is None),
+            "tls_cert",
+            "goes with tls_key: set both or neither",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +64,19 @@ class DatabaseConfig:
     # Keep measurements this long (a duration like 400d); older ones are pruned hourly
     # (PostgreSQL: whole months dropped). None: keep everything.
     retention: str | None = None
+    retention_s: float | None = derived()
 
     def __post_init__(self) -> None:
-        if self.postgres_dsn is not None and not self.postgres_dsn.startswith(
-            ("postgresql://", "postgres://")
-        ):
-            raise ValueError("postgres_dsn: expected a postgresql://user:password@host/db URL")
-        if self.retention is not None and parse_duration(self.retention) < 86400:
-            raise ValueError("retention: must be at least 1d")
-
-    @property
-    def retention_s(self) -> float | None:
-        return None if self.retention is None else parse_duration(self.retention)
+        require(
+            self.postgres_dsn is None
+            or self.postgres_dsn.startswith(("postgresql://", "postgres://")),
+            "postgres_dsn",
+            "expected a postgresql://user:password@host/db URL",
+        )
+        if self.retention is None:
+            derive(self, "retention_s", None)
+        else:
+            derive(self, "retention_s", duration("retention", self.retention, 86400))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,53 +88,37 @@ class LimitsConfig:
     body_min_bytes_per_second: int = 16 * 1024  # ...plus one second per this many bytes
 
     def __post_init__(self) -> None:
-        if self.max_body_bytes < 1024:
-            raise ValueError("max_body_bytes: must be at least 1024")
-        if self.max_inflight_batches < 1:
-            raise ValueError("max_inflight_batches: must be at least 1")
-        if self.max_uploads_per_agent < 1:
-            raise ValueError("max_uploads_per_agent: must be at least 1")
-        if not 0 < self.body_timeout_s <= 3600:
-            raise ValueError("body_timeout_s: must be more than 0 and at most 3600 seconds")
-        if self.body_min_bytes_per_second < 1:
-            raise ValueError("body_min_bytes_per_second: must be at least 1")
+        require(self.max_body_bytes >= 1024, "max_body_bytes", "must be at least 1024")
+        require(self.max_inflight_batches >= 1, "max_inflight_batches", "must be at least 1")
+        require(self.max_uploads_per_agent >= 1, "max_uploads_per_agent", "must be at least 1")
+        require(
+            0 < self.body_timeout_s <= 3600,
+            "body_timeout_s",
+            "must be more than 0 and at most 3600 seconds",
+        )
+        require(
+            self.body_min_bytes_per_second >= 1, "body_min_bytes_per_second", "must be at least 1"
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class ControlConfig:
     allow_ranges: tuple[str, ...] = ()  # CIDRs the control may measure although private (lab)
     resolver: str | None = None  # "ip" or "ip:port"; None: the system resolver
-    ca_file: Path | None = None  # extra CA bundle the control trusts (lab CA)
+    # Extra CA bundle the control trusts (lab CA).
+    ca_file: Path | None = field(default=None, metadata=EXISTING_FILE)
     timeout_s: float = 15.0
     allow_ports: tuple[int, ...] = ()  # ports the control may measure besides 80 and 443
     allow_public: bool = True  # false: only destinations inside allow_ranges (a closed lab)
+    allow_networks: tuple[Network, ...] = derived()
 
     def __post_init__(self) -> None:
         if self.resolver is not None:
-            try:
-                parse_resolver(self.resolver)
-            except ValueError as exc:
-                raise ValueError(f"resolver: {exc}") from None
+            parse_with("resolver", parse_resolver, self.resolver)
         for port in self.allow_ports:
-            if not 0 < port < 65536:
-                raise ValueError(f"allow_ports: {port} is not a TCP port (1..65535)")
-        for cidr in self.allow_ranges:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"allow_ranges: {cidr!r} is not a CIDR range") from None
-        if self.timeout_s <= 0:
-            raise ValueError("timeout_s: must be positive")
-
-
-def _duration(name: str, text: str, minimum: float) -> float:
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
-    if seconds < minimum:
-        raise ValueError(f"{name}: must be at least {minimum:g}s")
-    return seconds
+            require(0 < port < 65536, "allow_ports", f"{port} is not a TCP port (1..65535)")
+        derive(self, "allow_networks", cidr_ranges("allow_ranges", self.allow_ranges))
+        require(self.timeout_s > 0, "timeout_s", "must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,20 +130,14 @@ class MonitorConfig:
     interval_s: float = 60.0
     bucket: str = "1h"
     window: str = "7d"
+    bucket_s: float = derived()
+    window_s: float = derived()
 
     def __post_init__(self) -> None:
-        if self.interval_s <= 0:
-            raise ValueError("interval_s: must be positive")
-        if self.window_s < 2 * self.bucket_s:
-            raise ValueError("window: must be at least two buckets")
-
-    @property
-    def bucket_s(self) -> float:
-        return _duration("bucket", self.bucket, 1.0)
-
-    @property
-    def window_s(self) -> float:
-        return _duration("window", self.window, 1.0)
+        require(self.interval_s > 0, "interval_s", "must be positive")
+        derive(self, "bucket_s", duration("bucket", self.bucket, 1.0))
+        derive(self, "window_s", duration("window", self.window, 1.0))
+        require(self.window_s >= 2 * self.bucket_s, "window", "must be at least two buckets")
 
 
 KINDS: tuple[str, ...] = ("lapse", "uncorroborated", "unfiltered", "lagging", "partial")
@@ -154,7 +145,8 @@ KINDS: tuple[str, ...] = ("lapse", "uncorroborated", "unfiltered", "lagging", "p
 
 @dataclass(frozen=True, slots=True)
 class WebhookFilters:
-    """Which findings a subscription hears of; empty lists mean every value."""
+    """Which findings a subscription hears of; empty lists mean every value. Countries are
+    kept upper-case and domains lower-case, as findings name them."""
 
     cc: tuple[str, ...] = ()
     asn: tuple[int, ...] = ()
@@ -163,11 +155,11 @@ class WebhookFilters:
 
     def __post_init__(self) -> None:
         for kind in self.kinds:
-            if kind not in KINDS:
-                raise ValueError(f"kinds: {kind!r} is not one of {', '.join(KINDS)}")
+            require(kind in KINDS, "kinds", f"{kind!r} is not one of {', '.join(KINDS)}")
         for cc in self.cc:
-            if len(cc) != 2 or not cc.isalpha():
-                raise ValueError(f"cc: {cc!r} is not a two-letter country code")
+            require(len(cc) == 2 and cc.isalpha(), "cc", f"{cc!r} is not a two-letter country code")
+        derive(self, "cc", tuple(cc.upper() for cc in self.cc))
+        derive(self, "domain", tuple(domain.lower() for domain in self.domain))
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,13 +171,13 @@ class WebhookConfig:
     timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url: not an http:// or https:// URL with a host")
-        if len(self.secret) < 16:
-            raise ValueError("secret: use at least 16 characters (e.g. openssl rand -hex 32)")
-        if self.timeout_s <= 0:
-            raise ValueError("timeout_s: must be positive")
+        http_url("url", self.url, shown=False)  # a Slack-style hook's URL is itself a secret
+        require(
+            len(self.secret) >= 16,
+            "secret",
+            "use at least 16 characters (e.g. openssl rand -hex 32)",
+        )
+        require(self.timeout_s > 0, "timeout_s", "must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,29 +186,25 @@ class AlertsConfig:
     max_age: str = "24h"  # a delivery is retried this long, then given up
     public_feed: bool = False  # the Atom feed without an analyst token
     webhooks: tuple[WebhookConfig, ...] = ()
+    allow_networks: tuple[Network, ...] = derived()
+    max_age_s: float = derived()
 
     def __post_init__(self) -> None:
-        for cidr in self.allow_ranges:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"allow_ranges: {cidr!r} is not a CIDR range") from None
-        _ = self.max_age_s
-
-    @property
-    def max_age_s(self) -> float:
-        return _duration("max_age", self.max_age, 1.0)
+        derive(self, "allow_networks", cidr_ranges("allow_ranges", self.allow_ranges))
+        derive(self, "max_age_s", duration("max_age", self.max_age, 1.0))
 
 
 @dataclass(frozen=True, slots=True)
 class CollectorConfig:
     listen: ListenConfig = field(default_factory=ListenConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
-    netdb_path: Path | None = None  # IP-to-ASN TSV (plain or .gz); None: every caller is AS0/ZZ
-    targets_path: Path | None = None  # YAML or CSV target list (or a directory of CSVs)
+    # IP-to-ASN TSV (plain or .gz); None: every caller is AS0/ZZ.
+    netdb_path: Path | None = field(default=None, metadata=EXISTING_FILE)
+    # YAML or CSV target list (or a directory of CSVs).
+    targets_path: Path | None = field(default=None, metadata=EXISTING)
     # Blockpage fingerprints for the agents and the control: an OONI CSV or Censored Planet
     # JSON-lines file, or a directory of them; None: the set shipped with filterwatch.
-    fingerprints_path: Path | None = None
+    fingerprints_path: Path | None = field(default=None, metadata=EXISTING)
     analyst_tokens: tuple[str, ...] = ()  # plaintext tokens accepted besides generated ones
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -229,8 +217,10 @@ class CollectorConfig:
 def load_collector_config(path: Path | str | None) -> CollectorConfig:
     """The configuration in ``path``, or the defaults when ``path`` is None.
 
-    Raises ``shared.errors.ConfigError`` naming the file and the key.
+    Raises ``shared.errors.ConfigError`` naming the file and the key; the files it names
+    (netdb_path, targets_path, fingerprints_path, listen.tls_cert and tls_key,
+    control.ca_file) must exist.
     """
     if path is None:
         return config_from_mapping(CollectorConfig, {}, "<defaults>")
-    return load_config(CollectorConfig, path)
+    return load_config(CollectorConfig, path, check_files=True)

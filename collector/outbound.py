@@ -28,7 +28,7 @@ How a webhook sender should use it: make its session with ``checked_session`` (o
 ``ClientSession(connector=checked_connector(...), trust_env=False)``), send with
 ``allow_redirects=False`` and treat ``DestinationRefused`` as a permanent delivery failure::
 
-    async with checked_session(allow_ranges=config.alerts.allow_ranges,
+    async with checked_session(allow_ranges=config.alerts.allow_networks,
                                allow_ports=ANY_PORT) as session:
         try:
             async with session.post(url, data=body, allow_redirects=False) as resp: ...
@@ -407,11 +407,6 @@ def checked_session(
     )
 
 
-def parse_ranges(cidrs: Sequence[str]) -> tuple[Network, ...]:
-    """Configured CIDR strings as networks (the loader has already checked them)."""
-    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
-
-
 __all__ = [
     "ANY_PORT",
     "IPV4_SPECIAL",
@@ -424,7 +419,6 @@ __all__ = [
     "checked_connector",
     "checked_session",
     "checked_socket_factory",
-    "parse_ranges",
     "refusal",
     "resolve_checked",
     "vet_addresses",

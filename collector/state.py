@@ -131,9 +131,7 @@ def caller_address(request: web.Request) -> str | None:
 
 def _trusted_proxies(app: web.Application) -> tuple[IPNetwork, ...]:
     config = app.get(CONFIG)
-    if config is None or not config.listen.trusted_proxies:
-        return ()
-    return tuple(ipaddress.ip_network(c, strict=False) for c in config.listen.trusted_proxies)
+    return () if config is None else config.listen.trusted_networks
 
 
 def _within(address: str | None, networks: tuple[IPNetwork, ...]) -> bool:

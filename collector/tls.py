@@ -23,10 +23,8 @@ def server_context(cert: Path, key: Path, source: str = "<config>") -> ssl.SSLCo
 
 
 def load_pair(ctx: ssl.SSLContext, cert: Path, key: Path, source: str = "<config>") -> None:
-    """Load (or reload) the certificate and key into ``ctx``."""
-    for name, path in (("listen.tls_cert", cert), ("listen.tls_key", key)):
-        if not path.is_file():
-            raise ConfigError(source, name, f"{path}: no such file")
+    """Load (or reload) the certificate and key into ``ctx`` (the loader has checked that
+    they exist; a renewal may still have removed or broken them)."""
     try:
         ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
     except (ssl.SSLError, OSError) as exc:

@@ -133,11 +133,8 @@ def _operator(host: str, index: int) -> tuple[int, str]:
 
 
 def make_plan(scenario: Scenario) -> LabPlan:
-    """The address plan for ``scenario``; the same scenario always gets the same plan."""
-    if len(scenario.sites) > 200:
-        raise ValueError("the lab hosts at most 200 sites")
-    if len(scenario.isps) > 100:
-        raise ValueError("the lab builds at most 100 ISPs")
+    """The address plan for ``scenario``; the same scenario always gets the same plan (of
+    at most ``MAX_SITES`` sites and ``MAX_ISPS`` ISPs: the loader has checked)."""
     sites = []
     for i, site in enumerate(scenario.sites):
         asn, operator = _operator(site.host, i)

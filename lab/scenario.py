@@ -5,8 +5,7 @@ censors, glitches and ``down`` rounds, implies the ground truth the lab scores a
 ``load_scenario`` goes through ``shared.config.load_config`` (unknown keys and wrong types
 name the key and the file) and then checks what spans several keys or needs the exact key
 in its message: round numbers inside ``1..rounds``, unique ISP names and AS numbers, unique
-site hosts, blocking rates inside (0, 1], and ``blocks_from_round`` domains that the ISP's
-censor lists.
+site hosts, and ``blocks_from_round`` domains that the ISP's censor lists.
 """
 
 from __future__ import annotations
@@ -19,12 +18,15 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from shared.config import config_from_mapping, load_config
+from shared.config import config_from_mapping, load_config, require
 from shared.errors import ConfigError
 
 Method = Literal["dns_inject", "sni_reset", "http_blockpage", "ip_block"]
 METHODS: tuple[Method, ...] = ("dns_inject", "sni_reset", "http_blockpage", "ip_block")
 
+# What the lab's address plan (lab/plan.py) has room for.
+MAX_SITES = 200
+MAX_ISPS = 100
 # Address ranges of the lab's own plan (lab/plan.py): the scenario's blockpage must be elsewhere.
 LAB_RANGES = ("45.0.0.0/8", "5.52.0.0/16", "100.64.0.0/10")
 
@@ -32,9 +34,12 @@ _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
 
 
-def _check_domain(domain: str) -> None:
-    if not _DOMAIN_RE.match(domain):
-        raise ValueError(f"{domain!r} is not a lower-case domain name like facebook.com")
+def _check_domain(key: str, domain: str) -> None:
+    require(
+        bool(_DOMAIN_RE.match(domain)),
+        key,
+        f"{domain!r} is not a lower-case domain name like facebook.com",
+    )
 
 
 def domain_matches(host: str, domain: str) -> bool:
@@ -51,11 +56,17 @@ class Site:
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https"):
-            raise ValueError(f"url {self.url!r}: only http:// and https:// sites can be hosted")
-        if not parts.hostname or parts.port is not None or parts.username is not None:
-            raise ValueError(f"url {self.url!r}: expected a host name without port or user")
-        _check_domain(parts.hostname)
+        require(
+            parts.scheme in ("http", "https"),
+            "url",
+            f"{self.url!r}: only http:// and https:// sites can be hosted",
+        )
+        require(
+            bool(parts.hostname) and parts.port is None and parts.username is None,
+            "url",
+            f"{self.url!r}: expected a host name without port or user",
+        )
+        _check_domain("url", parts.hostname or "")
 
     @property
     def host(self) -> str:
@@ -70,24 +81,25 @@ class Site:
 class Rates:
     """Per method, the probability that the censor blocks one connection (``ip_block``),
     query (``dns_inject``), handshake (``sni_reset``) or request (``http_blockpage``) of a
-    listed domain; drawn independently each time, 1 (always) by default. The loader checks
-    that each is inside (0, 1] (``rate_problem``), naming the exact key."""
+    listed domain; drawn independently each time, 1 (always) by default; each inside (0, 1]."""
 
     dns_inject: float = 1.0
     sni_reset: float = 1.0
     http_blockpage: float = 1.0
     ip_block: float = 1.0
 
+    def __post_init__(self) -> None:
+        for method in METHODS:
+            rate = self.of(method)
+            require(
+                math.isfinite(rate) and 0 < rate <= 1,
+                method,
+                f"{rate:g} is not a probability in (0, 1] (1 blocks every time)",
+            )
+
     def of(self, method: Method) -> float:
         result: float = getattr(self, method)
         return result
-
-
-def rate_problem(rate: float) -> str | None:
-    """Why ``rate`` is not a blocking probability, or None when it is one."""
-    if not math.isfinite(rate) or not 0 < rate <= 1:
-        return f"{rate:g} is not a probability in (0, 1] (1 blocks every time)"
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +115,7 @@ class Censor:
     def __post_init__(self) -> None:
         for method in METHODS:
             for domain in getattr(self, method):
-                _check_domain(domain)
+                _check_domain(method, domain)
 
     def domains(self, method: Method) -> tuple[str, ...]:
         result: tuple[str, ...] = getattr(self, method)
@@ -129,16 +141,16 @@ class Glitch:
     methods: tuple[Method, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.from_round < 1:
-            raise ValueError("from_round must be at least 1")
-        if self.to_round < self.from_round:
-            raise ValueError("to_round must not be before from_round")
-        if not self.lift:
-            raise ValueError("lift must name at least one domain")
+        require(self.from_round >= 1, "from_round", "must be at least 1")
+        require(self.to_round >= self.from_round, "to_round", "must not be before from_round")
+        require(bool(self.lift), "lift", "must name at least one domain")
         for domain in self.lift:
-            _check_domain(domain)
-        if self.methods is not None and not self.methods:
-            raise ValueError("methods, when given, must name at least one method")
+            _check_domain("lift", domain)
+        require(
+            self.methods is None or bool(self.methods),
+            "methods",
+            "when given, must name at least one method",
+        )
 
     def covers(self, round_no: int) -> bool:
         return self.from_round <= round_no <= self.to_round
@@ -162,16 +174,16 @@ class Isp:
     blocks_from_round: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
-            raise ValueError(f"name {self.name!r}: use letters, digits, spaces, . _ - (max 64)")
-        if not 1 <= self.asn < 2**32:
-            raise ValueError(f"asn {self.asn} is not an AS number")
-        if self.agents < 0 or self.vpn_agents < 0:
-            raise ValueError("agents and vpn_agents must not be negative")
-        if self.agents + self.vpn_agents < 1:
-            raise ValueError("an ISP needs at least one agent")
-        if self.agents + self.vpn_agents > 60:
-            raise ValueError("at most 60 agents per ISP")
+        require(
+            bool(_NAME_RE.match(self.name)),
+            "name",
+            f"{self.name!r}: use letters, digits, spaces, . _ - (max 64)",
+        )
+        require(1 <= self.asn < 2**32, "asn", f"{self.asn} is not an AS number")
+        require(self.agents >= 0, "agents", "must not be negative")
+        require(self.vpn_agents >= 0, "vpn_agents", "must not be negative")
+        require(self.agents + self.vpn_agents >= 1, "agents", "an ISP needs at least one agent")
+        require(self.agents + self.vpn_agents <= 60, "agents", "at most 60 agents per ISP")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,29 +200,39 @@ class Scenario:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.name):
-            raise ValueError(f"name {self.name!r}: use letters, digits, . _ - (max 64)")
-        if not re.fullmatch(r"[A-Z]{2}", self.country):
-            raise ValueError(f"country {self.country!r}: expected two upper-case letters")
-        if not 2 <= self.round_seconds <= 3600:
-            raise ValueError("round_seconds must be between 2 and 3600")
-        if not 1 <= self.rounds <= 1000:
-            raise ValueError("rounds must be between 1 and 1000")
-        if not self.sites:
-            raise ValueError("sites: at least one site is needed")
-        if not self.isps:
-            raise ValueError("isps: at least one ISP is needed")
+        require(
+            bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.name)),
+            "name",
+            f"{self.name!r}: use letters, digits, . _ - (max 64)",
+        )
+        require(
+            bool(re.fullmatch(r"[A-Z]{2}", self.country)),
+            "country",
+            f"{self.country!r}: expected two upper-case letters",
+        )
+        require(2 <= self.round_seconds <= 3600, "round_seconds", "must be between 2 and 3600")
+        require(1 <= self.rounds <= 1000, "rounds", "must be between 1 and 1000")
+        require(bool(self.sites), "sites", "at least one site is needed")
+        require(len(self.sites) <= MAX_SITES, "sites", f"the lab hosts at most {MAX_SITES} sites")
+        require(bool(self.isps), "isps", "at least one ISP is needed")
+        require(len(self.isps) <= MAX_ISPS, "isps", f"the lab builds at most {MAX_ISPS} ISPs")
         try:
             ip = ipaddress.IPv4Address(self.blockpage_ip)
         except ValueError:
-            raise ValueError(f"blockpage_ip {self.blockpage_ip!r} is not an IPv4 address") from None
-        if ip.is_loopback or ip.is_multicast or ip.is_unspecified:
-            raise ValueError(f"blockpage_ip {self.blockpage_ip} cannot be used in the lab")
+            raise ConfigError(
+                "", "blockpage_ip", f"{self.blockpage_ip!r} is not an IPv4 address"
+            ) from None
+        require(
+            not (ip.is_loopback or ip.is_multicast or ip.is_unspecified),
+            "blockpage_ip",
+            f"{self.blockpage_ip} cannot be used in the lab",
+        )
         for net in LAB_RANGES:
-            if ip in ipaddress.IPv4Network(net):
-                raise ValueError(
-                    f"blockpage_ip {self.blockpage_ip} is inside {net}, which the lab uses itself"
-                )
+            require(
+                ip not in ipaddress.IPv4Network(net),
+                "blockpage_ip",
+                f"{self.blockpage_ip} is inside {net}, which the lab uses itself",
+            )
 
     def site_down(self, site: Site, round_no: int) -> bool:
         return round_no in site.down
@@ -250,16 +272,12 @@ def _cross_checks(scenario: Scenario, source: str) -> None:
                     f"isps[{i}].glitches[{j}].to_round",
                     f"round {glitch.to_round} is after the last round {scenario.rounds}",
                 )
-        for method in METHODS:
-            problem = rate_problem(isp.censor.rates.of(method))
-            if problem is not None:
-                raise ConfigError(source, f"isps[{i}].censor.rates.{method}", problem)
         for domain, r in isp.blocks_from_round.items():
             key = f"isps[{i}].blocks_from_round.{domain}"
             try:
-                _check_domain(domain)
-            except ValueError as exc:
-                raise ConfigError(source, key, str(exc)) from None
+                _check_domain(key, domain)
+            except ConfigError as exc:
+                raise ConfigError(source, exc.key, exc.problem) from None
             if not 1 <= r <= scenario.rounds:
                 raise ConfigError(source, key, f"round {r} is not in 1..{scenario.rounds}")
             if not isp.censor.lists(domain):

@@ -1,33 +1,53 @@
 """One strict loader from YAML to frozen dataclasses.
 
 Every configuration in filterwatch is a tree of frozen dataclasses. ``load_config`` reads a
-YAML file with ``yaml.safe_load`` and builds that tree, refusing unknown keys and wrong
-types with a message naming the file and the key path, for example
+YAML file with ``yaml.safe_load`` and builds that tree, refusing unknown keys, wrong types
+and bad values with one ``ConfigError`` naming the file and the key path, for example
 ``agent.yaml: probes.timeout_s: expected a number, got "ten"``. Nothing past the loader
-sees a raw dict.
+sees a raw dict, and nothing past it checks a configured value again: what the program
+needs in another form (seconds of a duration, parsed networks) the dataclass works out once
+in ``__post_init__`` into a field of its own (``init=False``).
 
 Supported field types: ``str``, ``int``, ``float`` (ints accepted), ``bool``, ``Path``,
 ``Literal[...]``, ``X | None``, ``tuple[X, ...]``, ``dict[str, X]`` and nested dataclasses.
 Durations may be written as ``30``, ``"30s"``, ``"5m"``, ``"2h"`` or ``"7d"`` where the
 field's name ends in ``_s`` (seconds).
+
+A dataclass checks its values in ``__post_init__`` with the helpers here (``require``,
+``parse_with``, ``cidr_ranges``, ``duration``, ``http_url``), which raise ``ConfigError``
+with no file and the field's name; the loader adds the file and the path. A ``Path`` field
+declared with ``metadata=EXISTING`` names a file or directory that must exist
+(``EXISTING_FILE``: a file): the loaders of the agent and the collector check that
+(``check_files=True``); the example configurations in deploy/ name files of another machine
+and are read without it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import types
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Final, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 import yaml
 
 from shared.errors import ConfigError
 
 T = TypeVar("T")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# ``field(metadata=EXISTING)``: the path (or each path of a tuple) must exist;
+# ``EXISTING_FILE``: and be a file.
+EXISTING: Final[Mapping[str, str]] = {"must_exist": "path"}
+EXISTING_FILE: Final[Mapping[str, str]] = {"must_exist": "file"}
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATIONS: Final = "a duration like 30s, 5m, 2h or 7d"
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
 
@@ -53,9 +73,70 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+def require(ok: bool, key: str, problem: str) -> None:
+    """Raise ``ConfigError`` at the field ``key`` with ``problem`` unless ``ok``."""
+    if not ok:
+        raise ConfigError("", key, problem)
+
+
+def cidr_ranges(key: str, cidrs: Iterable[str]) -> tuple[Network, ...]:
+    """``cidrs`` as networks; ``ConfigError`` at ``key`` for the first that is not one."""
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            raise ConfigError("", key, f"{cidr!r} is not a CIDR range") from None
+    return tuple(networks)
+
+
+def parse_with(key: str, parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)``, a ``ValueError`` it raises a ``ConfigError`` at ``key``."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ConfigError("", key, str(exc)) from None
+
+
+def duration(key: str, text: str, minimum: float) -> float:
+    """The seconds in ``text`` (``"7d"``); ``ConfigError`` at ``key`` if not one or too short."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise ConfigError("", key, f"expected {_DURATIONS}, got {_describe(text)}") from None
+    require(seconds >= minimum, key, f"must be at least {_shown_seconds(minimum)}")
+    return seconds
+
+
+def _shown_seconds(seconds: float) -> str:
+    return f"{seconds / 86400:g}d" if seconds >= 86400 else f"{seconds:g}s"
+
+
+def http_url(key: str, url: str, *, shown: bool = True) -> None:
+    """``ConfigError`` at ``key`` unless ``url`` is an http:// or https:// URL with a host;
+    the message quotes the URL unless ``shown`` is false."""
+    parts = urlsplit(url)
+    require(
+        parts.scheme in ("http", "https") and bool(parts.hostname),
+        key,
+        "must be an http:// or https:// URL with a host" + (f", got {url!r}" if shown else ""),
+    )
+
+
+def derived() -> Any:
+    """A field the dataclass works out in ``__post_init__`` (``derive``); not a key."""
+    return dataclasses.field(init=False, repr=False, compare=False)
+
+
+def derive(instance: object, name: str, value: object) -> None:
+    """Set the ``init=False`` field ``name`` of a frozen dataclass from ``__post_init__``."""
+    object.__setattr__(instance, name, value)
+
+
 class _Builder:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, check_files: bool) -> None:
         self.source = source
+        self.check_files = check_files
 
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.source, key, problem)
@@ -100,8 +181,9 @@ class _Builder:
             if key.rsplit(".", 1)[-1].endswith("_s") and isinstance(value, str):
                 try:
                     return parse_duration(value)
-                except ValueError as exc:
-                    raise self.error(key, str(exc)) from None
+                except ValueError:
+                    problem = f"expected a number, got {_describe(value)} (or {_DURATIONS})"
+                    raise self.error(key, problem) from None
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise self.error(key, f"expected a number, got {_describe(value)}")
             return float(value)
@@ -120,41 +202,66 @@ class _Builder:
             value = {}
         if not isinstance(value, dict):
             where = key or "the top level"
-            problem = f"expected a mapping at {where}, got {_describe(value)}"
-            raise ConfigError(self.source, key, problem)
+            raise self.error(key, f"expected a mapping at {where}, got {_describe(value)}")
         hints = get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         for name in value:
             if name not in fields:
                 known = ", ".join(sorted(fields))
-                raise self.error(
-                    f"{key}.{name}" if key else str(name), f"unknown key (known keys: {known})"
-                )
+                raise self.error(_join(key, str(name)), f"unknown key (known keys: {known})")
         kwargs = {}
         for name, f in fields.items():
-            sub_key = f"{key}.{name}" if key else name
+            sub_key = _join(key, name)
             if name in value:
                 kwargs[name] = self.build(hints[name], value[name], sub_key)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise self.error(sub_key, "required key is missing")
+        built = self.construct(cls, kwargs, key)
+        if self.check_files:
+            # After the dataclass's own checks: a path that goes with another is named first.
+            for name in kwargs:
+                kind = fields[name].metadata.get("must_exist")
+                if kind is not None:
+                    self.require_paths(kwargs[name], _join(key, name), files_only=kind == "file")
+        return built
+
+    def construct(self, cls: type[Any], kwargs: dict[str, Any], key: str) -> Any:
         try:
             return cls(**kwargs)
+        except ConfigError as exc:
+            if exc.path:
+                raise
+            # The dataclass's own check: it names its field, the loader the file and the path.
+            raise self.error(_join(key, exc.key), exc.problem) from None
         except (ValueError, TypeError) as exc:
-            # A check that names its field ("timeout_s: must be ...") is reported at that key.
-            message = str(exc)
-            name, sep, problem = message.partition(": ")
-            if sep and name.split("[", 1)[0] in fields:
-                raise ConfigError(self.source, f"{key}.{name}" if key else name, problem) from None
-            raise ConfigError(self.source, key, message) from None
+            # Not one of our checks (they raise ConfigError): the dataclass as a whole is named.
+            raise self.error(key, str(exc)) from None
+
+    def require_paths(
+        self, value: Path | tuple[Path, ...] | None, key: str, *, files_only: bool
+    ) -> None:
+        paths = value if isinstance(value, tuple) else (value,)
+        for i, path in enumerate(paths):
+            if path is not None and not (path.is_file() if files_only else path.exists()):
+                where = f"{key}[{i}]" if isinstance(value, tuple) else key
+                raise self.error(where, f"{path}: no such file")
 
 
-def config_from_mapping(cls: type[T], data: Any, source: str = "<config>") -> T:
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key and name else key or name
+
+
+def config_from_mapping(
+    cls: type[T], data: Any, source: str = "<config>", *, check_files: bool = False
+) -> T:
     """Build ``cls`` from an already parsed mapping, with the same checks as a file."""
-    return typing.cast(T, _Builder(source).build_dataclass(cls, data, ""))
+    return typing.cast(T, _Builder(source, check_files).build_dataclass(cls, data, ""))
 
 
-def load_config(cls: type[T], path: Path | str) -> T:
-    """Read the YAML file at ``path`` into ``cls``; ``ConfigError`` names the file and key."""
+def load_config(cls: type[T], path: Path | str, *, check_files: bool = False) -> T:
+    """Read the YAML file at ``path`` into ``cls``; ``ConfigError`` names the file and key.
+
+    With ``check_files``, every path declared ``EXISTING`` must exist."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -168,4 +275,4 @@ def load_config(cls: type[T], path: Path | str) -> T:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(str(path), "", f"{where}not valid YAML") from None
-    return config_from_mapping(cls, data, str(path))
+    return config_from_mapping(cls, data, str(path), check_files=check_files)

@@ -12,11 +12,17 @@ class FilterwatchError(Exception):
 
 
 class ConfigError(FilterwatchError):
-    """The configuration is not valid."""
+    """The configuration is not valid.
+
+    Its message has one shape, ``<file>: <key path>: <problem>``, for example
+    ``agent.yaml: probes.timeout_s: expected a number, got "ten"``; the key is left out when
+    the whole file is at fault. A configuration dataclass's own check raises it with no file
+    and its field's name (``ConfigError("", "timeout_s", "must be greater than 0, got 0")``);
+    the loader adds the file and the path to the dataclass.
+    """
 
     def __init__(self, path: str, key: str, problem: str) -> None:
-        where = f"{path}: {key}" if key else path
-        super().__init__(f"{where}: {problem}")
+        super().__init__(": ".join(part for part in (path, key, problem) if part))
         self.path = path
         self.key = key
         self.problem = problem

@@ -45,7 +45,6 @@ from collector.outbound import (
     Network,
     checked_session,
     checked_socket_factory,
-    parse_ranges,
 )
 from collector.store.base import Store
 from collector.store.records import Delivery
@@ -111,7 +110,7 @@ class DeliveryWorker:
         self.rnd = rnd or random.Random()
         self.backoff_base_s = backoff_base_s
         self.webhooks: dict[str, WebhookConfig] = {subscription_key(w): w for w in config.webhooks}
-        self.ranges: tuple[Network, ...] = parse_ranges(config.allow_ranges)
+        self.ranges: tuple[Network, ...] = config.allow_networks
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
 

@@ -27,12 +27,12 @@ def matches(webhook: WebhookConfig, event: StoredEvent) -> bool:
     f = webhook.filters
     if event.kind not in f.kinds:
         return False
-    if f.cc and event.cc not in {c.upper() for c in f.cc}:
+    if f.cc and event.cc not in f.cc:
         return False
     if f.asn and event.asn not in f.asn:
         return False
     if f.domain:
-        wanted = {d.lower() for d in f.domain}
+        wanted = f.domain  # lower-case: the loader made them so
         if not any(d in wanted or any(d.endswith("." + w) for w in wanted) for d in event.domains):
             return False
     return True

@@ -28,7 +28,7 @@ from agent.blockpages import Fingerprints
 from agent.probes.web import ProbeOptions, measure_facts, parse_target
 from collector.api import decode_small_body, read_body, reply
 from collector.config import ControlConfig
-from collector.outbound import DestinationRefused, Network, check_port, parse_ranges, refusal
+from collector.outbound import DestinationRefused, Network, check_port, refusal
 from collector.state import CONFIG, FINGERPRINTS, json_error, require_agent
 from shared.schema import MAX_URL_LENGTH, ControlFacts
 
@@ -80,8 +80,7 @@ def check_destination(address: str, port: int, setup: _ControlSetup) -> None:
 
 
 def control_setup(config: ControlConfig) -> _ControlSetup:
-    """The probe options and allowed ranges for ``config``; ConfigError if one is wrong."""
-    allow = parse_ranges(config.allow_ranges)
+    """The probe options and allowed ranges for ``config`` (checked by the loader)."""
     options = ProbeOptions(
         timeout_s=min(config.timeout_s, MAX_CONTROL_TIMEOUT_S),
         resolver=config.resolver,
@@ -92,7 +91,7 @@ def control_setup(config: ControlConfig) -> _ControlSetup:
     )
     return _ControlSetup(
         options=options,
-        allow=allow,
+        allow=config.allow_networks,
         allow_ports=frozenset(config.allow_ports),
         allow_public=config.allow_public,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.config import require
+
 
 @dataclass(frozen=True, slots=True)
 class DashboardConfig:
@@ -17,11 +19,10 @@ class DashboardConfig:
     login_attempts_per_minute: int = 5  # per client address (kept in memory only)
 
     def __post_init__(self) -> None:
-        if self.window_s <= 0 or self.bucket_s <= 0 or self.session_ttl_s <= 0:
-            raise ValueError("window_s, bucket_s and session_ttl_s must be positive")
-        if self.bucket_s > self.window_s:
-            raise ValueError("bucket_s must not be larger than window_s")
-        if self.refresh_s < 0 or self.poll_s <= 0:
-            raise ValueError("refresh_s must not be negative and poll_s must be positive")
-        if self.login_attempts_per_minute < 1:
-            raise ValueError("login_attempts_per_minute must be at least 1")
+        for key in ("window_s", "bucket_s", "session_ttl_s", "poll_s"):
+            require(getattr(self, key) > 0, key, "must be positive")
+        require(self.bucket_s <= self.window_s, "bucket_s", "must not be larger than window_s")
+        require(self.refresh_s >= 0, "refresh_s", "must not be negative")
+        require(
+            self.login_attempts_per_minute >= 1, "login_attempts_per_minute", "must be at least 1"
+        )

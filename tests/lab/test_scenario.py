@@ -90,7 +90,9 @@ def test_glitch_after_last_round_is_refused(tmp_path: Path) -> None:
 def test_backwards_glitch_is_refused(tmp_path: Path) -> None:
     """A glitch that ends before it starts is refused where it is written."""
     path = write(tmp_path, DESIGN_EXAMPLE.replace("to_round: 8", "to_round: 2"))
-    with pytest.raises(ConfigError, match=r"isps\[1\]\.glitches\[0\]: to_round"):
+    with pytest.raises(
+        ConfigError, match=r"isps\[1\]\.glitches\[0\]\.to_round: must not be before from_round"
+    ):
         load_scenario(path)
 
 
@@ -209,3 +211,12 @@ def test_blocks_from_round_may_name_a_subdomain_or_a_parent() -> None:
     )
     scenario = scenario_from_mapping(yaml.safe_load(text))
     assert scenario.isps[0].blocks_from_round == {"www.bbc.com": 8, "facebook.com": 3}
+
+
+def test_more_sites_than_the_address_plan_holds_is_refused_by_the_loader() -> None:
+    """The plan's limit (200 sites) is a scenario error naming `sites`, not a crash later."""
+    doc = yaml.safe_load(DESIGN_EXAMPLE)
+    doc["sites"] = [{"url": f"https://site{i}.example.org/"} for i in range(201)]
+    with pytest.raises(ConfigError) as err:
+        scenario_from_mapping(doc, "s.yaml")
+    assert str(err.value) == "s.yaml: sites: the lab hosts at most 200 sites"
