@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.collector_api import ApiError, enroll, ssl_context, upload_channel
+from agent.collector_api import ApiError, CollectorClient, enroll
 from agent.config import AgentConfig, default_config, load_agent_config
 from agent.spool import read_stats
 from agent.state import (
@@ -105,23 +105,23 @@ def register(sub: Any) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Setup:
+class Setup:
     config: AgentConfig | None  # None when there is no configuration file yet
     state_dir: Path
 
 
-def _setup(args: argparse.Namespace) -> _Setup:
+def setup_from_args(args: argparse.Namespace) -> Setup:
     """The configuration file (explicit, or the default one if it exists) and state dir."""
     path: Path | None = args.config
     if path is None and default_config_path().exists():
         path = default_config_path()
     config = load_agent_config(path) if path is not None else None
     state_dir = args.state_dir or (config.state_dir if config else None) or default_state_dir()
-    return _Setup(config, state_dir)
+    return Setup(config, state_dir)
 
 
 def _config_and_credentials(args: argparse.Namespace) -> tuple[AgentConfig, Credentials, Path]:
-    setup = _setup(args)
+    setup = setup_from_args(args)
     creds = load_credentials(setup.state_dir)
     config = setup.config or default_config(creds.collector_url)
     # The configuration may move the collector (a new name, a front); the token stays valid.
@@ -134,7 +134,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    setup = _setup(args) if args.config is None or args.config.exists() else None
+    setup = setup_from_args(args) if args.config is None or args.config.exists() else None
     state_dir = args.state_dir or (setup.state_dir if setup else default_state_dir())
     config = setup.config if setup else None
     try:
@@ -143,13 +143,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         return _fail(f"--collector: expected an http:// or https:// URL, got {args.collector!r}")
 
     async def trade() -> tuple[str, str]:
-        up = config.upload if config else None
-        ctx = ssl_context(up.ca_file if up else None)
-        channel = upload_channel(up.proxy if up else None, ctx)
-        try:
-            return await enroll(channel.session, args.collector, args.code, channel.proxy)
-        finally:
-            await channel.close()
+        upload = config.upload if config else None
+        async with await CollectorClient.open(args.collector, None, upload) as collector:
+            return await enroll(collector, args.code)
 
     try:
         agent_id, token = asyncio.run(trade())
@@ -197,7 +193,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from agent.state import load_fingerprint_doc, load_targets
 
     try:
-        setup = _setup(args)
+        setup = setup_from_args(args)
     except ConfigError as exc:
         return _fail(f"configuration: {exc}")
     try:
@@ -273,7 +269,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    setup = _setup(args)
+    setup = setup_from_args(args)
     try:
         creds: Credentials | None = load_credentials(setup.state_dir)
     except NotEnrolledError:
