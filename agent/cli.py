@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agent.collector_api import ApiError, enroll, ssl_context, upload_channel
+from agent.collector_api import ApiError, CollectorClient, enroll
 from agent.config import AgentConfig, AgentSetup, default_config, load_agent_setup
 from agent.spool import read_stats
 from agent.state import (
@@ -132,13 +132,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         return _fail(f"--collector: expected an http:// or https:// URL, got {args.collector!r}")
 
     async def trade() -> tuple[str, str]:
-        up = config.upload if config else None
-        ctx = ssl_context(up.ca_file if up else None)
-        channel = upload_channel(up.proxy if up else None, ctx)
-        try:
-            return await enroll(channel.session, args.collector, args.code, channel.proxy)
-        finally:
-            await channel.close()
+        upload = config.upload if config else None
+        async with await CollectorClient.open(args.collector, None, upload) as collector:
+            return await enroll(collector, args.code)
 
     try:
         agent_id, token = asyncio.run(trade())

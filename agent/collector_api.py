@@ -1,25 +1,28 @@
-"""The agent's side of the collector's HTTP API: sessions, enroll, whoami, targets, batches.
+"""The agent's side of the collector's HTTP API: one ``CollectorClient``, enroll, whoami,
+targets, batches.
 
-Two kinds of session, on purpose:
+A client holds the collector's URL, the agent's token and two sessions, on purpose (both
+trust the system's roots plus ``upload.ca_file``):
 
 - the *direct* session never uses a proxy (not even one from ``HTTP_PROXY``): ``whoami``
   must see the network the agent measures from, not the proxy's;
 - the *upload* session goes through ``upload.proxy`` when one is configured, for when the
   collector itself is blocked: enrollment, targets, control and batches.
 
-Network outcomes are data: these calls return ``ApiResult`` or raise ``ApiError`` whose
+Network outcomes are data: requests return ``ApiResult`` or raise ``ApiError`` whose
 ``reason`` is a short, address-free word for logs and ``agent status``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -27,6 +30,9 @@ import aiohttp
 from shared.codec import CONTENT_TYPE, decode, encode
 from shared.errors import CodecError, FilterwatchError
 from shared.schema import NetworkFacts
+
+if TYPE_CHECKING:
+    from agent.config import UploadConfig
 
 USER_AGENT = "filterwatch-agent/0.1"
 
@@ -67,7 +73,7 @@ def _context(trust: TrustSource) -> ssl.SSLContext:
     return trust if isinstance(trust, ssl.SSLContext) else ssl_context(trust)
 
 
-def direct_session(trust: TrustSource, limit: int = 4) -> aiohttp.ClientSession:
+def _direct_session(trust: TrustSource, limit: int = 4) -> aiohttp.ClientSession:
     """A session that connects straight to the collector, ignoring proxy settings."""
     connector = aiohttp.TCPConnector(ssl=_context(trust), limit=limit)
     return aiohttp.ClientSession(
@@ -75,19 +81,11 @@ def direct_session(trust: TrustSource, limit: int = 4) -> aiohttp.ClientSession:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class UploadChannel:
-    """The upload session and the proxy each request names (HTTP proxies go per request)."""
-
-    session: aiohttp.ClientSession
-    proxy: str | None  # an http(s):// proxy URL, or None (direct, or SOCKS in the connector)
-
-    async def close(self) -> None:
-        await self.session.close()
-
-
-def upload_channel(proxy: str | None, trust: TrustSource, limit: int = 8) -> UploadChannel:
-    """A session for uploads, through ``proxy`` when one is configured."""
+def _upload_session(
+    proxy: str | None, trust: TrustSource, limit: int = 8
+) -> tuple[aiohttp.ClientSession, str | None]:
+    """A session for uploads, through ``proxy`` when one is configured, and the proxy each
+    request names (HTTP proxies go per request; None: direct, or SOCKS in the connector)."""
     ctx = _context(trust)
     headers = {"User-Agent": USER_AGENT}
     if proxy is not None and urlsplit(proxy).scheme.startswith("socks"):
@@ -96,14 +94,66 @@ def upload_channel(proxy: str | None, trust: TrustSource, limit: int = 8) -> Upl
         # rdns: the proxy resolves the collector's name, in case DNS is what is censored.
         socks = ProxyConnector.from_url(proxy, ssl=ctx, limit=limit, rdns=True)
         session = aiohttp.ClientSession(connector=socks, trust_env=False, headers=headers)
-        return UploadChannel(session, None)
+        return session, None
     connector = aiohttp.TCPConnector(ssl=ctx, limit=limit)
     session = aiohttp.ClientSession(connector=connector, trust_env=False, headers=headers)
-    return UploadChannel(session, proxy)
+    return session, proxy
 
 
-def api_url(collector_url: str, path: str) -> str:
-    return collector_url.rstrip("/") + path
+class CollectorClient:
+    """The collector as this agent reaches it: its URL, the agent's token (None before
+    enrollment), the upload session with its proxy, and the direct session for ``whoami``.
+    Made inside a running event loop; ``close`` it (or use it as ``async with``)."""
+
+    def __init__(
+        self, url: str, token: str | None, *, proxy: str | None = None, trust: TrustSource = None
+    ) -> None:
+        ctx = _context(trust)  # one context for both sessions: the system's roots cost memory
+        self.url = url
+        self.token = token
+        self._upload, self._proxy = _upload_session(proxy, ctx)
+        self._direct = _direct_session(ctx)
+
+    @classmethod
+    async def open(cls, url: str, token: str | None, upload: UploadConfig | None = None) -> Self:
+        """A client through ``upload.proxy``, trusting ``upload.ca_file`` too; the TLS
+        context is built off the event loop (loading the system's roots reads files)."""
+        ctx = await asyncio.to_thread(ssl_context, upload.ca_file if upload else None)
+        return cls(url, token, proxy=upload.proxy if upload else None, trust=ctx)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | bytes | None = None,
+        timeout_s: float = 30.0,
+        extra_headers: Mapping[str, str] | None = None,
+        direct: bool = False,
+    ) -> ApiResult:
+        """One request for ``path`` with the agent's token: through the upload session, or
+        ``direct`` (never through a proxy). Non-2xx answers raise ``ApiError`` with the status
+        and any ``Retry-After``; so do network failures (status None)."""
+        return await _call(
+            self._direct if direct else self._upload,
+            method,
+            self.url.rstrip("/") + path,
+            token=self.token,
+            body=body,
+            proxy=None if direct else self._proxy,
+            timeout_s=timeout_s,
+            extra_headers=extra_headers,
+        )
+
+    async def close(self) -> None:
+        await self._upload.close()
+        await self._direct.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 def _decode_body(content_type: str, data: bytes) -> Any:
@@ -116,7 +166,7 @@ def _decode_body(content_type: str, data: bytes) -> Any:
     return None
 
 
-async def call(
+async def _call(
     session: aiohttp.ClientSession,
     method: str,
     url: str,
@@ -127,8 +177,6 @@ async def call(
     timeout_s: float = 30.0,
     extra_headers: Mapping[str, str] | None = None,
 ) -> ApiResult:
-    """One request to the collector. Non-2xx answers raise ``ApiError`` with the status and
-    any ``Retry-After``; so do network failures (status None)."""
     headers = {"Accept": f"{CONTENT_TYPE}, application/json;q=0.5", **(extra_headers or {})}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
@@ -182,13 +230,9 @@ def _error_code(content_type: str, raw: bytes) -> str:
     return "http_error"
 
 
-async def enroll(
-    session: aiohttp.ClientSession, collector_url: str, code: str, proxy: str | None = None
-) -> tuple[str, str]:
+async def enroll(collector: CollectorClient, code: str) -> tuple[str, str]:
     """Trade an enrollment code for ``(agent_id, token)``."""
-    res = await call(
-        session, "POST", api_url(collector_url, "/api/v1/enroll"), body={"code": code}, proxy=proxy
-    )
+    res = await collector.request("POST", "/api/v1/enroll", body={"code": code})
     doc = res.body
     if (
         not isinstance(doc, dict)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-import aiohttp
 import structlog
 
-from agent.collector_api import ApiError, api_url, call
+from agent.collector_api import ApiError, CollectorClient
 from shared.errors import SchemaError
 from shared.schema import ControlFacts, measurement_from_wire
 
@@ -44,24 +43,12 @@ def control_from_wire(url: str, doc: Any) -> ControlFacts:
     return checked
 
 
-async def request_control(
-    session: aiohttp.ClientSession,
-    collector_url: str,
-    token: str,
-    url: str,
-    timeout_s: float,
-    proxy: str | None = None,
-) -> ControlAnswer:
-    """The control for ``url``, or the reason it could not be had."""
+async def request_control(collector: CollectorClient, url: str, timeout_s: float) -> ControlAnswer:
+    """The control for ``url``, or the reason it could not be had. It comes through the
+    upload session: from the same, maybe blocked, collector."""
     try:
-        result = await call(
-            session,
-            "POST",
-            api_url(collector_url, CONTROL_PATH),
-            token=token,
-            body={"url": url},
-            proxy=proxy,
-            timeout_s=timeout_s,
+        result = await collector.request(
+            "POST", CONTROL_PATH, body={"url": url}, timeout_s=timeout_s
         )
     except ApiError as exc:
         log.warning("control_unavailable", reason=exc.reason, status=exc.status)
@@ -71,18 +58,3 @@ async def request_control(
     except SchemaError as exc:
         log.warning("control_unreadable", field=exc.field)
         return ControlAnswer(None, "unreadable_answer")
-
-
-async def fetch_control(
-    session: aiohttp.ClientSession,
-    collector_url: str,
-    token: str,
-    url: str,
-    timeout_s: float,
-    proxy: str | None = None,
-) -> ControlFacts | None:
-    """The control's facts for ``url``, or None when the collector cannot give them.
-    ``proxy``: the upload proxy, since the control comes from the same, maybe blocked,
-    collector."""
-    answer = await request_control(session, collector_url, token, url, timeout_s, proxy)
-    return answer.facts

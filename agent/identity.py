@@ -29,10 +29,9 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
-import aiohttp
 import structlog
 
-from agent.collector_api import ApiError, ApiResult, api_url, call, network_from_whoami
+from agent.collector_api import ApiError, ApiResult, CollectorClient, network_from_whoami
 from shared.schema import NetworkFacts
 
 log = structlog.get_logger("agent.identity")
@@ -114,21 +113,17 @@ class IdentitySnapshot:
 
 
 class NetworkIdentity:
-    """The current network, kept up to date with ``whoami`` over a direct session."""
+    """The current network, kept up to date with ``whoami`` over the direct session."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        collector_url: str,
-        token: str,
+        collector: CollectorClient,
         clock: Clock,
         timeout_s: float = 10.0,
         check_every_s: float = ADDRESS_CHECK_EVERY_S,
     ) -> None:
-        self._session = session
+        self._collector = collector
         self._check_every_s = check_every_s
-        self._collector_url = collector_url
-        self._token = token
         self._clock = clock
         self._timeout_s = timeout_s
         self._lock = asyncio.Lock()
@@ -168,12 +163,8 @@ class NetworkIdentity:
         # The fingerprint is taken before asking: a change during the request is seen next time.
         self._fingerprint = local_address_fingerprint(self._destinations)
         try:
-            res = await call(
-                self._session,
-                "GET",
-                api_url(self._collector_url, "/api/v1/whoami"),
-                token=self._token,
-                timeout_s=self._timeout_s,
+            res = await self._collector.request(
+                "GET", "/api/v1/whoami", timeout_s=self._timeout_s, direct=True
             )
         except ApiError as exc:
             if self.network is not None or self.last_error != exc.reason:
@@ -198,7 +189,7 @@ class NetworkIdentity:
         self.last_error = None if network is not None else "collector_does_not_know"
 
     async def _resolve_collector(self) -> None:
-        parts = urlsplit(self._collector_url)
+        parts = urlsplit(self._collector.url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:

@@ -17,21 +17,15 @@ import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from agent.blockpages import Fingerprints, load_fingerprint_set
-from agent.collector_api import direct_session, upload_channel
+from agent.collector_api import CollectorClient
 from agent.config import AgentConfig, load_agent_setup
 from agent.control_client import request_control
 from agent.identity import Clock, NetworkIdentity
 from agent.probes.web import ProbeOptions, measure, parse_target
-from agent.state import (
-    Credentials,
-    NotEnrolledError,
-    StateError,
-    load_credentials,
-)
+from agent.state import Credentials, NotEnrolledError, StateError, load_credentials
 from agent.verdict import assess, dns_answers
 from shared.schema import Blocking, ControlFacts, Failure, Measurement, NetworkFacts
 
@@ -262,23 +256,12 @@ async def _probe(
         collector_url = config.collector_url if config else creds.collector_url
         upload = config.upload if config else None
         clock = Clock()
-        direct = direct_session(upload.ca_file if upload else None)
-        channel = upload_channel(
-            upload.proxy if upload else None, upload.ca_file if upload else None
-        )
-        try:
-            identity = NetworkIdentity(direct, collector_url, creds.token, clock)
+        async with await CollectorClient.open(collector_url, creds.token, upload) as collector:
+            identity = NetworkIdentity(collector, clock)
             async with asyncio.TaskGroup() as tg:
                 network_task = tg.create_task(identity.refresh())
                 control_task = tg.create_task(
-                    request_control(
-                        channel.session,
-                        collector_url,
-                        creds.token,
-                        url,
-                        options.timeout_s + 5.0,
-                        proxy=channel.proxy,
-                    )
+                    request_control(collector, url, options.timeout_s + 5.0)
                 )
             network = network_task.result()
             answer = control_task.result()
@@ -290,9 +273,6 @@ async def _probe(
                 ),
                 network_problem=identity.last_error,
             )
-        finally:
-            await direct.close()
-            await channel.close()
     m = await measure(
         url,
         options,
@@ -302,11 +282,6 @@ async def _probe(
         fingerprints=fingerprints,
     )
     return m, context, fingerprints
-
-
-def _load(args: argparse.Namespace) -> tuple[AgentConfig | None, Path]:
-    setup = load_agent_setup(getattr(args, "config", None), getattr(args, "state_dir", None))
-    return setup.config, setup.state_dir
 
 
 def _print(lines: Iterable[str]) -> None:
@@ -322,11 +297,12 @@ def run_probe(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"filterwatch: {url!r}: {exc}", file=sys.stderr)
         return 2
-    config, state_dir = _load(args)  # a ConfigError reaches the CLI, which exits 2
+    setup = load_agent_setup(getattr(args, "config", None), getattr(args, "state_dir", None))
+    config = setup.config
     creds: Credentials | None = None
     not_enrolled: str | None = None
     try:
-        creds = load_credentials(state_dir)
+        creds = load_credentials(setup.state_dir)
     except NotEnrolledError:
         not_enrolled = (
             "this agent is not enrolled (filterwatch agent enroll), so there is no control"

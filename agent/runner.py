@@ -21,28 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import structlog
 
 from agent.blockpages import FingerprintBox, fingerprints_from_json
-from agent.collector_api import (
-    ApiError,
-    UploadChannel,
-    api_url,
-    call,
-    direct_session,
-    ssl_context,
-    targets_from_answer,
-    upload_channel,
-)
+from agent.collector_api import ApiError, CollectorClient, targets_from_answer
 from agent.config import AgentConfig
 from agent.identity import Clock, NetworkIdentity
 from agent.schedule import first_run, next_run, round_start
@@ -60,6 +52,7 @@ from agent.state import (
     save_fingerprint_doc,
     save_targets,
 )
+from agent.stopping import wait_or_stop
 from agent.uploader import Uploader
 from shared.errors import ConfigError
 from shared.schema import ControlFacts, Measurement, NetworkFacts
@@ -87,13 +80,13 @@ class Probing:
     fingerprints: FingerprintBox | None = None
 
 
-ProbingFactory = Callable[[AgentConfig, Credentials, UploadChannel], Probing]
+ProbingFactory = Callable[[AgentConfig, CollectorClient], Probing]
 
 
-def real_probing(config: AgentConfig, creds: Credentials, channel: UploadChannel) -> Probing:
+def real_probing(config: AgentConfig, collector: CollectorClient) -> Probing:
     """The probes of agent/probes, with the options from ``config``."""
     from agent.blockpages import load_fingerprint_set
-    from agent.control_client import fetch_control
+    from agent.control_client import request_control
     from agent.probes.tls import tls_contexts
     from agent.probes.web import ProbeOptions, measure
 
@@ -122,16 +115,28 @@ def real_probing(config: AgentConfig, creds: Credentials, channel: UploadChannel
         )
 
     async def control_for(url: str) -> ControlFacts | None:
-        return await fetch_control(
-            channel.session,
-            creds.collector_url,
-            creds.token,
-            url,
-            p.timeout_s + 5.0,
-            proxy=channel.proxy,
-        )
+        return (await request_control(collector, url, p.timeout_s + 5.0)).facts
 
     return Probing(measure_one, control_for, lambda: tls_contexts(p.ca_file), box)
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """What the steps of one round share: the run's stop, network identity, probes and
+    collector, and the controls asked for in this round (once per URL)."""
+
+    stop: asyncio.Event
+    identity: NetworkIdentity
+    probing: Probing
+    collector: CollectorClient
+    controls: dict[str, asyncio.Future[ControlFacts | None]] = field(default_factory=dict)
+
+    def control(self, url: str) -> asyncio.Future[ControlFacts | None]:
+        """The control for ``url``, asked for at its first measurement of the round."""
+        fut = self.controls.get(url)
+        if fut is None:
+            fut = self.controls[url] = asyncio.ensure_future(self.probing.control(url))
+        return fut
 
 
 class Agent:
@@ -167,24 +172,14 @@ class Agent:
         cfg = self.config
         await self.spool.open()
         self.status.update(pid=os.getpid())
-        # One context for both sessions: loading the system's roots costs memory and time.
-        ctx = await asyncio.to_thread(ssl_context, cfg.upload.ca_file)
-        direct = direct_session(ctx)
-        channel = upload_channel(cfg.upload.proxy, ctx)
+        collector = await CollectorClient.open(
+            self.creds.collector_url, self.creds.token, cfg.upload
+        )
         try:
-            identity = NetworkIdentity(
-                direct, self.creds.collector_url, self.creds.token, self.clock
-            )
-            probing = self._probing_factory(cfg, self.creds, channel)
+            identity = NetworkIdentity(collector, self.clock)
+            probing = self._probing_factory(cfg, collector)
             uploader = Uploader(
-                self.spool,
-                channel,
-                self.creds.collector_url,
-                self.creds.agent_id,
-                self.creds.token,
-                cfg.upload,
-                self.status,
-                rng=self._rng,
+                self.spool, collector, self.creds.agent_id, cfg.upload, self.status, rng=self._rng
             )
             if probing.warm_up is not None:
                 await probing.warm_up()
@@ -202,7 +197,8 @@ class Agent:
                 # short (the spool deletes only on an answer, so nothing is lost) and the
                 # bounded flush below takes over.
                 tg.create_task(_cancel_after_stop(stop, cfg.shutdown_grace_s, uploading))
-                tg.create_task(self._scheduler(stop, identity, probing, channel))
+                new_round = functools.partial(Round, stop, identity, probing, collector)
+                tg.create_task(self._scheduler(stop, new_round))
                 tg.create_task(self._status_writer(stop, identity))
             delivered = await uploader.flush(cfg.shutdown_grace_s)
             stats = await self.spool.stats()
@@ -210,77 +206,50 @@ class Agent:
         finally:
             self.status.update(pid=None)
             await self._save_status(identity=None)
-            await channel.close()
-            await direct.close()
+            await collector.close()
             await self.spool.close()
 
     # --- rounds ----------------------------------------------------------------------------
 
-    async def _scheduler(
-        self,
-        stop: asyncio.Event,
-        identity: NetworkIdentity,
-        probing: Probing,
-        channel: UploadChannel,
-    ) -> None:
+    async def _scheduler(self, stop: asyncio.Event, new_round: Callable[[], Round]) -> None:
         cfg = self.config
         when = first_run(
             time.time(), cfg.interval_s, cfg.jitter_s, self.status.current.last_round_at, self._rng
         )
         while not stop.is_set():
             delay = when - time.time()
-            if delay > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await stop.wait()
-                except TimeoutError:
-                    pass
-                if stop.is_set():
-                    return
+            if delay > 0 and await wait_or_stop(stop, delay):
+                return
             started = time.time()
             self.status.update(last_round_at=round_start(started, cfg.interval_s))
-            await self._round(stop, identity, probing, channel)
+            await self._round(new_round())
             finished = time.time()
             if finished - round_start(started, cfg.interval_s) > cfg.interval_s:
                 log.warning("round_overran", seconds=round(finished - started, 1))
             when = next_run(finished, cfg.interval_s, cfg.jitter_s, self._rng)
 
-    async def _round(
-        self,
-        stop: asyncio.Event,
-        identity: NetworkIdentity,
-        probing: Probing,
-        channel: UploadChannel,
-    ) -> None:
+    async def _round(self, rnd: Round) -> None:
         """One round, cut short ``shutdown_grace_s`` after ``stop`` whatever it is doing."""
-        controls: dict[str, asyncio.Future[ControlFacts | None]] = {}
         try:
             async with asyncio.timeout(None) as deadline:
                 async with asyncio.TaskGroup() as tg:
-                    grace = tg.create_task(self._arm_grace(stop, deadline))
-                    await self._measure_round(stop, identity, probing, channel, controls)
+                    grace = tg.create_task(self._arm_grace(rnd.stop, deadline))
+                    await self._measure_round(rnd)
                     grace.cancel()
         except TimeoutError:
             log.warning("measurements_abandoned", reason="shutdown")
         finally:
-            for fut in controls.values():
+            for fut in rnd.controls.values():
                 fut.cancel()
 
-    async def _measure_round(
-        self,
-        stop: asyncio.Event,
-        identity: NetworkIdentity,
-        probing: Probing,
-        channel: UploadChannel,
-        controls: dict[str, asyncio.Future[ControlFacts | None]],
-    ) -> None:
-        targets = await self._targets(channel)
-        if probing.fingerprints is not None:
-            await self._fingerprints(channel, probing.fingerprints)
+    async def _measure_round(self, rnd: Round) -> None:
+        targets = await self._targets(rnd.collector)
+        if rnd.probing.fingerprints is not None:
+            await self._fingerprints(rnd.collector, rnd.probing.fingerprints)
         if not targets:
             log.warning("no_targets")
             return
-        await identity.refresh()
+        await rnd.identity.refresh()
         order = list(targets)
         # Shuffled: a host listed many times does not hold up the workers behind it, and
         # no site is always measured last.
@@ -294,7 +263,7 @@ class Agent:
 
         async def worker() -> None:
             nonlocal measured
-            while not stop.is_set():
+            while not rnd.stop.is_set():
                 try:
                     target = queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -302,7 +271,7 @@ class Agent:
                 host = (urlsplit(target.url).hostname or "").lower()
                 sem = hosts.setdefault(host, asyncio.Semaphore(self.config.per_host_limit))
                 async with sem:
-                    if await self._measure_one(target.url, identity, probing, controls):
+                    if await self._measure_one(target.url, rnd):
                         measured += 1
 
         try:
@@ -316,20 +285,11 @@ class Agent:
         await stop.wait()
         deadline.reschedule(asyncio.get_running_loop().time() + self.config.shutdown_grace_s)
 
-    async def _measure_one(
-        self,
-        url: str,
-        identity: NetworkIdentity,
-        probing: Probing,
-        controls: dict[str, asyncio.Future[ControlFacts | None]],
-    ) -> bool:
+    async def _measure_one(self, url: str, rnd: Round) -> bool:
         try:
-            network = await identity.current()
-            fut = controls.get(url)
-            if fut is None:
-                fut = controls[url] = asyncio.ensure_future(probing.control(url))
-            control = await asyncio.shield(fut)
-            m = await probing.measure(url, network, control, self.clock.age_s())
+            network = await rnd.identity.current()
+            control = await asyncio.shield(rnd.control(url))
+            m = await rnd.probing.measure(url, network, control, self.clock.age_s())
             if self.clock.skew_s:
                 # The collector's clock is the reference: results line up across agents.
                 m = dataclasses.replace(m, measured_at=self.clock.corrected(m.measured_at))
@@ -342,15 +302,9 @@ class Agent:
         log.info("result_spooled", id=m.id, domain=m.domain, blocking=m.blocking.value)
         return True
 
-    async def _targets(self, channel: UploadChannel) -> list[Target]:
+    async def _targets(self, collector: CollectorClient) -> list[Target]:
         try:
-            res = await call(
-                channel.session,
-                "GET",
-                api_url(self.creds.collector_url, "/api/v1/targets"),
-                token=self.creds.token,
-                proxy=channel.proxy,
-            )
+            res = await collector.request("GET", "/api/v1/targets")
             urls = targets_from_answer(res.body)
             if urls is None:
                 raise ApiError("unreadable_answer", status=res.status)
@@ -363,18 +317,15 @@ class Agent:
         await asyncio.to_thread(save_targets, self.state_dir, targets)
         return targets
 
-    async def _fingerprints(self, channel: UploadChannel, box: FingerprintBox) -> None:
+    async def _fingerprints(self, collector: CollectorClient, box: FingerprintBox) -> None:
         """The collector's fingerprint set joins the agent's own; cached like the targets.
         Asked for with the ETag of the set in use: an unchanged set is a 304, neither sent
         nor written again. A collector without one (404) leaves the agent's own set alone."""
         fresh = False
         try:
-            res = await call(
-                channel.session,
+            res = await collector.request(
                 "GET",
-                api_url(self.creds.collector_url, "/api/v1/fingerprints"),
-                token=self.creds.token,
-                proxy=channel.proxy,
+                "/api/v1/fingerprints",
                 extra_headers=(
                     {"If-None-Match": f'"{box.collector_digest}"'} if box.collector_digest else None
                 ),
@@ -405,11 +356,7 @@ class Agent:
     async def _status_writer(self, stop: asyncio.Event, identity: NetworkIdentity) -> None:
         while not stop.is_set():
             await self._save_status(identity)
-            try:
-                async with asyncio.timeout(STATUS_EVERY_S):
-                    await stop.wait()
-            except TimeoutError:
-                pass
+            await wait_or_stop(stop, STATUS_EVERY_S)
         await self._save_status(identity)
 
     async def _save_status(self, identity: NetworkIdentity | None) -> None:

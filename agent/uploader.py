@@ -18,21 +18,23 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
-from agent.collector_api import ApiError, UploadChannel, api_url, call
+from agent.collector_api import ApiError, CollectorClient
 from agent.config import UploadConfig
 from agent.schedule import backoff_delay, parse_retry_after
 from agent.spool import Spool, SpooledResult
 from agent.state import StatusRecorder
+from agent.stopping import wait_or_stop
 from shared.codec import decode, encode
 from shared.errors import CodecError, SchemaError
 from shared.schema import Batch, Measurement, measurement_from_wire
 
 log = structlog.get_logger("agent.uploader")
 
+BATCHES_PATH: Final = "/api/v1/batches"
 # Room for the batch envelope around the records (agent id, batch id, map headers).
 _ENVELOPE_BYTES = 512
 
@@ -49,10 +51,8 @@ class Uploader:
     def __init__(
         self,
         spool: Spool,
-        channel: UploadChannel,
-        collector_url: str,
+        collector: CollectorClient,
         agent_id: str,
-        token: str,
         config: UploadConfig,
         status: StatusRecorder,
         rng: random.Random | None = None,
@@ -60,10 +60,8 @@ class Uploader:
         timeout_s: float = 60.0,
     ) -> None:
         self._spool = spool
-        self._channel = channel
-        self._url = api_url(collector_url, "/api/v1/batches")
+        self._collector = collector
         self._agent_id = agent_id
-        self._token = token
         self._config = config
         self._status = status
         self._rng = rng or random.Random()
@@ -77,12 +75,11 @@ class Uploader:
         while not stop.is_set():
             if len(self._spool) == 0:
                 self._spool.changed.clear()
-                await _wait_either(self._spool.changed, stop, None)
-                if stop.is_set():
+                if await wait_or_stop(stop, None, wake=self._spool.changed):
                     return
                 # Let a burst of measurements gather into one batch.
                 if len(self._spool) < self._max_results:
-                    await _wait_either(stop, None, self._linger_s)
+                    await wait_or_stop(stop, self._linger_s)
                 continue
             outcome = await self.upload_once()
             if outcome.acknowledged:
@@ -97,7 +94,7 @@ class Uploader:
             )
             attempt += 1
             log.info("upload_retry_later", after_s=round(delay, 1), reason=outcome.error)
-            await _wait_either(stop, None, delay)
+            await wait_or_stop(stop, delay)
 
     async def flush(self, timeout_s: float) -> bool:
         """Upload until the spool is empty, an attempt fails, or ``timeout_s`` passes; True
@@ -130,14 +127,8 @@ class Uploader:
         body = encode(batch.to_wire())
         seqs = [it.seq for it in items if it not in unreadable]
         try:
-            res = await call(
-                self._channel.session,
-                "POST",
-                self._url,
-                token=self._token,
-                body=body,
-                proxy=self._channel.proxy,
-                timeout_s=self._timeout_s,
+            res = await self._collector.request(
+                "POST", BATCHES_PATH, body=body, timeout_s=self._timeout_s
             )
         except ApiError as exc:
             return await self._failed(exc, seqs, len(body))
@@ -188,20 +179,6 @@ class Uploader:
 
     def _error(self, text: str) -> None:
         self._status.update(last_error=f"upload: {text}", last_error_at=time.time())
-
-
-async def _wait_either(
-    first: asyncio.Event, second: asyncio.Event | None, timeout_s: float | None
-) -> None:
-    """Return when either event is set or after ``timeout_s`` (None: no time limit)."""
-    waiters = [asyncio.ensure_future(first.wait())]
-    if second is not None:
-        waiters.append(asyncio.ensure_future(second.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
 
 
 def _measurements(

@@ -326,17 +326,3 @@ def assess(
     if not comparison.consistent:
         return verdict(Blocking.HTTP_DIFF, "the response differs from the control's", None)
     return verdict(Blocking.OK, "the page was fetched and agrees with the control's", None)
-
-
-def judge(
-    facts: ControlFacts,
-    control: ControlFacts | None,
-    network: NetworkFacts | None,
-    fingerprints: Fingerprints,
-    *,
-    headers: Sequence[tuple[str, str]] | None = None,
-    body: bytes | None = None,
-) -> tuple[Blocking, str | None, str | None]:
-    """``(blocking, failure, blockpage)`` for a measurement's facts; see ``assess``."""
-    a = assess(facts, control, network, fingerprints, headers=headers, body=body)
-    return a.blocking, a.failure, a.blockpage

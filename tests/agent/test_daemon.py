@@ -22,7 +22,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.collector_api import UploadChannel
+from agent.collector_api import CollectorClient
 from agent.config import AgentConfig
 from agent.runner import Agent, Probing, real_probing
 from agent.spool import read_stats
@@ -49,8 +49,8 @@ class Recorder:
     results: list[Measurement] = field(default_factory=list)
     measured: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def factory(self, config: AgentConfig, creds: Credentials, channel: UploadChannel) -> Probing:
-        real = real_probing(config, creds, channel)
+    def factory(self, config: AgentConfig, collector: CollectorClient) -> Probing:
+        real = real_probing(config, collector)
 
         async def measure(
             url: str, network: NetworkFacts | None, control: ControlFacts | None, age: float | None
@@ -469,7 +469,7 @@ async def test_concurrency_and_per_host_limits_hold(
 ADDRESS_CHANGE_SCRIPT = """
 import asyncio, subprocess, sys
 from aiohttp import web
-from agent.collector_api import direct_session
+from agent.collector_api import CollectorClient
 from agent.identity import Clock, NetworkIdentity
 from tests.conftest import skip_or_fail_in_ci
 from tests.agent.collector_double import TOKEN, CollectorDouble
@@ -482,8 +482,8 @@ async def main():
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    session = direct_session(None)
-    identity = NetworkIdentity(session, f"http://127.0.0.1:{port}", TOKEN, Clock(), check_every_s=0)
+    client = await CollectorClient.open(f"http://127.0.0.1:{port}", TOKEN)
+    identity = NetworkIdentity(client, Clock(), check_every_s=0)
     await identity.current()
     await identity.current()
     calls = [double.whoami_calls]
@@ -491,7 +491,7 @@ async def main():
     subprocess.run(veth, check=True)
     await identity.current()
     calls.append(double.whoami_calls)
-    await session.close()
+    await client.close()
     await runner.cleanup()
     print(calls)
 

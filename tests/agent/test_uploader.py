@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.collector_api import UploadChannel, direct_session, upload_channel
+from agent.collector_api import CollectorClient
 from agent.config import UploadConfig
 from agent.identity import Clock, NetworkIdentity
 from agent.spool import Spool
@@ -32,17 +32,15 @@ class Rig:
     double: CollectorDouble
     server: TestServer
     spool: Spool
-    channel: UploadChannel
+    collector: CollectorClient
     status: StatusRecorder
     state_dir: Path
 
     def uploader(self, **config: Any) -> Uploader:
         return Uploader(
             self.spool,
-            self.channel,
-            str(self.server.make_url("/")),
+            self.collector,
             AGENT_ID,
-            TOKEN,
             UploadConfig(**config),
             self.status,
             rng=random.Random(0),
@@ -62,10 +60,10 @@ async def rig(aiohttp_server: ServerFactory, tmp_path: Path) -> AsyncIterator[Ri
     server = await aiohttp_server(double.app())
     spool = Spool(tmp_path / "spool.db", 50 * 1024 * 1024)
     await spool.open()
-    channel = upload_channel(None, None)
-    rig = Rig(double, server, spool, channel, StatusRecorder(tmp_path, Status()), tmp_path)
+    collector = await CollectorClient.open(str(server.make_url("/")), TOKEN)
+    rig = Rig(double, server, spool, collector, StatusRecorder(tmp_path, Status()), tmp_path)
     yield rig
-    await rig.channel.close()
+    await rig.collector.close()
     await spool.close()
 
 
@@ -198,8 +196,10 @@ async def test_uploads_go_through_the_configured_proxy(
     """With an HTTP upload proxy, batches reach the collector through the proxy."""
     relayed: list[str] = []
     proxy = await aiohttp_server(forward_proxy(relayed))
-    await rig.channel.close()
-    rig.channel = upload_channel(str(proxy.make_url("")), None)
+    await rig.collector.close()
+    rig.collector = await CollectorClient.open(
+        str(rig.server.make_url("/")), TOKEN, UploadConfig(proxy=str(proxy.make_url("")))
+    )
     ids = await rig.fill(3)
     assert await rig.uploader().flush(30.0)
     assert relayed == ["/api/v1/batches"]
@@ -216,12 +216,8 @@ async def test_whoami_never_uses_a_proxy_from_the_environment(
     monkeypatch.setenv("NO_PROXY", "")
     double = CollectorDouble()
     collector = await aiohttp_server(double.app())
-    session = direct_session(None)
-    identity = NetworkIdentity(session, str(collector.make_url("")), TOKEN, Clock())
-    try:
-        assert await identity.refresh() == double.network
-    finally:
-        await session.close()
+    async with await CollectorClient.open(str(collector.make_url("")), TOKEN) as client:
+        assert await NetworkIdentity(client, Clock()).refresh() == double.network
     assert relayed == [] and double.whoami_calls == 1
 
 
@@ -232,14 +228,15 @@ async def test_controls_go_through_the_upload_proxy(
     asks for it through the proxy (a blocked collector is blocked for controls as well)."""
     from agent.config import AgentConfig
     from agent.runner import real_probing
-    from agent.state import Credentials
 
     relayed: list[str] = []
     proxy = await aiohttp_server(forward_proxy(relayed))
-    await rig.channel.close()
-    rig.channel = upload_channel(str(proxy.make_url("")), None)
+    await rig.collector.close()
+    rig.collector = await CollectorClient.open(
+        str(rig.server.make_url("/")), TOKEN, UploadConfig(proxy=str(proxy.make_url("")))
+    )
     collector_url = str(rig.server.make_url("/"))
     config = AgentConfig(collector_url=collector_url, state_dir=tmp_path / "state")
-    probing = real_probing(config, Credentials(AGENT_ID, TOKEN, collector_url), rig.channel)
+    probing = real_probing(config, rig.collector)
     await probing.control("http://127.0.0.1:9/")  # the double has no control: None
     assert relayed == ["/api/v1/control"]

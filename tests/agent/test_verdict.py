@@ -7,13 +7,19 @@ from typing import Any
 import pytest
 
 from agent.blockpages import Fingerprints, default_fingerprints, parse_fingerprints
-from agent.verdict import assess, compare_http, dns_bogon, judge
+from agent.verdict import assess, compare_http, dns_bogon
 from shared.errors import ConfigError
 from shared.schema import Blocking, ControlFacts, HttpFacts, NetworkFacts
 
 NET: NetworkFacts = {"asn": 58224, "cc": "IR", "network_name": "TCI"}
 NET_AE: NetworkFacts = {"asn": 5384, "cc": "AE", "network_name": "Etisalat"}
 FP = default_fingerprints()
+
+
+def judge(*args: Any, **kwargs: Any) -> tuple[Blocking, str | None, str | None]:
+    """``(blocking, failure, blockpage)`` of ``assess``: what most of these tests check."""
+    a = assess(*args, **kwargs)
+    return a.blocking, a.failure, a.blockpage
 
 
 def http(**changes: Any) -> HttpFacts:

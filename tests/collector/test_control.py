@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from agent.control_client import fetch_control, request_control
+from agent.collector_api import CollectorClient
+from agent.control_client import request_control
 from collector.app import make_app
 from collector.config import CollectorConfig, ControlConfig
 from shared.codec import decode, encode
@@ -202,18 +203,18 @@ async def test_control_refuses_json_it_cannot_read(
 async def test_agent_control_client_gets_validated_facts(
     aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
 ) -> None:
-    """The agent's fetch_control returns the control's facts from a running collector, and
-    request_control names the error code when the collector refuses."""
+    """The agent's request_control returns the control's facts from a running collector,
+    and names the error code when the collector refuses."""
     dns_server.answer("lab.test", "127.0.0.1")
-    async with serve_http(site().app) as port, aiohttp.ClientSession() as session:
+    async with serve_http(site().app) as port:
         client, token = await control_client(
             aiohttp_client, config, dns_server, "127.0.0.1/32", ports=(port,)
         )
         collector_url = str(client.make_url("")).rstrip("/")
-        facts = await fetch_control(session, collector_url, token, f"http://lab.test:{port}/", 5.0)
-        refused = await request_control(
-            session, collector_url, token, f"http://127.0.0.9:{port}/", 5.0
-        )
+        async with await CollectorClient.open(collector_url, token) as collector:
+            answer = await request_control(collector, f"http://lab.test:{port}/", 5.0)
+            refused = await request_control(collector, f"http://127.0.0.9:{port}/", 5.0)
+    facts = answer.facts
     assert facts is not None and facts["http"] is not None
     assert facts["http"]["status"] == 200
     assert refused.facts is None and refused.problem == "destination_not_allowed"

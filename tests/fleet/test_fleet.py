@@ -22,7 +22,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from agent.collector_api import enroll, upload_channel
+from agent.collector_api import CollectorClient, enroll
 from agent.config import UploadConfig
 from agent.spool import Spool
 from agent.state import Status, StatusRecorder
@@ -213,22 +213,21 @@ async def test_collector_killed_mid_ingest_loses_nothing(
     one led the monitor, and the other takes the lead."""
     code = _collector_code(fleet)
     agents: list[SimAgent] = []
-    channels = []
+    clients = []
     upload = UploadConfig(batch_max_results=25, retry_base_s=0.2, retry_cap_s=2.0)
-    for i in range(AGENTS):
-        channel = upload_channel(None, None)
-        channels.append(channel)
-        agent_id, token = await enroll(channel.session, fleet.front, code)
+    async with await CollectorClient.open(fleet.front, None) as enrolling:
+        credentials = [await enroll(enrolling, code) for _ in range(AGENTS)]
+    for i, (agent_id, token) in enumerate(credentials):
+        client = await CollectorClient.open(fleet.front, token)
+        clients.append(client)
         state = tmp_path / f"agent-{i}"
         state.mkdir()
         spool = Spool(state / "spool.sqlite3", 100 * 1024 * 1024)
         await spool.open()
         uploader = Uploader(
             spool,
-            channel,
-            fleet.front,
+            client,
             agent_id,
-            token,
             upload,
             StatusRecorder(state, Status()),
             rng=random.Random(i),
@@ -268,8 +267,8 @@ async def test_collector_killed_mid_ingest_loses_nothing(
         await asyncio.gather(*uploads, return_exceptions=True)
         for a in agents:
             await a.spool.close()
-        for channel in channels:
-            await channel.close()
+        for client in clients:
+            await client.close()
 
     made = [m for a in agents for m in a.made]
     assert len(made) == len(set(made)) == total
