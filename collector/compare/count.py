@@ -26,6 +26,8 @@ from collector.compare.read import (
 from collector.filters import Filters
 from collector.store.queries import example_pair, plan_series
 
+_KEYS = ("cc", "domain", "agent", "blocking")  # the partials' dictionary-encoded keys
+
 
 class ArrowBucketCounter:
     """Counts normalised export rows per (cc, asn, domain, bucket), slice by slice.
@@ -59,17 +61,22 @@ class ArrowBucketCounter:
     def select(self, table: pa.Table) -> pa.Table:
         """The rows of ``table`` the filters keep (and only those with a known network)."""
         f = self.filters
-        mask = pc.and_(pc.is_valid(table["cc"]), pc.is_valid(table["asn"]))
+        masks = [pc.is_valid(table[name]) for name in ("cc", "asn") if table[name].null_count]
         if f.cc is not None:
-            mask = pc.and_(mask, pc.equal(table["cc"], f.cc))
+            masks.append(pc.equal(table["cc"], f.cc))
         if f.asn is not None:
-            mask = pc.and_(mask, pc.equal(table["asn"], f.asn))
+            masks.append(pc.equal(table["asn"], f.asn))
         if f.domain is not None:
-            mask = pc.and_(mask, pc.equal(table["domain"], f.domain))
+            masks.append(pc.equal(table["domain"], f.domain))
         if f.since is not None:
-            mask = pc.and_(mask, pc.greater_equal(table["measured_at"], f.since))
+            masks.append(pc.greater_equal(table["measured_at"], f.since))
         if f.until is not None:
-            mask = pc.and_(mask, pc.less(table["measured_at"], f.until))
+            masks.append(pc.less(table["measured_at"], f.until))
+        if not masks:
+            return table  # every row is kept: no copy
+        mask = masks[0]
+        for more in masks[1:]:
+            mask = pc.and_(mask, more)
         return table.filter(mask)
 
     def _flush(self) -> None:
@@ -89,6 +96,11 @@ class ArrowBucketCounter:
         Thread-safe: Arrow does the work and releases the GIL."""
         table = table.unify_dictionaries()
         width = float(self.filters.bucket_s)
+        # The largest name by its rank among the names (an integer max, not a string one).
+        names = table["network_name"]
+        if not pa.types.is_dictionary(names.type):  # CSV and JSONL give strings
+            names = pc.dictionary_encode(names)
+        name_codes, name_values = _ranked_array(names)
         partial = (
             pa.table(
                 {
@@ -99,17 +111,21 @@ class ArrowBucketCounter:
                     "blocking": table["blocking"],
                     "agent": table["agent"],
                     "id": table["measurement_id"],
-                    "name": table["network_name"],
+                    "name": name_codes,
                 }
             )
             .group_by(["cc", "asn", "domain", "bucket", "blocking", "agent"], use_threads=False)
             .aggregate([("id", "count"), ("id", "min_max"), ("name", "max")])
         )
         ids = partial["id_min_max"].combine_chunks()
-        partial = partial.drop_columns(["id_min_max"])
+        largest = pa.DictionaryArray.from_arrays(
+            pc.cast(partial["name_max"].combine_chunks(), pa.int32()), name_values
+        )
+        partial = partial.drop_columns(["id_min_max", "name_max"])
         partial = partial.append_column("id_min", ids.field("min"))
         partial = partial.append_column("id_max", ids.field("max"))
-        for name in DICTIONARY:  # the same types from every format, for concatenation
+        partial = partial.append_column("name_max", largest)
+        for name in _KEYS:  # the same types from every format, for concatenation
             i = partial.schema.get_field_index(name)
             if not pa.types.is_dictionary(partial.schema.field(i).type):
                 partial = partial.set_column(i, name, pc.dictionary_encode(partial[i]))
@@ -124,6 +140,7 @@ class ArrowBucketCounter:
         # the strings' order (so sorting the codes sorts the names), the agent's index.
         cc_codes, cc_names = _ranked_codes(p["cc"])
         domain_codes, domain_names = _ranked_codes(p["domain"])
+        name_codes, name_names = _ranked_codes(p["name_max"])
         agent_column = _single(p["agent"])
         agent = agent_column.indices
         agent_names = pc.cast(agent_column.dictionary, pa.string()).to_pylist()
@@ -138,7 +155,7 @@ class ArrowBucketCounter:
             "ok_agent": pc.if_else(ok, agent, pa.scalar(None, agent.type)),
             "ok_low": pc.if_else(ok, p["id_min"], none),
             "ok_high": pc.if_else(ok, p["id_max"], none),
-            "name": p["name_max"],
+            "name": name_codes,
         }
         blocking = pc.cast(_single(p["blocking"]).dictionary, pa.string()).to_pylist()
         verdicts = sorted(v for v in blocking if v is not None)
@@ -159,7 +176,7 @@ class ArrowBucketCounter:
                 ]
             )
             whole, summaries = _summarised(
-                light, verdicts, cc_names, domain_names, self.filters.bucket_s
+                light, verdicts, (cc_names, domain_names, name_names), self.filters.bucket_s
             )
             table = table.filter(pc.is_in(_series_code(table, len(domain_names)), value_set=whole))
         grouped = table.group_by(keys, use_threads=True).aggregate(  # sorted below
@@ -178,7 +195,10 @@ class ArrowBucketCounter:
         for offset in range(0, grouped.num_rows, 1 << 16):  # a slice at a time: less memory
             out.extend(
                 _to_bucket_counts(
-                    grouped.slice(offset, 1 << 16), verdicts, cc_names, domain_names, agent_names
+                    grouped.slice(offset, 1 << 16),
+                    verdicts,
+                    (cc_names, domain_names, name_names),
+                    agent_names,
                 )
             )
         if summaries:
@@ -205,8 +225,7 @@ def _series_code(table: pa.Table, domains: int) -> pa.Array:
 def _summarised(
     light: pa.Table,
     verdicts: Sequence[str],
-    cc_names: list[str],
-    domain_names: list[str],
+    names: tuple[list[str], list[str], list[str]],
     bucket_s: float,
 ) -> tuple[pa.Array, list[BucketCount]]:
     """The series the analysis needs whole (``plan_series``), as ``_series_code`` values, and
@@ -214,8 +233,10 @@ def _summarised(
     bucket, its name, at its last bucket. ``light`` is one row per bucket (distinct agents,
     largest name, counts per verdict). The events come out exactly as from every bucket
     (no finding can come from those series), and so does the per-ISP table (totals, most
-    agents, domains, names), while most buckets never become Python objects.
+    agents, domains, names), while most buckets never become Python objects. ``names`` are
+    the strings of the cc, domain and network name codes (``_ranked_codes``).
     """
+    cc_names, domain_names, network_names = names
     series = light.group_by(["cc", "asn", "domain"], use_threads=False).aggregate(
         [
             ("bucket", "max"),
@@ -234,7 +255,7 @@ def _summarised(
             cols["n:ok_sum_sum"][i] if "n:ok_sum_sum" in cols else 0,
             sum(cols[c][i] for c in blocked_sums),
             last,
-            cols["name_max_max"][i] or "",
+            _name(network_names, cols["name_max_max"][i]),
         )
         for i, (cc, asn, domain, last) in enumerate(
             zip(cols["cc"], cols["asn"], cols["domain"], cols["bucket_max"], strict=True)
@@ -261,13 +282,18 @@ def _summarised(
     return codes, summaries
 
 
+def _name(names: list[str], code: int | None) -> str:
+    """The network name of a code (none: the empty name, as the store gives it)."""
+    return "" if code is None else names[code] or ""
+
+
 def _to_bucket_counts(
     grouped: pa.Table,
     verdicts: Sequence[str],
-    cc_names: list[str],
-    domain_names: list[str],
+    names: tuple[list[str], list[str], list[str]],
     agent_names: list[str],
 ) -> list[BucketCount]:
+    cc_names, domain_names, network_names = names
     plain = ("cc", "asn", "domain", "bucket", "agent_count_distinct",
              "ok_agent_distinct", "ok_low_min", "ok_high_max", "name_max")  # fmt: skip
     g = [grouped[name].to_pylist() for name in plain]
@@ -283,7 +309,7 @@ def _to_bucket_counts(
         BucketCount(
             cc=cc_names[cc],
             asn=asn,
-            network_name=name or "",
+            network_name=_name(network_names, name),
             domain=domain_names[domain],
             bucket_start=bucket,
             counts=bucket_counts,
@@ -306,11 +332,17 @@ def _single(column: pa.ChunkedArray) -> pa.DictionaryArray:
 
 def _ranked_codes(column: pa.ChunkedArray) -> tuple[pa.Array, list[str]]:
     """Integer codes of a dictionary column in the order of its strings, and the strings."""
+    codes, values = _ranked_array(column)
+    return codes, values.to_pylist()
+
+
+def _ranked_array(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+    """``_ranked_codes`` with the sorted strings as an Arrow array."""
     array = _single(column)
     values = pc.cast(array.dictionary, pa.string())
     order = pc.sort_indices(values)
     rank = pc.sort_indices(order)  # the inverse permutation: string index -> its rank
-    return pc.take(rank, array.indices), pc.take(values, order).to_pylist()
+    return pc.take(rank, array.indices), pc.take(values, order)
 
 
 def count_exports(

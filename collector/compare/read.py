@@ -23,7 +23,7 @@ NEEDED: Final = ("measurement_id", "measured_at", "cc", "asn", "network_name", "
 TEXT_SCHEMA: Final = pa.schema(
     [(name, pa.string() if name != "asn" else pa.int64()) for name in NEEDED]
 )
-DICTIONARY: Final = ("cc", "domain", "agent", "blocking")  # few distinct values each
+DICTIONARY: Final = ("cc", "domain", "agent", "blocking", "network_name")  # few values each
 
 
 class ExportReadError(FilterwatchError):
