@@ -4,9 +4,11 @@ as shipped (only the addresses change). Everything listens on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 HAPROXY_CFG = ROOT / "deploy" / "fleet" / "haproxy.cfg"
@@ -26,3 +28,19 @@ def haproxy_config(front: int, ports: list[int]) -> str:
     text = re.sub(r"(?m)^    server .*\n", "", text)
     servers = "".join(f"    server collector{i + 1} 127.0.0.1:{p}\n" for i, p in enumerate(ports))
     return text.rstrip("\n") + "\n" + servers
+
+
+async def drop_database(admin: Any, name: str) -> None:
+    """DROP DATABASE ... WITH (FORCE) on the asyncpg connection ``admin``, retried: an
+    autovacuum worker that an unprivileged role may not terminate can hold a fresh database
+    for a moment after its last use."""
+    import asyncpg
+
+    for attempt in range(50):
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except asyncpg.InsufficientPrivilegeError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.2)

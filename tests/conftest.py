@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
+
+from bench.fleet import drop_database as drop_test_database
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,23 +25,6 @@ def skip_or_fail_in_ci(reason: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"CI must run this test, but: {reason}")
     pytest.skip(reason)
-
-
-async def drop_test_database(admin: Any, name: str) -> None:
-    """DROP DATABASE ... WITH (FORCE), retried: an autovacuum worker that the test role may
-    not terminate can hold a fresh database for a moment after the test."""
-    import asyncio
-
-    import asyncpg
-
-    for attempt in range(50):
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            return
-        except asyncpg.InsufficientPrivilegeError:
-            if attempt == 49:
-                raise
-            await asyncio.sleep(0.2)
 
 
 # --- stores: a fresh SQLite file, or a fresh PostgreSQL database, per test ------------------

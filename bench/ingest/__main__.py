@@ -31,6 +31,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
+from bench.fleet import drop_database
 from bench.ingest.workload import encoded_batches
 from collector.store.sqlite import SqliteStore
 from shared.schema import decode_batch, decode_measurement
@@ -179,7 +180,7 @@ async def _drop_database(dsn: str, db_dsn: str) -> None:
 
     admin = await asyncpg.connect(dsn)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await drop_database(admin, db_dsn.rsplit("/", 1)[1])
     finally:
         await admin.close()
 
@@ -238,7 +239,9 @@ def fleet_end_to_end(
     config.write_text(
         f"database: {{postgres_dsn: '{db}'}}\n"
         "listen: {trusted_proxies: [127.0.0.1/32]}\n"
-        "limits: {max_inflight_batches: 64}\nlogging: {json: true, level: warning}\n"
+        # One agent stands in for many, as in end_to_end.
+        f"limits: {{max_inflight_batches: 64, max_uploads_per_agent: {max(clients, 2)}}}\n"
+        "logging: {json: true, level: warning}\n"
     )
     servers: list[subprocess.Popen[str]] = []
     haproxy: subprocess.Popen[bytes] | None = None
