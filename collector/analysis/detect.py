@@ -25,7 +25,7 @@ from collector.analysis.model import (
     LeakEvent,
     Report,
 )
-from collector.analysis.stats import binomial_tail, wilson_bounds
+from collector.analysis.stats import beta_binomial_tail, binomial_tail, wilson_bounds
 
 _IspKey = tuple[str, int]  # (cc, asn)
 _KEY = attrgetter("cc", "asn", "domain", "bucket_start")
@@ -130,14 +130,46 @@ class _Baseline:
 def _improbable(points: Sequence[_Point], share: float, significance: float) -> bool:
     """Whether the accessible evidence of ``points`` (where the country blocked) is less
     probable than ``significance`` under an accessible ``share``: a binomial tail."""
+    k, n = _counted(points)
+    return binomial_tail(k, n, share) < significance
+
+
+def _lapse_improbable(
+    points: Sequence[_Point],
+    accessible: float,
+    trials: float,
+    prior: float,
+    significance: float,
+    min_buckets: int,
+) -> bool:
+    """Whether a rise's accessible evidence is less probable than ``significance`` given
+    the ISP's baseline of ``accessible`` of ``trials`` (per agent).
+
+    A baseline in which the ISP was seen accessible is a share *estimated* from a few
+    dozen agent-trials: the rise is tested against its predictive distribution (a beta-
+    binomial with the baseline's counts and the prior), so that a 70 % blocker whose
+    history happened to look like 80 % is not called a lapse on a chance run of open
+    buckets. A clean baseline (never accessible where its country blocked: a full blocker)
+    is tested under its smoothed share, as fast as ever: it has no partial share whose
+    uncertainty would matter."""
+    k, n = _counted(points)
+    if accessible <= 0.0:
+        return binomial_tail(k, n, prior / (trials + 2 * prior)) < significance
+    if sum(1 for p in points if p.consensus and p.lower > 0.0) < min_buckets:
+        return False  # one bucket of all agents through is a partial blocker's own noise
+    tail = beta_binomial_tail(k, n, accessible + prior, max(0.0, trials - accessible) + prior)
+    return tail < significance
+
+
+def _counted(points: Sequence[_Point]) -> tuple[int, int]:
+    """(accessible, trials) of ``points`` where the country blocked, per agent, whole."""
     accessible = trials = 0.0
     for p in points:
         if p.consensus:
             a, t = p.evidence
             accessible += a
             trials += t
-    k = math.floor(accessible + 1e-9)
-    return binomial_tail(k, round(trials), share) < significance
+    return math.floor(accessible + 1e-9), round(trials)
 
 
 def analyse(
@@ -443,6 +475,7 @@ class _SurroundingBaseline:
         self._accessible = [0.0]
         self._trials = [0.0]
         self._habit = params.baseline_min_blocking
+        self._partial_buckets = params.partial_lapse_buckets
         self._blocking = [0]
         for p in points:
             kept = p.consensus and id(p) not in excluded
@@ -478,7 +511,12 @@ class _SurroundingBaseline:
         return 1.0 if trials <= 0 else max(0.0, 1.0 - accessible / trials)
 
     def improbable_at(self, points: Sequence[_Point], index: int, significance: float) -> bool:
-        return self.habitual(index) and _improbable(points, self.share_at(index), significance)
+        if not self.habitual(index):
+            return False
+        accessible, trials = self._sums(index)
+        return _lapse_improbable(
+            points, accessible, trials, self._prior, significance, self._partial_buckets
+        )
 
     def add(self, point: _Point) -> None:
         """Nothing to learn: the surrounding baseline is fixed before the scan."""

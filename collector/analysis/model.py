@@ -80,6 +80,10 @@ class AnalysisParams:
     # (binomial tail of the rise's accessible measurements, counted per agent). The same
     # test decides that an ISP began blocking later than its country (lagging).
     significance: float = 1e-4
+    # Against a baseline in which the ISP was seen accessible (a partial blocker) the test
+    # is the baseline's predictive (beta-binomial) tail, and the rise must show in at least
+    # this many buckets: one bucket of all agents through is such an ISP's own noise.
+    partial_lapse_buckets: int = 2
     # The ISP blocks only part of the time (partial) when its blocked share lies between
     # this and 1 - this; below it, an ISP that never blocked by majority is unfiltered.
     partial_share: float = 0.1
@@ -93,10 +97,18 @@ class AnalysisParams:
             raise ValueError("min_agents and min_other_isps must be at least 1")
         if not (self.open_threshold > 0 and self.close_threshold > 0 and self.z > 0):
             raise ValueError("thresholds and z must be positive")
-        if min(self.baseline_buckets, self.divergence_min_buckets, self.baseline_min_blocking) < 1:
+        if (
+            min(
+                self.baseline_buckets,
+                self.divergence_min_buckets,
+                self.baseline_min_blocking,
+                self.partial_lapse_buckets,
+            )
+            < 1
+        ):
             raise ValueError(
-                "baseline_buckets, baseline_min_blocking and divergence_min_buckets"
-                " must be at least 1"
+                "baseline_buckets, baseline_min_blocking, divergence_min_buckets and"
+                " partial_lapse_buckets must be at least 1"
             )
         if not (0 < self.significance < 1 and 0 < self.partial_share < 0.5):
             raise ValueError("significance must be in (0, 1) and partial_share in (0, 0.5)")

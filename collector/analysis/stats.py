@@ -48,3 +48,34 @@ def binomial_tail(successes: int, trials: int, p: float) -> float:
     ]
     top = max(log_terms)
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms))
+
+
+def beta_binomial_tail(successes: int, trials: int, alpha: float, beta: float) -> float:
+    """P(X >= successes) for X ~ BetaBinomial(trials, alpha, beta), in log space.
+
+    The predictive probability of ``successes`` of ``trials`` when the share itself is only
+    known as Beta(alpha, beta): after a accessible of n, Beta(a + prior, n - a + prior).
+    Used where a baseline share is estimated from few observations: it is more cautious
+    than the binomial tail under the estimate, by as much as the estimate is uncertain.
+    """
+    if successes <= 0:
+        return 1.0
+    if successes > trials:
+        return 0.0
+    if alpha <= 0.0:
+        return 0.0
+    if beta <= 0.0:
+        return 1.0
+    log_norm = math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)
+    log_terms = [
+        math.lgamma(trials + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(trials - k + 1)
+        + math.lgamma(k + alpha)
+        + math.lgamma(trials - k + beta)
+        - math.lgamma(trials + alpha + beta)
+        - log_norm
+        for k in range(successes, trials + 1)
+    ]
+    top = max(log_terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms))

@@ -237,33 +237,7 @@ def test_lab_runs_as_an_unprivileged_user(outcomes: dict[str, Outcome]) -> None:
     assert doc["measurements_scored"] > 0
 
 
-# Rounds from a leak's true start within which its alert must arrive. Two everywhere but
-# where the detector itself needs a third bucket: a lapse of an ISP that blocks only 70 % of
-# the time is significant against its own baseline only once a third bucket of evidence
-# arrives (the analysis of the stored data, cut after two whole buckets, does not show it).
-ALERT_ROUNDS = {"partial-then-lapse": 3}
-
-
-# Known defect, issue 10 left open: on an ISP that blocks only part of the time, the
-# monitor's passes over the still-growing data can alert a lapse that the analysis of the
-# whole run does not keep (seen in CI-like runs: a leak.opened on Telenor's 70 % block,
-# an early open and close on Kcell's). Not strict: most runs pass.
-_PARTIAL_ALERTS = pytest.mark.xfail(
-    strict=False,
-    reason="issue 10: early monitor passes can alert a lapse on a partial blocker",
-)
-
-
-def _alert_params() -> list[Any]:
-    return [
-        pytest.param(n, marks=_PARTIAL_ALERTS)
-        if n in ("partial-then-lapse", "probabilistic-blocking")
-        else n
-        for n in sorted(EXPECTED)
-    ]
-
-
-@pytest.mark.parametrize("name", _alert_params())
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_every_found_leak_is_alerted_within_two_rounds(
     outcomes: dict[str, Outcome], name: str
 ) -> None:
@@ -273,6 +247,6 @@ def test_every_found_leak_is_alerted_within_two_rounds(
     assert len(alerts["leaks"]) == _check(outcomes[name])["found"]
     for leak in alerts["leaks"]:
         assert leak["seconds_to_alert"] is not None, leak
-        assert leak["rounds_to_alert"] <= ALERT_ROUNDS.get(name, 2), leak
+        assert leak["rounds_to_alert"] <= 2, leak
     assert alerts["non_leak_alerts"] == []
     assert alerts["unsigned"] == 0
