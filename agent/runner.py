@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import msgspec
 import structlog
 
 from agent.blockpages import FingerprintBox, fingerprints_from_json
@@ -332,7 +333,7 @@ class Agent:
             m = await probing.measure(url, network, control, self.clock.age_s())
             if self.clock.skew_s:
                 # The collector's clock is the reference: results line up across agents.
-                m = dataclasses.replace(m, measured_at=self.clock.corrected(m.measured_at))
+                m = msgspec.structs.replace(m, measured_at=self.clock.corrected(m.measured_at))
             await self.spool.put(m)
         except Exception:
             # A bug in one measurement must not stop the agent; the traceback is logged

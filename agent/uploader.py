@@ -27,9 +27,7 @@ from agent.config import UploadConfig
 from agent.schedule import backoff_delay, parse_retry_after
 from agent.spool import Spool, SpooledResult
 from agent.state import StatusRecorder
-from shared.codec import decode, encode
-from shared.errors import CodecError, SchemaError
-from shared.schema import Batch, Measurement, measurement_from_wire
+from shared.schema import encode_batch, is_one_value
 
 log = structlog.get_logger("agent.uploader")
 
@@ -119,16 +117,17 @@ class Uploader:
         )
         if not items:
             return UploadOutcome(0, True)
-        results, unreadable = _measurements(items)
+        results, unreadable = _framed(items)
         if unreadable:
-            # Records we wrote but cannot read back would be refused by any collector.
+            # A damaged record would break the batch around it: drop it, as rejected.
             log.error("spooled_result_unreadable", results=len(unreadable))
             await self._spool.ack([it.seq for it in unreadable], rejected=len(unreadable))
         if not results:
             return UploadOutcome(0, True)
-        batch = Batch(agent_id=self._agent_id, batch_id=uuid.uuid4().hex, results=results)
-        body = encode(batch.to_wire())
-        seqs = [it.seq for it in items if it not in unreadable]
+        batch_id = uuid.uuid4().hex
+        # The records go as they were spooled: the collector validates each one.
+        body = encode_batch(self._agent_id, batch_id, [it.record for it in results])
+        seqs = [it.seq for it in results]
         try:
             res = await call(
                 self._channel.session,
@@ -158,7 +157,7 @@ class Uploader:
             last_error=None,
         )
         if rejected:
-            log.warning("results_rejected", rejected=rejected, batch_id=batch.batch_id)
+            log.warning("results_rejected", rejected=rejected, batch_id=batch_id)
         log.info(
             "batch_uploaded",
             results=len(results),
@@ -166,7 +165,7 @@ class Uploader:
             duplicates=duplicates,
             rejected=rejected,
             bytes=len(body),
-            batch_id=batch.batch_id,
+            batch_id=batch_id,
         )
         return UploadOutcome(len(results), True)
 
@@ -204,16 +203,12 @@ async def _wait_either(
             w.cancel()
 
 
-def _measurements(
-    items: list[SpooledResult],
-) -> tuple[list[Measurement], list[SpooledResult]]:
-    good: list[Measurement] = []
+def _framed(items: list[SpooledResult]) -> tuple[list[SpooledResult], list[SpooledResult]]:
+    """The records that are each one whole msgpack value, and the others."""
+    good: list[SpooledResult] = []
     bad: list[SpooledResult] = []
     for it in items:
-        try:
-            good.append(measurement_from_wire(decode(it.record)))
-        except (CodecError, SchemaError):
-            bad.append(it)
+        (good if is_one_value(it.record) else bad).append(it)
     return good, bad
 
 

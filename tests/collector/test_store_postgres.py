@@ -18,8 +18,9 @@ from collector.store.base import PSEUDONYM_SECRET, BucketCount
 from collector.store.postgres import PostgresStore
 from collector.store.queries import Pseudonyms
 from collector.store.sqlite import SqliteStore
+from shared.codec import encode
 from shared.filters import Filters
-from shared.schema import Measurement, measurement_from_wire
+from shared.schema import Measurement, decode_measurement
 from tests.collector.conftest import record
 from tests.conftest import drop_test_database, skip_or_fail_in_ci
 
@@ -55,7 +56,7 @@ async def store(pg_dsn: str) -> AsyncIterator[PostgresStore]:
 
 
 def measurements(n: int, **changes: Any) -> list[Measurement]:
-    return [measurement_from_wire(record(i, **changes)) for i in range(n)]
+    return [decode_measurement(encode(record(i, **changes))) for i in range(n)]
 
 
 async def test_retried_and_resplit_inserts_store_each_measurement_once(
@@ -139,14 +140,16 @@ async def test_aggregation_and_export_match_sqlite(store: PostgresStore, tmp_pat
     for i in range(120):
         verdict = ("ok", True) if i % 3 == 0 else ("dns", False)
         ms.append(
-            measurement_from_wire(
-                record(
-                    i,
-                    measured_at=base + i * 37.0,
-                    blocking=verdict[0],
-                    accessible=verdict[1],
-                    domain=f"site{i % 4}.example",
-                    network={"asn": 100 + i % 3, "cc": "IR", "network_name": f"ISP{i % 3}"},
+            decode_measurement(
+                encode(
+                    record(
+                        i,
+                        measured_at=base + i * 37.0,
+                        blocking=verdict[0],
+                        accessible=verdict[1],
+                        domain=f"site{i % 4}.example",
+                        network={"asn": 100 + i % 3, "cc": "IR", "network_name": f"ISP{i % 3}"},
+                    )
                 )
             )
         )

@@ -9,8 +9,8 @@ import pytest
 
 from collector.store.migrate import Migration, MigrationError, load_migrations, migrate_sqlite
 from collector.store.sqlite import SqliteStore
-from shared.codec import decode, encode
-from shared.schema import decode_measurement, measurement_from_wire
+from shared.codec import encode
+from shared.schema import Blocking, Measurement, decode_measurement
 from tests.collector.conftest import record
 
 
@@ -60,14 +60,26 @@ async def test_insert_counts_duplicates_and_stores_columns(store: SqliteStore) -
         ).fetchone()
     )
     assert row[:7] == ("IR", 64500, "blocked.example", "tls", 0, "192.0.2.7", 1)
-    assert measurement_from_wire(decode(row[7])).id == results[0].id
+    assert decode_measurement(row[7]) == results[0]
 
 
 async def test_tool_measurements_are_stored_too(store: SqliteStore) -> None:
     """A ``Measurement`` built by a tool is stored like an ingested one."""
-    m = measurement_from_wire(record(7))
+    m = Measurement(
+        id="tool-7",
+        measured_at=1_700_000_000.0,
+        url="https://blocked.example/",
+        domain="blocked.example",
+        blocking=Blocking.DNS,
+        accessible=False,
+        dns={"answers": ["10.10.34.36"], "failure": None},
+    )
     outcome = await store.insert_measurements("ag-1", "b", [m], 1.0)
     assert outcome.accepted == 1
+    row = await store.run_read(
+        lambda c: c.execute("SELECT dns_answers, record FROM measurements").fetchone()
+    )
+    assert row[0] == "10.10.34.36" and decode_measurement(row[1]) == m
 
 
 async def test_stream_read_yields_in_order(store: SqliteStore) -> None:
