@@ -1,10 +1,13 @@
 """Moves spooled results to the collector, and deletes only what the collector acknowledged.
 
 A batch is at most ``batch_max_results`` results and ``batch_max_bytes`` of body, under a
-fresh ``batch_id``. The collector dedupes on measurement ids, so sending a batch again after
-a lost answer is safe; the spool therefore deletes a batch's results only after a 2xx answer
-whose counts cover the whole batch (accepted + duplicates + rejected-as-invalid). Rejected
-results are counted (``agent status``) and not sent again: they can never be accepted.
+fresh ``batch_id``. The spooled records go in as they are (``shared.schema.encode_batch``
+writes the envelope around their bytes): the agent never decodes or re-checks what it
+wrote, the collector validates each record. The collector dedupes on measurement ids, so
+sending a batch again after a lost answer is safe; the spool therefore deletes a batch's
+results only after a 2xx answer whose counts cover the whole batch (accepted + duplicates +
+rejected-as-invalid). Rejected results are counted (``agent status``) and not sent again:
+they can never be accepted.
 
 Failures back off exponentially with full jitter and never retry sooner than a
 ``Retry-After`` (429, 503). A 413 halves the batch; a single result the collector finds too
