@@ -9,7 +9,7 @@ import structlog
 
 from agent.collector_api import ApiError, CollectorClient
 from shared.errors import SchemaError
-from shared.schema import ControlFacts, measurement_from_wire
+from shared.schema import ControlFacts, validate_control
 
 log = structlog.get_logger("agent.control")
 
@@ -26,21 +26,7 @@ class ControlAnswer:
 
 def control_from_wire(url: str, doc: Any) -> ControlFacts:
     """Validate the collector's answer with the wire schema's own rules for ``control``."""
-    record = {
-        "id": "control",
-        "measured_at": 0.0,
-        "url": url,
-        "domain": "",
-        "blocking": "inconclusive",
-        "accessible": None,
-        "control": doc,
-    }
-    if not isinstance(doc, dict):
-        raise SchemaError("control", "expected a map")
-    checked = measurement_from_wire(record).control
-    if checked is None:
-        raise SchemaError("control", "missing")
-    return checked
+    return validate_control(doc)
 
 
 async def request_control(collector: CollectorClient, url: str, timeout_s: float) -> ControlAnswer:

@@ -27,7 +27,14 @@ from agent.identity import Clock, NetworkIdentity
 from agent.probes.web import ProbeOptions, measure, parse_target
 from agent.state import Credentials, NotEnrolledError, StateError, load_credentials
 from agent.verdict import assess, dns_answers
-from shared.schema import Blocking, ControlFacts, Failure, Measurement, NetworkFacts
+from shared.schema import (
+    Blocking,
+    ControlFacts,
+    Failure,
+    Measurement,
+    NetworkFacts,
+    measurement_fields,
+)
 
 FAILURE_WORDS: Final = {
     Failure.CONNECTION_REFUSED: "the connection was refused",
@@ -314,7 +321,7 @@ def run_probe(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         m, context, fingerprints = asyncio.run(_probe(url, config, creds, not_enrolled))
     if getattr(args, "json", False):
-        print(json.dumps(_jsonable(m.to_wire()), indent=2, sort_keys=True))
+        print(json.dumps(_jsonable(measurement_fields(m)), indent=2, sort_keys=True))
     else:
         _print(explain(m, fingerprints, context))
     return 1 if m.accessible is False else 0

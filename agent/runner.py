@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import msgspec
 import structlog
 
 from agent.blockpages import FingerprintBox, fingerprints_from_json
@@ -292,7 +293,7 @@ class Agent:
             m = await rnd.probing.measure(url, network, control, self.clock.age_s())
             if self.clock.skew_s:
                 # The collector's clock is the reference: results line up across agents.
-                m = dataclasses.replace(m, measured_at=self.clock.corrected(m.measured_at))
+                m = msgspec.structs.replace(m, measured_at=self.clock.corrected(m.measured_at))
             await self.spool.put(m)
         except Exception:
             # A bug in one measurement must not stop the agent; the traceback is logged

@@ -38,8 +38,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from shared.codec import encode
-from shared.schema import Measurement
+from shared.schema import Measurement, encode_measurement
 
 log = structlog.get_logger("agent.spool")
 T = TypeVar("T")
@@ -130,7 +129,7 @@ class Spool:
 
     async def put(self, measurement: Measurement) -> None:
         """Store one result durably; returns once it is fsynced to disk."""
-        record = encode(measurement.to_wire())
+        record = encode_measurement(measurement)
         self._pending.append((measurement.id, record))
         await self._run(self._commit_pending)
         self.changed.set()

@@ -1,10 +1,13 @@
 """Moves spooled results to the collector, and deletes only what the collector acknowledged.
 
 A batch is at most ``batch_max_results`` results and ``batch_max_bytes`` of body, under a
-fresh ``batch_id``. The collector dedupes on measurement ids, so sending a batch again after
-a lost answer is safe; the spool therefore deletes a batch's results only after a 2xx answer
-whose counts cover the whole batch (accepted + duplicates + rejected-as-invalid). Rejected
-results are counted (``agent status``) and not sent again: they can never be accepted.
+fresh ``batch_id``. The spooled records go in as they are (``shared.schema.encode_batch``
+writes the envelope around their bytes): the agent never decodes or re-checks what it
+wrote, the collector validates each record. The collector dedupes on measurement ids, so
+sending a batch again after a lost answer is safe; the spool therefore deletes a batch's
+results only after a 2xx answer whose counts cover the whole batch (accepted + duplicates +
+rejected-as-invalid). Rejected results are counted (``agent status``) and not sent again:
+they can never be accepted.
 
 Failures back off exponentially with full jitter and never retry sooner than a
 ``Retry-After`` (429, 503). A 413 halves the batch; a single result the collector finds too
@@ -28,9 +31,7 @@ from agent.schedule import backoff_delay, parse_retry_after
 from agent.spool import Spool, SpooledResult
 from agent.state import StatusRecorder
 from agent.stopping import wait_or_stop
-from shared.codec import decode, encode
-from shared.errors import CodecError, SchemaError
-from shared.schema import Batch, Measurement, measurement_from_wire
+from shared.schema import encode_batch, is_one_value
 
 log = structlog.get_logger("agent.uploader")
 
@@ -116,16 +117,17 @@ class Uploader:
         )
         if not items:
             return UploadOutcome(0, True)
-        results, unreadable = _measurements(items)
+        results, unreadable = _framed(items)
         if unreadable:
-            # Records we wrote but cannot read back would be refused by any collector.
+            # A damaged record would break the batch around it: drop it, as rejected.
             log.error("spooled_result_unreadable", results=len(unreadable))
             await self._spool.ack([it.seq for it in unreadable], rejected=len(unreadable))
         if not results:
             return UploadOutcome(0, True)
-        batch = Batch(agent_id=self._agent_id, batch_id=uuid.uuid4().hex, results=results)
-        body = encode(batch.to_wire())
-        seqs = [it.seq for it in items if it not in unreadable]
+        batch_id = uuid.uuid4().hex
+        # The records go as they were spooled: the collector validates each one.
+        body = encode_batch(self._agent_id, batch_id, [it.record for it in results])
+        seqs = [it.seq for it in results]
         try:
             res = await self._collector.request(
                 "POST", BATCHES_PATH, body=body, timeout_s=self._timeout_s
@@ -149,7 +151,7 @@ class Uploader:
             last_error=None,
         )
         if rejected:
-            log.warning("results_rejected", rejected=rejected, batch_id=batch.batch_id)
+            log.warning("results_rejected", rejected=rejected, batch_id=batch_id)
         log.info(
             "batch_uploaded",
             results=len(results),
@@ -157,7 +159,7 @@ class Uploader:
             duplicates=duplicates,
             rejected=rejected,
             bytes=len(body),
-            batch_id=batch.batch_id,
+            batch_id=batch_id,
         )
         return UploadOutcome(len(results), True)
 
@@ -181,16 +183,12 @@ class Uploader:
         self._status.update(last_error=f"upload: {text}", last_error_at=time.time())
 
 
-def _measurements(
-    items: list[SpooledResult],
-) -> tuple[list[Measurement], list[SpooledResult]]:
-    good: list[Measurement] = []
+def _framed(items: list[SpooledResult]) -> tuple[list[SpooledResult], list[SpooledResult]]:
+    """The records that are each one whole msgpack value, and the others."""
+    good: list[SpooledResult] = []
     bad: list[SpooledResult] = []
     for it in items:
-        try:
-            good.append(measurement_from_wire(decode(it.record)))
-        except (CodecError, SchemaError):
-            bad.append(it)
+        (good if is_one_value(it.record) else bad).append(it)
     return good, bad
 
 

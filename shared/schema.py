@@ -1,12 +1,16 @@
 """The wire schema, version 1: a measurement, its facts, and the batch that carries them.
 
 The schema is documented for third parties in ``docs/wire-format.md``. Records travel as
-msgpack maps. The types below are the schema: their annotations carry every limit
-(``Annotated[str, Meta(max_length=...)]``) and ``msgspec`` decodes and validates a record
-against them in one pass in C, several times faster than decoding first and walking the
-result in Python (see ``bench/ingest``). Fields this version does not know are tolerated
-(newer agents can talk to older collectors); a missing or wrongly typed field is a
-``SchemaError`` that names it, e.g. ``http.status: expected `int | null`, got `str```.
+msgpack maps. ``Measurement`` is the one type of a measurement, from the agent's probes to
+the collector's store: the agent encodes it once with msgpack (``encode_measurement``),
+spools those bytes and uploads them as they are (``encode_batch`` writes the envelope
+around them); the collector decodes each record once, in C, with msgspec
+(``decode_batch``, then ``decode_measurement``). The annotations carry every limit
+(``Annotated[str, Meta(max_length=...)]``) and that one pass validates them, several
+times faster than decoding first and walking the result in Python (see ``bench/ingest``).
+Fields this version does not know are tolerated (newer agents can talk to older
+collectors); a missing or wrongly typed field is a ``SchemaError`` that names it, e.g.
+``http.status: expected `int | null`, got `str```.
 
 Nested facts (DNS, TCP, TLS, HTTP, control) stay plain, validated dicts (TypedDicts): the
 collector stores them as they came and reads only a few of their fields.
@@ -18,13 +22,16 @@ import random
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Final, TypedDict
 
+import msgpack
 import msgspec
 from msgspec import Meta
 
+from shared.codec import encode
 from shared.errors import CodecError, SchemaError
 from shared.failures import Failure as Failure  # one of the measurement's types
 from shared.failures import mapped
@@ -34,8 +41,6 @@ SCHEMA_VERSION: Final = 1
 
 MAX_RESULTS_PER_BATCH: Final = 5000
 MAX_URL_LENGTH: Final = 2048
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_CC_RE: Final = re.compile(r"^[A-Z]{2}$")
 
 
 def new_measurement_id(at: float | None = None, rng: random.Random | None = None) -> str:
@@ -166,73 +171,41 @@ class ControlFacts(TypedDict, total=False):
     failure: FailureValue | None  # the control itself could not be had
 
 
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    """One target URL measured once from one agent on one network."""
+class Measurement(msgspec.Struct, frozen=True):
+    """One target URL measured once from one agent on one network.
 
-    id: str
-    measured_at: float  # UTC, seconds since the epoch
-    url: str
-    domain: str
+    The one type of a measurement, from probe to store: the agent's probes build it, the
+    agent spools and uploads its record (``encode_measurement``) as it is, and the
+    collector decodes and validates that record into it again (``decode_measurement``).
+    The limits in the annotations are checked by that decoding, not by building one here.
+    """
+
+    id: Id
+    measured_at: EpochSeconds  # UTC, seconds since the epoch
+    url: Url
+    domain: Annotated[str, Meta(max_length=253)]
     blocking: Blocking
-    accessible: bool | None
+    accessible: bool | None = None
     network: NetworkFacts | None = None
-    failure: str | None = None
-    blockpage: str | None = None
-    clock_age_s: float | None = None  # seconds since the clock was confirmed by the collector
+    failure: FailureValue | None = None
+    blockpage: Annotated[str, Meta(max_length=128)] | None = None
+    clock_age_s: Duration | None = None  # seconds since the clock was confirmed by the collector
     dns: DnsFacts | None = None
-    tcp: list[TcpFacts] = field(default_factory=list)
+    tcp: TcpList = []
     tls: TlsFacts | None = None
     http: HttpFacts | None = None
     control: ControlFacts | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    agent_version: str | None = None
-    failure_original: str | None = None  # the failure as another tool named it (mapped)
-    extra: dict[str, Any] = field(default_factory=dict)  # fields this version does not know
+    timings: Annotated[dict[Short, Duration], Meta(max_length=64)] = {}
+    agent_version: Annotated[str, Meta(max_length=64)] | None = None
+    failure_original: FailureValue | None = None  # the failure as another tool named it
 
-    def to_wire(self) -> dict[str, Any]:
-        """The msgpack-ready map for this measurement."""
-        out: dict[str, Any] = dict(self.extra)
-        out.update(
-            id=self.id,
-            measured_at=self.measured_at,
-            url=self.url,
-            domain=self.domain,
-            blocking=self.blocking.value,
-            accessible=self.accessible,
-            network=self.network,
-            failure=self.failure,
-            blockpage=self.blockpage,
-            clock_age_s=self.clock_age_s,
-            dns=self.dns,
-            tcp=self.tcp,
-            tls=self.tls,
-            http=self.http,
-            control=self.control,
-            timings=self.timings,
-            agent_version=self.agent_version,
-        )
-        if self.failure_original is not None:
-            out["failure_original"] = self.failure_original
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """What an agent uploads: some of its measurements, under one batch id."""
-
-    agent_id: str
-    batch_id: str
-    results: list[Measurement]
-    schema_version: int = SCHEMA_VERSION
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "agent_id": self.agent_id,
-            "batch_id": self.batch_id,
-            "results": [m.to_wire() for m in self.results],
-        }
+    def __post_init__(self) -> None:
+        expected = self.blocking.accessible
+        if self.accessible is not expected:
+            raise ValueError(
+                f"{_FIELD_MARK}accessible: must be {_nil(expected)} when blocking is"
+                f" {self.blocking.value}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,39 +215,47 @@ class RawBatch:
     agent_id: str
     batch_id: str
     schema_version: int
-    results: list[Any]
+    results: Sequence[msgspec.Raw | bytes]  # each one record's msgpack, undecoded
 
 
-class MeasurementWire(msgspec.Struct, frozen=True):
-    """A measurement as validated at ingest: the same fields as ``Measurement``, without
-    ``extra`` (unknown fields are skipped by the decoder, never built)."""
+def measurement_fields(m: Measurement) -> dict[str, Any]:
+    """``m`` as the map an agent sends: every field in order, ``failure_original`` only
+    when set (collectors set it when they map another tool's failure name)."""
+    fields = msgspec.structs.asdict(m)
+    if fields["failure_original"] is None:
+        del fields["failure_original"]
+    return fields
 
-    id: Id
-    measured_at: EpochSeconds
-    url: Url
-    domain: Annotated[str, Meta(max_length=253)]
-    blocking: Blocking
-    accessible: bool | None = None
-    network: NetworkFacts | None = None
-    failure: FailureValue | None = None
-    blockpage: Annotated[str, Meta(max_length=128)] | None = None
-    clock_age_s: Duration | None = None
-    dns: DnsFacts | None = None
-    tcp: TcpList = []
-    tls: TlsFacts | None = None
-    http: HttpFacts | None = None
-    control: ControlFacts | None = None
-    timings: Annotated[dict[Short, Duration], Meta(max_length=64)] = {}
-    agent_version: Annotated[str, Meta(max_length=64)] | None = None
-    failure_original: FailureValue | None = None
 
-    def __post_init__(self) -> None:
-        expected = self.blocking.accessible
-        if self.accessible is not expected:
-            raise ValueError(
-                f"{_FIELD_MARK}accessible: must be {_nil(expected)} when blocking is"
-                f" {self.blocking.value}"
-            )
+def encode_measurement(m: Measurement) -> bytes:
+    """The msgpack record of ``m``, as the agent spools it and uploads it unchanged."""
+    return encode(measurement_fields(m))
+
+
+def encode_batch(agent_id: str, batch_id: str, results: Sequence[bytes]) -> bytes:
+    """A batch's msgpack body around records already encoded (the spool's): the records go
+    in byte for byte, so an agent never decodes, checks or encodes again what it wrote."""
+    pack = msgpack.Packer(use_bin_type=True, datetime=False)
+    parts = [pack.pack_map_header(4)]
+    for key, value in (
+        ("schema_version", SCHEMA_VERSION),
+        ("agent_id", agent_id),
+        ("batch_id", batch_id),
+    ):
+        parts += (pack.pack(key), pack.pack(value))
+    parts += (pack.pack("results"), pack.pack_array_header(len(results)), *results)
+    return b"".join(parts)
+
+
+def is_one_value(record: bytes) -> bool:
+    """Whether ``record`` is one whole msgpack value, the one thing a batch needs of each
+    record around it: only the framing is read (in C, nothing built); what the record
+    holds is for the collector to judge."""
+    try:
+        _RAW_DECODER.decode(record)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True
 
 
 class _Envelope(msgspec.Struct):
@@ -293,8 +274,8 @@ _MISSING_RE: Final = re.compile(r"^Object missing required field `([^`]+)`$")
 _ENVELOPE_DECODER: Final = msgspec.msgpack.Decoder(_Envelope)
 _VERSION_DECODER: Final = msgspec.msgpack.Decoder(_VersionOnly)
 _RAW_DECODER: Final = msgspec.msgpack.Decoder(msgspec.Raw)
-_MEASUREMENT_DECODER: Final = msgspec.msgpack.Decoder(MeasurementWire)
-_MEASUREMENT_FIELDS: Final = frozenset(MeasurementWire.__struct_fields__)
+_MEASUREMENT_DECODER: Final = msgspec.msgpack.Decoder(Measurement)
+_MEASUREMENT_FIELDS: Final = frozenset(Measurement.__struct_fields__)
 
 
 def _nil(value: bool | None) -> str:
@@ -338,6 +319,7 @@ def decode_batch(data: bytes) -> RawBatch:
         raise CodecError("empty body: expected one msgpack document")
     try:
         env = _ENVELOPE_DECODER.decode(data)
+        batch = RawBatch(env.agent_id, env.batch_id, env.schema_version, env.results)
     except msgspec.ValidationError as exc:
         _check_msgpack(data)
         _check_version(data)
@@ -345,21 +327,16 @@ def decode_batch(data: bytes) -> RawBatch:
     except RecursionError:
         # A result nested too deep for the recursive decoder costs that result, not the
         # batch: split the envelope without recursion and let each result be judged.
-        env = _envelope_without_recursion(data)
+        batch = _envelope_without_recursion(data)
     except msgspec.DecodeError as exc:
         raise _decode_error(exc) from None
     check_top_level_keys(data)
-    if env.schema_version != SCHEMA_VERSION:
-        raise _version_error(env.schema_version)
-    return RawBatch(
-        agent_id=env.agent_id,
-        batch_id=env.batch_id,
-        schema_version=env.schema_version,
-        results=env.results,
-    )
+    if batch.schema_version != SCHEMA_VERSION:
+        raise _version_error(batch.schema_version)
+    return batch
 
 
-def _envelope_without_recursion(data: bytes) -> _Envelope:
+def _envelope_without_recursion(data: bytes) -> RawBatch:
     parts = split_map(data)
     head: dict[str, Any] = {}
     for name in ("schema_version", "agent_id", "batch_id"):
@@ -374,15 +351,13 @@ def _envelope_without_recursion(data: bytes) -> _Envelope:
         env = msgspec.convert(head, _Envelope)
     except msgspec.ValidationError as exc:
         raise _schema_error(exc) from None
-    if "results" in parts:
-        try:
-            items = split_array(parts["results"])
-        except SchemaError as exc:
-            raise SchemaError("results", exc.problem) from None
-        if len(items) > MAX_RESULTS_PER_BATCH:
-            raise SchemaError("results", f"expected an array of length <= {MAX_RESULTS_PER_BATCH}")
-        env.results = items  # type: ignore[assignment]  # bytes decode like Raw
-    return env
+    try:
+        items = split_array(parts["results"])
+    except SchemaError as exc:
+        raise SchemaError("results", exc.problem) from None
+    if len(items) > MAX_RESULTS_PER_BATCH:
+        raise SchemaError("results", f"expected an array of length <= {MAX_RESULTS_PER_BATCH}")
+    return RawBatch(env.agent_id, env.batch_id, env.schema_version, items)
 
 
 def _check_msgpack(data: bytes) -> None:
@@ -427,21 +402,24 @@ def _map_fact_failures(facts: Any) -> None:
                 facts[f"{key}_original"] = original
 
 
-def map_failures(wire: MeasurementWire) -> MeasurementWire:
-    """``wire`` with every failure in our vocabulary, other tools' names kept beside them."""
-    for facts in (wire.dns, wire.tls, wire.http, *wire.tcp):
-        _map_fact_failures(facts)
-    control = wire.control
+def _map_control_failures(control: ControlFacts | None) -> None:
     if control:
         _map_fact_failures(control)
         for facts in (control.get("dns"), control.get("tls"), control.get("http")):
             _map_fact_failures(facts)
-        for facts in control.get("tcp") or ():
-            _map_fact_failures(facts)
-    ours, original = mapped(wire.failure)
+        for tcp in control.get("tcp") or ():
+            _map_fact_failures(tcp)
+
+
+def map_failures(m: Measurement) -> Measurement:
+    """``m`` with every failure in our vocabulary, other tools' names kept beside them."""
+    for facts in (m.dns, m.tls, m.http, *m.tcp):
+        _map_fact_failures(facts)
+    _map_control_failures(m.control)
+    ours, original = mapped(m.failure)
     if original is not None:
-        return msgspec.structs.replace(wire, failure=ours, failure_original=original)
-    return wire
+        return msgspec.structs.replace(m, failure=ours, failure_original=original)
+    return m
 
 
 def _keys(cls: Any) -> frozenset[str]:
@@ -491,10 +469,11 @@ def _unknown_parts(record: dict[str, Any]) -> list[tuple[Any, int]]:
     return out
 
 
-def decode_measurement(raw: bytes | msgspec.Raw) -> MeasurementWire:
+def decode_measurement(raw: bytes | msgspec.Raw) -> Measurement:
     """Decode and validate one msgpack measurement, failures mapped onto our vocabulary
     (``map_failures``); ``SchemaError`` names the bad field, ``CodecError`` says which rule
-    of the wire format it breaks (``shared.wire_rules``)."""
+    of the wire format it breaks (``shared.wire_rules``). Fields this version does not know
+    are skipped, never built (docs/wire-format.md: they are not stored)."""
     check_record(raw if isinstance(raw, bytes) else memoryview(raw), _unknown_parts)
     try:
         return map_failures(_MEASUREMENT_DECODER.decode(raw))
@@ -504,80 +483,13 @@ def decode_measurement(raw: bytes | msgspec.Raw) -> MeasurementWire:
         raise _decode_error(exc) from None
 
 
-def measurement_from_wire(record: Any) -> Measurement:
-    """Validate one decoded measurement map and return it typed, unknown fields in ``extra``.
-
-    Raises ``SchemaError`` naming the first field that is missing or of the wrong type.
-    """
-    if type(record) is not dict:
-        raise SchemaError("", "expected a map (the measurement)")
+def validate_control(doc: Any) -> ControlFacts:
+    """A decoded control answer (``POST /api/v1/control``) checked by the rules of a
+    measurement's ``control``, failures mapped; ``SchemaError`` names the bad field."""
     try:
-        wire = map_failures(msgspec.convert(record, MeasurementWire))
+        control = msgspec.convert(doc, ControlFacts)
     except msgspec.ValidationError as exc:
-        raise _schema_error(exc) from None
-    return Measurement(
-        id=wire.id,
-        measured_at=float(wire.measured_at),
-        url=wire.url,
-        domain=wire.domain,
-        blocking=wire.blocking,
-        accessible=wire.accessible,
-        network=wire.network,
-        failure=wire.failure,
-        blockpage=wire.blockpage,
-        clock_age_s=None if wire.clock_age_s is None else float(wire.clock_age_s),
-        dns=wire.dns,
-        tcp=wire.tcp,
-        tls=wire.tls,
-        http=wire.http,
-        control=wire.control,
-        timings=wire.timings,
-        agent_version=wire.agent_version,
-        failure_original=wire.failure_original,
-        extra={k: v for k, v in record.items() if k not in _MEASUREMENT_FIELDS},
-    )
-
-
-def batch_envelope_from_wire(doc: Any) -> RawBatch:
-    """Validate a decoded batch's envelope; its results are validated one by one later.
-
-    Raises ``SchemaError`` for a wrong schema version or a malformed envelope: the whole
-    batch is refused. A bad result inside a good envelope costs only that result.
-    """
-    if type(doc) is not dict:
-        raise SchemaError("", "expected a map (the batch)")
-    version = doc.get("schema_version")
-    if version is None:
-        raise SchemaError("schema_version", "required field is missing")
-    if type(version) is not int:
-        raise SchemaError("schema_version", "expected `int`")
-    if version != SCHEMA_VERSION:
-        raise _version_error(version)
-    for name in ("agent_id", "batch_id"):
-        value = doc.get(name)
-        if value is None:
-            raise SchemaError(name, "required field is missing")
-        if type(value) is not str or not _ID_RE.match(value):
-            raise SchemaError(name, "expected 1-64 characters of [A-Za-z0-9_.:-]")
-    results = doc.get("results")
-    if results is None:
-        raise SchemaError("results", "required field is missing")
-    if type(results) is not list:
-        raise SchemaError("results", "expected `array`")
-    if len(results) > MAX_RESULTS_PER_BATCH:
-        raise SchemaError("results", f"more than {MAX_RESULTS_PER_BATCH} results in one batch")
-    return RawBatch(
-        agent_id=doc["agent_id"], batch_id=doc["batch_id"], schema_version=version, results=results
-    )
-
-
-def batch_from_wire(doc: Any) -> Batch:
-    """Validate a whole batch strictly: any bad result is an error (used by tools and tests)."""
-    env = batch_envelope_from_wire(doc)
-    results = []
-    for i, raw in enumerate(env.results):
-        try:
-            results.append(measurement_from_wire(raw))
-        except SchemaError as exc:
-            raise SchemaError(f"results[{i}].{exc.field}".rstrip("."), exc.problem) from None
-    return Batch(agent_id=env.agent_id, batch_id=env.batch_id, results=results)
+        error = _schema_error(exc)
+        raise SchemaError(f"control.{error.field}".rstrip("."), error.problem) from None
+    _map_control_failures(control)
+    return control

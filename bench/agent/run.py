@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from agent.config import DEFAULT_CONCURRENCY  # noqa: E402
 from agent.state import Credentials, save_credentials  # noqa: E402
-from shared.codec import CONTENT_TYPE, decode, encode  # noqa: E402
-from shared.schema import batch_envelope_from_wire  # noqa: E402
+from shared.codec import CONTENT_TYPE, encode  # noqa: E402
+from shared.schema import decode_batch, decode_measurement  # noqa: E402
 
 STEP_DELAY_S = 0.05
 TOKEN = "bench-token"
@@ -133,11 +133,10 @@ class BenchCollector:
         return web.Response(body=self.control, content_type=CONTENT_TYPE)
 
     async def post_batch(self, request: web.Request) -> web.Response:
-        env = batch_envelope_from_wire(decode(await request.read()))
-        new = {r["id"] for r in env.results} - self.stored
-        self.durations_ms.extend(
-            float(r["timings"].get("total_ms", 0.0)) for r in env.results if r["id"] in new
-        )
+        env = decode_batch(await request.read())
+        results = [decode_measurement(raw) for raw in env.results]
+        new = {r.id for r in results} - self.stored
+        self.durations_ms.extend(r.timings.get("total_ms", 0.0) for r in results if r.id in new)
         self.stored |= new
         if len(self.stored) >= self.expected and not self.done.is_set():
             self.finished = time.perf_counter()

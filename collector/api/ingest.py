@@ -27,7 +27,7 @@ from aiohttp import web
 from collector.api import is_msgpack, read_body, reply
 from collector.state import CONFIG, METRICS, STORE, JsonError, json_error, require_agent
 from shared.errors import CodecError, SchemaError
-from shared.schema import MeasurementWire, decode_batch, decode_measurement
+from shared.schema import Measurement, decode_batch, decode_measurement
 
 log = structlog.get_logger("collector.ingest")
 
@@ -89,7 +89,7 @@ class AgentMismatch(Exception):
 @dataclass(frozen=True, slots=True)
 class ParsedBatch:
     batch_id: str
-    valid: list[MeasurementWire]
+    valid: list[Measurement]
     rejected: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -102,7 +102,7 @@ def parse_batch(body: bytes, agent_id: str) -> ParsedBatch:
     env = decode_batch(body)
     if env.agent_id != agent_id:
         raise AgentMismatch
-    valid: list[MeasurementWire] = []
+    valid: list[Measurement] = []
     rejected: list[dict[str, object]] = []
     for index, raw in enumerate(env.results):
         try:

@@ -21,7 +21,7 @@ from collector.store.records import (
     Revision,
     StoredEvent,
 )
-from shared.schema import Measurement, MeasurementWire
+from shared.schema import Measurement
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +108,10 @@ class Store(abc.ABC):
         self,
         agent_id: str,
         batch_id: str,
-        results: Sequence[Measurement | MeasurementWire],
+        results: Sequence[Measurement],
         received_at: float,
     ) -> InsertOutcome:
-        """Insert, committing before returning; ids already stored count as duplicates.
-        (Ingest passes the ``MeasurementWire`` records it validated; tools may pass
-        ``Measurement`` objects.)"""
+        """Insert, committing before returning; ids already stored count as duplicates."""
 
     @abc.abstractmethod
     async def count_measurements(self) -> int: ...

@@ -41,7 +41,7 @@ from collector.store.records import (
     numbered,
 )
 from collector.store.sqlite import measurement_row
-from shared.schema import Measurement, MeasurementWire
+from shared.schema import Measurement
 
 # Any constant would do; it only has to be the same in every collector process.
 _MIGRATION_LOCK: Final = 0x66_77_6D_69  # "fwmi"
@@ -250,7 +250,7 @@ class PostgresStore(Store):
         self,
         agent_id: str,
         batch_id: str,
-        results: Sequence[Measurement | MeasurementWire],
+        results: Sequence[Measurement],
         received_at: float,
     ) -> InsertOutcome:
         if not results:

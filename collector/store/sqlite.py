@@ -45,7 +45,7 @@ from collector.store.records import (
     Revision,
     StoredEvent,
 )
-from shared.schema import Measurement, MeasurementWire
+from shared.schema import Measurement
 
 T = TypeVar("T")
 X = TypeVar("X")
@@ -76,9 +76,7 @@ def _control_ok(control: Any) -> int | None:
     return 1
 
 
-def measurement_row(
-    m: Measurement | MeasurementWire, agent_id: str, batch_id: str, received_at: float
-) -> Row:
+def measurement_row(m: Measurement, agent_id: str, batch_id: str, received_at: float) -> Row:
     """The ``measurements`` row of one validated measurement (the column order of the insert)."""
     net = m.network
     dns = m.dns
@@ -105,7 +103,8 @@ def measurement_row(
         http.get("body_length") if http else None,
         _control_ok(m.control),
         m.failure_original,
-        _encode_record(m),
+        # The validated measurement as msgpack: known fields only, as the schema types them.
+        _RECORD_ENCODER.encode(m),
     )
 
 
@@ -127,13 +126,6 @@ def dirty_rows(rows: Sequence[Row]) -> list[tuple[str, int, str, float, float]]:
         elif at > seen[1]:
             seen[1] = at
     return [(cc, asn, domain, lo, hi) for (cc, asn, domain), (lo, hi) in sorted(ranges.items())]
-
-
-def _encode_record(m: Measurement | MeasurementWire) -> bytes:
-    # The validated measurement as msgpack: known fields only, as the schema types them.
-    if isinstance(m, MeasurementWire):
-        return _RECORD_ENCODER.encode(m)
-    return _RECORD_ENCODER.encode(m.to_wire())
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -407,7 +399,7 @@ class SqliteStore(Store):
         self,
         agent_id: str,
         batch_id: str,
-        results: Sequence[Measurement | MeasurementWire],
+        results: Sequence[Measurement],
         received_at: float,
     ) -> InsertOutcome:
         def make_rows() -> list[Row]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from shared.codec import CONTENT_TYPE, decode, encode
-from shared.schema import batch_envelope_from_wire
+from shared.schema import decode_batch, decode_measurement
 
 TOKEN = "t0ken-for-tests"
 AGENT_ID = "agent-test-1"
@@ -34,6 +34,7 @@ class CollectorDouble:
     batches: list[str] = field(default_factory=list)  # batch ids, in arrival order
     batch_sizes: list[int] = field(default_factory=list)
     measured_at: dict[str, float] = field(default_factory=dict)  # measurement id -> its time
+    records: list[bytes] = field(default_factory=list)  # every result's bytes, as received
     whoami_calls: int = 0
     reject_urls: frozenset[str] = frozenset()  # results of these URLs are "invalid"
     batch_stored: asyncio.Event = field(default_factory=asyncio.Event)
@@ -94,18 +95,20 @@ class CollectorDouble:
             return web.json_response(
                 {"error": "busy", "detail": ""}, status=status, headers=headers
             )
-        env = batch_envelope_from_wire(decode(await request.read()))
+        env = decode_batch(await request.read())
         self.batches.append(env.batch_id)
         self.batch_sizes.append(len(env.results))
         accepted = duplicates = 0
         rejected = []
-        for i, rec in enumerate(env.results):
-            if rec["url"] in self.reject_urls:
+        for i, raw in enumerate(env.results):
+            self.records.append(bytes(raw))
+            rec = decode_measurement(raw)
+            if rec.url in self.reject_urls:
                 rejected.append({"index": i, "error": "url: not allowed"})
                 continue
-            seen = rec["id"] in self.stored
-            self.measured_at[rec["id"]] = rec["measured_at"]
-            self.stored[rec["id"]] = self.stored.get(rec["id"], 0) + 1
+            seen = rec.id in self.stored
+            self.measured_at[rec.id] = rec.measured_at
+            self.stored[rec.id] = self.stored.get(rec.id, 0) + 1
             if seen:
                 duplicates += 1
             else:

@@ -15,7 +15,8 @@ from collector.auth import hash_enroll_code
 from collector.config import CollectorConfig, ControlConfig, DatabaseConfig
 from collector.state import STORE
 from filterwatch.cli import main
-from shared.schema import measurement_from_wire
+from shared.codec import encode
+from shared.schema import decode_measurement
 from tests.servers import DnsResponder, HttpSite, Page, html_page, serve_http, start_dns
 
 IRAN_BLOCKPAGE = (
@@ -84,7 +85,7 @@ async def test_probe_json_prints_a_valid_measurement(
         )
     record = json.loads(capsys.readouterr().out)
     assert code == 0
-    m = measurement_from_wire(record)
+    m = decode_measurement(encode(record))
     assert m.http is not None and m.http["status"] == 200 and m.blocking.value == "inconclusive"
 
 

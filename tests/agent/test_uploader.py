@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from agent.identity import Clock, NetworkIdentity
 from agent.spool import Spool
 from agent.state import Status, StatusRecorder, load_status
 from agent.uploader import Uploader
+from shared.codec import decode, encode
+from shared.schema import encode_measurement
 from tests.agent.collector_double import AGENT_ID, TOKEN, CollectorDouble
 from tests.agent.factories import measurement
 
@@ -133,6 +136,54 @@ async def test_rejected_results_are_deleted_and_counted(rig: Rig) -> None:
     stats = await rig.spool.stats()
     assert (stats.results, stats.rejected) == (0, 2)
     assert rig.status.current.rejected == 2
+
+
+def _insert_records(path: Path, records: list[bytes]) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany(
+            "INSERT INTO results (id, size, record) VALUES (?, ?, ?)",
+            [(f"r{i}", len(r), r) for i, r in enumerate(records)],
+        )
+    conn.close()
+
+
+async def spool_of(path: Path, records: list[bytes]) -> Spool:
+    """An open spool holding ``records`` as they were written (by this or another version)."""
+    made = Spool(path, 50 * 1024 * 1024)
+    await made.open()
+    await made.close()
+    await asyncio.to_thread(_insert_records, path, records)
+    spool = Spool(path, 50 * 1024 * 1024)
+    await spool.open()
+    return spool
+
+
+async def test_spooled_records_are_sent_byte_for_byte(rig: Rig) -> None:
+    """Each result reaches the collector exactly as it was spooled, fields this version
+    does not know included (a spool written by a newer agent)."""
+    newer = encode({**decode(encode_measurement(measurement())), "quic": {"failure": "new"}})
+    records = [encode_measurement(measurement()), newer]
+    rig.spool = await spool_of(rig.state_dir / "newer.db", records)
+    try:
+        assert await rig.uploader().flush(30.0)
+    finally:
+        await rig.spool.close()
+    assert rig.double.records == records
+
+
+async def test_a_damaged_record_is_dropped_alone(rig: Rig) -> None:
+    """A spooled record that is not one whole msgpack value is counted as rejected and not
+    sent; the records around it are delivered."""
+    good = [encode_measurement(measurement()) for _ in range(2)]
+    rig.spool = await spool_of(rig.state_dir / "damaged.db", [good[0], good[1][:-3], good[1]])
+    try:
+        assert await rig.uploader().flush(30.0)
+        stats = await rig.spool.stats()
+    finally:
+        await rig.spool.close()
+    assert rig.double.records == [good[0], good[1]]
+    assert (stats.results, stats.rejected) == (0, 1)
 
 
 async def test_too_large_halves_the_batch(rig: Rig) -> None:

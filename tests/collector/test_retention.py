@@ -20,7 +20,8 @@ from collector.config import CollectorConfig, DatabaseConfig
 from collector.store.migrate import load_migrations
 from collector.store.postgres import PostgresStore, month_start
 from collector.store.sqlite import SqliteStore, measurement_row
-from shared.schema import Measurement, measurement_from_wire
+from shared.codec import encode
+from shared.schema import Measurement, decode_measurement
 from tests.collector.conftest import record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ TIMES = [ts(f"2025-{m:02d}-{d:02d}T12:00:00") for m in (1, 2, 3) for d in (1, 8,
 
 
 def made(times: list[float] = TIMES) -> list[Measurement]:
-    return [measurement_from_wire(record(i, measured_at=t)) for i, t in enumerate(times)]
+    return [decode_measurement(encode(record(i, measured_at=t))) for i, t in enumerate(times)]
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,8 @@ from collector.store.base import PSEUDONYM_SECRET
 from collector.store.postgres import PostgresStore
 from collector.store.queries import Pseudonyms
 from collector.store.sqlite import SqliteStore
-from shared.schema import Measurement, measurement_from_wire
+from shared.codec import encode
+from shared.schema import Measurement, decode_measurement
 from tests.collector.conftest import record
 
 
@@ -26,7 +27,7 @@ def store(pg_store: PostgresStore) -> PostgresStore:
 
 
 def measurements(n: int, **changes: Any) -> list[Measurement]:
-    return [measurement_from_wire(record(i, **changes)) for i in range(n)]
+    return [decode_measurement(encode(record(i, **changes))) for i in range(n)]
 
 
 async def test_retried_and_resplit_inserts_store_each_measurement_once(
@@ -110,14 +111,16 @@ async def test_aggregation_and_export_match_sqlite(store: PostgresStore, tmp_pat
     for i in range(120):
         verdict = ("ok", True) if i % 3 == 0 else ("dns", False)
         ms.append(
-            measurement_from_wire(
-                record(
-                    i,
-                    measured_at=base + i * 37.0,
-                    blocking=verdict[0],
-                    accessible=verdict[1],
-                    domain=f"site{i % 4}.example",
-                    network={"asn": 100 + i % 3, "cc": "IR", "network_name": f"ISP{i % 3}"},
+            decode_measurement(
+                encode(
+                    record(
+                        i,
+                        measured_at=base + i * 37.0,
+                        blocking=verdict[0],
+                        accessible=verdict[1],
+                        domain=f"site{i % 4}.example",
+                        network={"asn": 100 + i % 3, "cc": "IR", "network_name": f"ISP{i % 3}"},
+                    )
                 )
             )
         )
@@ -188,13 +191,15 @@ async def test_verdicts_match_sqlite(store: PostgresStore, tmp_path: Path) -> No
     base = 1_700_000_000.0
     outcomes = [("ok", True), ("dns", False), ("inconclusive", None)]
     ms = [
-        measurement_from_wire(
-            record(
-                i,
-                measured_at=base + (i * 19) % 50,  # distinct times
-                blocking=outcomes[i % 3][0],
-                accessible=outcomes[i % 3][1],
-                network=None if i % 5 == 0 else record()["network"],
+        decode_measurement(
+            encode(
+                record(
+                    i,
+                    measured_at=base + (i * 19) % 50,  # distinct times
+                    blocking=outcomes[i % 3][0],
+                    accessible=outcomes[i % 3][1],
+                    network=None if i % 5 == 0 else record()["network"],
+                )
             )
         )
         for i in range(30)

@@ -10,8 +10,8 @@ import pytest
 from collector.filters import Filters
 from collector.store.migrate import Migration, MigrationError, load_migrations, migrate_sqlite
 from collector.store.sqlite import SqliteStore
-from shared.codec import decode, encode
-from shared.schema import decode_measurement, measurement_from_wire
+from shared.codec import encode
+from shared.schema import Blocking, Measurement, decode_measurement
 from tests.collector.conftest import record
 
 
@@ -61,14 +61,26 @@ async def test_insert_counts_duplicates_and_stores_columns(store: SqliteStore) -
         ).fetchone()
     )
     assert row[:7] == ("IR", 64500, "blocked.example", "tls", 0, "192.0.2.7", 1)
-    assert measurement_from_wire(decode(row[7])).id == results[0].id
+    assert decode_measurement(row[7]) == results[0]
 
 
 async def test_tool_measurements_are_stored_too(store: SqliteStore) -> None:
     """A ``Measurement`` built by a tool is stored like an ingested one."""
-    m = measurement_from_wire(record(7))
+    m = Measurement(
+        id="tool-7",
+        measured_at=1_700_000_000.0,
+        url="https://blocked.example/",
+        domain="blocked.example",
+        blocking=Blocking.DNS,
+        accessible=False,
+        dns={"answers": ["10.10.34.36"], "failure": None},
+    )
     outcome = await store.insert_measurements("ag-1", "b", [m], 1.0)
     assert outcome.accepted == 1
+    row = await store.run_read(
+        lambda c: c.execute("SELECT dns_answers, record FROM measurements").fetchone()
+    )
+    assert row[0] == "10.10.34.36" and decode_measurement(row[1]) == m
 
 
 async def test_stream_read_yields_in_order(store: SqliteStore) -> None:
@@ -165,12 +177,16 @@ async def test_verdicts_are_read_under_filters_in_time_order(store: SqliteStore)
     filters, located or not, ordered by time."""
     outcomes = [("ok", True), ("dns", False), ("inconclusive", None), ("tls", False)]
     results = [
-        measurement_from_wire(
-            record(i, measured_at=1000.0 + 10 * (3 - i), blocking=blocking, accessible=accessible)
+        decode_measurement(
+            encode(
+                record(
+                    i, measured_at=1000.0 + 10 * (3 - i), blocking=blocking, accessible=accessible
+                )
+            )
         )
         for i, (blocking, accessible) in enumerate(outcomes)
     ]
-    unlocated = measurement_from_wire(record(9, measured_at=1005.0, network=None))
+    unlocated = decode_measurement(encode(record(9, measured_at=1005.0, network=None)))
     await store.insert_measurements("ag-1", "b1", results[:2], 2000.0)
     await store.insert_measurements("ag-2", "b2", [*results[2:], unlocated], 2000.0)
     got = await store.verdicts(Filters(since=1005.0, until=1030.0))
@@ -191,10 +207,12 @@ async def test_a_read_only_store_reads_another_writer_and_refuses_writes(
     reader = SqliteStore(store.path, readonly=True)
     await reader.open()
     try:
-        await store.insert_measurements("ag-1", "b1", [measurement_from_wire(record(1))], 1.0)
+        await store.insert_measurements("ag-1", "b1", [decode_measurement(encode(record(1)))], 1.0)
         assert [v.agent_id for v in await reader.verdicts(Filters())] == ["ag-1"]
         with pytest.raises(RuntimeError, match="read-only"):
-            await reader.insert_measurements("ag-1", "b2", [measurement_from_wire(record(2))], 1.0)
+            await reader.insert_measurements(
+                "ag-1", "b2", [decode_measurement(encode(record(2)))], 1.0
+            )
     finally:
         await reader.close()
     with pytest.raises(FileNotFoundError):

@@ -29,7 +29,8 @@ from agent.state import Status, StatusRecorder
 from agent.uploader import Uploader
 from bench.fleet import free_port, haproxy_config
 from bench.ingest.workload import measurement as wire_measurement
-from shared.schema import measurement_from_wire
+from shared.codec import encode
+from shared.schema import decode_measurement
 from tests.conftest import skip_or_fail_in_ci
 
 pytestmark = [pytest.mark.fleet, pytest.mark.postgres, pytest.mark.slow]
@@ -167,7 +168,7 @@ async def _produce(agent: SimAgent, rng: random.Random) -> None:
     """Measure ROUNDS rounds of PER_ROUND results into the spool, like a daemon does."""
     for _ in range(ROUNDS):
         for _ in range(PER_ROUND):
-            m = measurement_from_wire(wire_measurement(rng, time.time()))
+            m = decode_measurement(encode(wire_measurement(rng, time.time())))
             agent.made.append(m.id)
             await agent.spool.put(m)
         await asyncio.sleep(ROUND_S)

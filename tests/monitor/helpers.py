@@ -19,7 +19,8 @@ from collector.config import (
     WebhookFilters,
 )
 from collector.store.base import Store
-from shared.schema import Measurement, measurement_from_wire
+from shared.codec import encode
+from shared.schema import Measurement, decode_measurement
 from tests.collector.conftest import record
 
 CC = "IR"
@@ -66,7 +67,7 @@ def measurement(asn: int, agent: int, domain: str, when: float, ok: bool) -> Mea
         )
     else:
         changes.update(blocking="tls", accessible=False)
-    return measurement_from_wire(record(0, **changes))
+    return decode_measurement(encode(record(0, **changes)))
 
 
 def agent_id(asn: int, agent: int) -> str:

@@ -7,16 +7,17 @@ from typing import Any
 import msgspec
 import pytest
 
-from shared.codec import encode
+from shared.codec import decode, encode
 from shared.errors import SchemaError
 from shared.schema import (
     FAILURE_VALUES,
     SCHEMA_VERSION,
+    Blocking,
     Measurement,
-    MeasurementWire,
     decode_batch,
     decode_measurement,
-    measurement_from_wire,
+    encode_measurement,
+    validate_control,
 )
 
 BASE: dict[str, Any] = {
@@ -54,14 +55,10 @@ def test_failure_mapping_knows_exactly_the_enum() -> None:
 def test_ooni_failures_are_accepted_mapped_and_kept(name: str, ours: str) -> None:
     """An OONI failure name in a result is mapped onto ours; the original stays beside it."""
     rec = {**BASE, "failure": name, "dns": {"failure": name}, "tcp": [{"failure": name}]}
-    for decode in (lambda r: decode_measurement(encode(r)), measurement_from_wire):
-        m = decode(rec)
-        assert (m.failure, m.failure_original) == (ours, name)
-        assert m.dns is not None and (m.dns["failure"], m.dns.get("failure_original")) == (
-            ours,
-            name,
-        )
-        assert m.tcp[0]["failure"] == ours
+    m = decode_measurement(encode(rec))
+    assert (m.failure, m.failure_original) == (ours, name)
+    assert m.dns is not None and (m.dns["failure"], m.dns.get("failure_original")) == (ours, name)
+    assert m.tcp[0]["failure"] == ours
 
 
 def test_our_own_failures_carry_no_original() -> None:
@@ -70,10 +67,25 @@ def test_our_own_failures_carry_no_original() -> None:
     assert (m.failure, m.failure_original) == ("connection_reset", None)
 
 
-def test_wire_fields_match_measurement() -> None:
-    """MeasurementWire has the fields of Measurement except ``extra``, in the same order."""
-    names = [f for f in Measurement.__dataclass_fields__ if f != "extra"]
-    assert list(MeasurementWire.__struct_fields__) == names
+def test_the_agents_record_holds_every_field_in_order() -> None:
+    """An agent's record is the map of every field, in the schema's order, with
+    ``failure_original`` only when it is set; it decodes back to the same measurement."""
+    m = Measurement(
+        id="m-2",
+        measured_at=1_700_000_000.5,
+        url="https://x.example/",
+        domain="x.example",
+        blocking=Blocking.TLS,
+        accessible=False,
+        failure="ssl_failed_handshake",
+        tls={"sni": "x.example", "failure": "ssl_failed_handshake"},
+        timings={"tls_ms": 12.5},
+    )
+    fields = list(Measurement.__struct_fields__)
+    assert list(decode(encode_measurement(m))) == fields[:-1]
+    assert fields[-1] == "failure_original"
+    assert decode(encode_measurement(m))["blocking"] == "tls"
+    assert decode_measurement(encode_measurement(m)) == m
 
 
 @pytest.mark.parametrize(
@@ -100,11 +112,34 @@ def test_wire_fields_match_measurement() -> None:
 def test_errors_name_the_field(changes: dict[str, Any], field: str, problem: str) -> None:
     """A wrong type, value or a missing field is a SchemaError naming that field."""
     rec = {**BASE, **changes}
-    for decode in (lambda r: decode_measurement(encode(r)), measurement_from_wire):
-        with pytest.raises(SchemaError) as info:
-            decode(rec)
-        assert info.value.field == field
-        assert problem in info.value.problem
+    with pytest.raises(SchemaError) as info:
+        decode_measurement(encode(rec))
+    assert info.value.field == field
+    assert problem in info.value.problem
+
+
+@pytest.mark.parametrize(
+    ("doc", "field", "problem"),
+    [
+        ({"http": {"body_length": -5}}, "control.http.body_length", ">= 0"),
+        ({"tcp": [{"port": "x"}]}, "control.tcp[0].port", "expected `int`, got `str`"),
+        ({"dns": {"answers": "1.2.3.4"}}, "control.dns.answers", "expected `array`, got `str`"),
+        (["not", "a", "map"], "control", "expected `object`, got `array`"),
+    ],
+)
+def test_control_errors_name_the_field(doc: Any, field: str, problem: str) -> None:
+    """A control answer is checked by the rules of a measurement's ``control``."""
+    with pytest.raises(SchemaError) as info:
+        validate_control(doc)
+    assert info.value.field == field
+    assert problem in info.value.problem
+
+
+def test_control_failures_are_mapped() -> None:
+    """Another tool's failure name in a control answer is mapped, the original kept."""
+    control = validate_control({"failure": "generic_timeout_error", "http": {"failure": "eof"}})
+    assert control["failure"] == "generic_timeout_error"
+    assert control["http"] == {"failure": "eof_error", "failure_original": "eof"}
 
 
 def test_missing_required_field_is_named() -> None:
@@ -115,12 +150,12 @@ def test_missing_required_field_is_named() -> None:
 
 
 def test_unknown_fields_are_tolerated() -> None:
-    """Fields of a newer version are skipped at ingest and kept in ``extra`` by tools."""
-    rec = {**BASE, "quic": {"failure": "new_kind", "nested": [[1, 2], {"a": None}]}}
-    assert decode_measurement(encode(rec)).id == "m-1"
-    m = measurement_from_wire(rec)
-    assert m.extra == {"quic": rec["quic"]}
-    assert m.to_wire()["quic"] == rec["quic"]
+    """Fields of a newer version are skipped when decoding, at any level (the agent's
+    uploader passes them on untouched: tests/agent/test_uploader.py)."""
+    quic = {"failure": "new_kind", "nested": [[1, 2], {"a": None}]}
+    rec = {**BASE, "quic": quic, "dns": {"answers": ["192.0.2.1"], "doh": quic}}
+    m = decode_measurement(encode(rec))
+    assert m == decode_measurement(encode({**BASE, "dns": {"answers": ["192.0.2.1"]}}))
 
 
 @pytest.mark.parametrize(
