@@ -20,7 +20,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -92,28 +92,24 @@ class _Permanent(Exception):
     """An attempt that must not be retried (a refused destination)."""
 
 
+@dataclass(eq=False)
 class DeliveryWorker:
     """Sends the outbox of one collector's store to the configured webhooks."""
 
-    def __init__(
-        self,
-        store: Store,
-        config: AlertsConfig,
-        metrics: DeliveryMetrics | None = None,
-        clock: Callable[[], float] = time.time,
-        rnd: random.Random | None = None,
-        backoff_base_s: float = BACKOFF_BASE_S,
-    ) -> None:
-        self.store = store
-        self.config = config
-        self.metrics = metrics
-        self.clock = clock
-        self.rnd = rnd or random.Random()
-        self.backoff_base_s = backoff_base_s
-        self.webhooks: dict[str, WebhookConfig] = {subscription_key(w): w for w in config.webhooks}
-        self.ranges: tuple[Network, ...] = parse_ranges(config.allow_ranges)
-        self._wake = asyncio.Event()
-        self._inflight: set[asyncio.Task[None]] = set()
+    store: Store
+    config: AlertsConfig
+    metrics: DeliveryMetrics | None = None
+    clock: Callable[[], float] = time.time
+    rnd: random.Random = field(default_factory=random.Random)
+    backoff_base_s: float = BACKOFF_BASE_S
+    webhooks: dict[str, WebhookConfig] = field(init=False)
+    ranges: tuple[Network, ...] = field(init=False)
+    _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _inflight: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.webhooks = {subscription_key(w): w for w in self.config.webhooks}
+        self.ranges = parse_ranges(self.config.allow_ranges)
 
     def wake(self) -> None:
         """New rows were committed: look now rather than at the next poll."""

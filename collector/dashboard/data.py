@@ -20,7 +20,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -492,27 +492,19 @@ def _log_failure(task: asyncio.Task[Snapshot]) -> None:
         log.error("dashboard_refresh_failed", error=repr(task.exception()))
 
 
+@dataclass(eq=False)
 class DashboardData:
     """The cached snapshot and the on-demand views (a domain, an event's evidence)."""
 
-    def __init__(
-        self,
-        source: Source,
-        *,
-        window_s: float,
-        bucket_s: float,
-        refresh_s: float,
-        clock: Callable[[], float] = time.time,
-        prepare: Callable[[Snapshot], None] | None = None,
-    ) -> None:
-        self.source = source
-        self.window_s = window_s
-        self.bucket_s = bucket_s
-        self.refresh_s = refresh_s
-        self.clock = clock
-        self.prepare = prepare  # runs on the worker thread once per snapshot
-        self._snapshot: Snapshot | None = None
-        self._refreshing: asyncio.Task[Snapshot] | None = None
+    source: Source
+    _: KW_ONLY
+    window_s: float
+    bucket_s: float
+    refresh_s: float
+    clock: Callable[[], float] = time.time
+    prepare: Callable[[Snapshot], None] | None = None  # runs on the worker thread once per snapshot
+    _snapshot: Snapshot | None = field(init=False, default=None)
+    _refreshing: asyncio.Task[Snapshot] | None = field(init=False, default=None)
 
     async def snapshot(self) -> Snapshot:
         """The latest snapshot; a stale one starts a refresh and is served meanwhile."""

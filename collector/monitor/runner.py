@@ -83,32 +83,31 @@ class PassResult:
     changes: list[StoredEvent] = field(default_factory=list)
 
 
+@dataclass(eq=False)
 class Monitor:
     """One collector's monitor; ``run`` keeps it going while this collector leads."""
 
-    def __init__(
-        self,
-        store: Store,
-        config: CollectorConfig,
-        pseudonym_key: bytes,
-        metrics: MonitorMetrics | None = None,
-        clock: Callable[[], float] = time.time,
-        params: AnalysisParams | None = None,
-    ) -> None:
-        self.store = store
-        self.config = config
-        self.key = pseudonym_key
-        self.metrics = metrics
-        self.clock = clock
-        self.params = params or AnalysisParams()
-        self.bucket_s = config.monitor.bucket_s
-        self.window_s = config.monitor.window_s
-        self.cache = SeriesCache()
-        self.live: dict[str, StoredEvent] = {}
-        self.loaded = False
-        self._filling: float | None = None
-        self.changed = asyncio.Event()  # set after every pass that saved revisions
-        self.wake_deliveries: Callable[[], None] | None = None
+    store: Store
+    config: CollectorConfig
+    key: bytes  # the pseudonym key
+    metrics: MonitorMetrics | None = None
+    clock: Callable[[], float] = time.time
+    params: AnalysisParams = field(default_factory=AnalysisParams)
+    cache: SeriesCache = field(init=False, default_factory=SeriesCache)
+    live: dict[str, StoredEvent] = field(init=False, default_factory=dict)
+    loaded: bool = field(init=False, default=False)
+    _filling: float | None = field(init=False, default=None)
+    # set after every pass that saved revisions
+    changed: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    wake_deliveries: Callable[[], None] | None = field(init=False, default=None)
+
+    @property
+    def bucket_s(self) -> float:
+        return self.config.monitor.bucket_s
+
+    @property
+    def window_s(self) -> float:
+        return self.config.monitor.window_s
 
     def _clock(self) -> Clock:
         now = self.clock()
