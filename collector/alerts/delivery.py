@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from collector.alerts.signing import (
     DELIVERY_HEADER,
@@ -38,6 +37,7 @@ from collector.alerts.signing import (
 )
 from collector.alerts.subscriptions import shown_url, subscription_key
 from collector.config import AlertsConfig, WebhookConfig
+from collector.metrics import DeliveryMetrics
 from collector.outbound import (
     ANY_PORT,
     CheckedResolver,
@@ -62,30 +62,6 @@ _ERROR_CHARS: Final = 300
 def backoff_s(attempts: int, rnd: random.Random, base: float = BACKOFF_BASE_S) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2^attempts)] after ``attempts`` failures."""
     return rnd.uniform(0.0, min(BACKOFF_CAP_S, base * 2.0 ** max(0, attempts - 1)))
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryMetrics:
-    attempts: Counter
-    outbox: Gauge
-
-    @classmethod
-    def create(cls, registry: CollectorRegistry) -> DeliveryMetrics:
-        return cls(
-            attempts=Counter(
-                "filterwatch_webhook_attempts",
-                "Webhook delivery attempts, by subscription and outcome.",
-                ["subscription", "outcome"],
-                registry=registry,
-            ),
-            outbox=Gauge(
-                "filterwatch_webhook_deliveries",
-                "Webhook deliveries in the outbox, by subscription and state"
-                " (pending, delivered, failed).",
-                ["subscription", "state"],
-                registry=registry,
-            ),
-        )
 
 
 class _Permanent(Exception):

@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collector.alerts.subscriptions import route
 from collector.analysis import AnalysisParams, analyse
 from collector.analysis.model import BucketCount
 from collector.config import CollectorConfig
 from collector.filters import Filters
+from collector.metrics import MonitorMetrics
 from collector.monitor.reconcile import Clock, Revised, findings_of, reconcile
 from collector.monitor.series import SeriesCache
 from collector.store.base import Store
@@ -31,48 +31,6 @@ from collector.store.queries import merged_ranges
 from collector.store.records import DirtySeries, StoredEvent
 
 log = structlog.get_logger("collector.monitor")
-
-
-@dataclass(frozen=True, slots=True)
-class MonitorMetrics:
-    passes: Counter
-    pass_seconds: Histogram
-    leader: Gauge
-    changes: Counter
-    series: Counter
-
-    @classmethod
-    def create(cls, registry: CollectorRegistry) -> MonitorMetrics:
-        return cls(
-            passes=Counter(
-                "filterwatch_monitor_passes",
-                "Monitor passes, by kind.",
-                ["kind"],
-                registry=registry,
-            ),
-            pass_seconds=Histogram(
-                "filterwatch_monitor_pass_seconds",
-                "Time of one monitor pass.",
-                registry=registry,
-                buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            ),
-            leader=Gauge(
-                "filterwatch_monitor_leader",
-                "1 when this collector runs the monitor (holds the lock).",
-                registry=registry,
-            ),
-            changes=Counter(
-                "filterwatch_event_changes",
-                "Revisions of event records, by type.",
-                ["type"],
-                registry=registry,
-            ),
-            series=Counter(
-                "filterwatch_monitor_series_recounted",
-                "Series (cc, asn, domain) whose changed buckets a pass counted again.",
-                registry=registry,
-            ),
-        )
 
 
 @dataclass(slots=True)
