@@ -35,6 +35,7 @@ from shared.config import config_from_mapping
 from shared.schema import ControlFacts, Measurement, NetworkFacts
 from tests.agent.collector_double import AGENT_ID, TOKEN, CollectorDouble
 from tests.agent.sites import site_app
+from tests.commands import FILTERWATCH
 from tests.conftest import skip_or_fail_in_ci
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -297,9 +298,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 60
 async def start_agent_process(config: Path, log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as err:
         return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "filterwatch",
+            *FILTERWATCH,
             "agent",
             "run",
             "--config",
@@ -330,9 +329,7 @@ async def test_sigkill_mid_round_loses_nothing_and_duplicates_nothing(
     url = str(collector.make_url("")).rstrip("/")
     state = tmp_path / "state"
     enrolled = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "filterwatch",
+        *FILTERWATCH,
         "agent",
         "enroll",
         "--collector",

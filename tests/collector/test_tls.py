@@ -10,7 +10,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 import trustme
+
+from tests.commands import FILTERWATCH
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,17 +65,7 @@ def served(tmp_path: Path, ca: trustme.CA) -> Iterator[Served]:
     with (
         open(tmp_path / "stderr.log", "w") as stderr,
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "filterwatch",
-                "collector",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                "0",
-            ],
+            [*FILTERWATCH, "collector", "serve", "--config", str(config), "--port", "0"],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -174,7 +165,7 @@ def _serve_exit(tmp_path: Path, listen: str) -> subprocess.CompletedProcess[str]
     config = tmp_path / "bad.yaml"
     config.write_text(f"listen: {listen}\n")
     return subprocess.run(
-        [sys.executable, "-m", "filterwatch", "collector", "serve", "--config", str(config)],
+        [*FILTERWATCH, "collector", "serve", "--config", str(config)],
         capture_output=True,
         text=True,
         env=_env(tmp_path),
@@ -202,7 +193,7 @@ def test_agent_verifies_against_upload_ca_file(
     """`agent enroll` over HTTPS: refused without the CA, enrolled with upload.ca_file."""
     db = tmp_path / "c.sqlite3"
     code = subprocess.run(
-        [sys.executable, "-m", "filterwatch", "collector", "enroll-code", "--uses", "2"],
+        [*FILTERWATCH, "collector", "enroll-code", "--uses", "2"],
         capture_output=True,
         text=True,
         env=_env(tmp_path),
@@ -214,7 +205,7 @@ def test_agent_verifies_against_upload_ca_file(
     cfg = tmp_path / "collector.yaml"
     assert db.exists() and cfg.exists()
     code = subprocess.run(
-        [sys.executable, "-m", "filterwatch", "collector", "enroll-code", "--config", str(cfg)],
+        [*FILTERWATCH, "collector", "enroll-code", "--config", str(cfg)],
         capture_output=True,
         text=True,
         env=_env(tmp_path),
@@ -225,9 +216,7 @@ def test_agent_verifies_against_upload_ca_file(
     def enroll(config: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "filterwatch",
+                *FILTERWATCH,
                 "agent",
                 "enroll",
                 "--collector",
