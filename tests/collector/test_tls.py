@@ -173,18 +173,24 @@ def _serve_exit(tmp_path: Path, listen: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_missing_certificate_file_names_the_key(tmp_path: Path) -> None:
-    """listen.tls_cert pointing nowhere: exit 2 naming the file and the key."""
-    done = _serve_exit(tmp_path, "{tls_cert: /nonexistent/cert.pem, tls_key: /nonexistent/k}")
+@pytest.mark.parametrize(
+    ("listen", "said"),
+    [
+        # listen.tls_cert pointing nowhere: the file and the key are named
+        (
+            "{tls_cert: /nonexistent/cert.pem, tls_key: /nonexistent/k}",
+            "bad.yaml: listen.tls_cert: /nonexistent/cert.pem: no such file",
+        ),
+        # tls_cert alone: both go together
+        ("{tls_cert: cert.pem}", "tls_cert: goes with tls_key"),
+    ],
+    ids=["missing-certificate-file", "certificate-without-key"],
+)
+def test_unusable_tls_settings_are_a_config_error(tmp_path: Path, listen: str, said: str) -> None:
+    """TLS settings serve cannot use: exit 2, and the error says which and why."""
+    done = _serve_exit(tmp_path, listen)
     assert done.returncode == 2
-    assert "bad.yaml: listen.tls_cert: /nonexistent/cert.pem: no such file" in done.stderr
-
-
-def test_certificate_without_key_is_a_config_error(tmp_path: Path) -> None:
-    """tls_cert alone: exit 2, both go together."""
-    done = _serve_exit(tmp_path, "{tls_cert: cert.pem}")
-    assert done.returncode == 2
-    assert "tls_cert: goes with tls_key" in done.stderr
+    assert said in done.stderr
 
 
 def test_agent_verifies_against_upload_ca_file(
