@@ -538,9 +538,23 @@ class DashboardData:
         records = await self._records(since)
         buckets = await self.source.buckets(filters)
         coverage = await self.source.coverage(coverage_since(now, self.bucket_s))
-        snap = await asyncio.to_thread(
-            self._build, buckets, coverage, since, until, now, records, version
-        )
+
+        def build() -> Snapshot:  # on a worker thread: the analysis and ``prepare`` take time
+            snap = build_snapshot(
+                buckets,
+                coverage,
+                since=since,
+                until=until,
+                bucket_s=self.bucket_s,
+                computed_at=now,
+                records=records,
+                version=version,
+            )
+            if self.prepare is not None:
+                self.prepare(snap)
+            return snap
+
+        snap = await asyncio.to_thread(build)
         self._snapshot = snap
         return snap
 
@@ -551,30 +565,6 @@ class DashboardData:
     async def _records_version(self) -> int | None:
         fetch = getattr(self.source, "records_version", None)
         return None if fetch is None else await fetch()
-
-    def _build(
-        self,
-        buckets: Sequence[BucketCount],
-        coverage: dict[tuple[str, int], int],
-        since: float,
-        until: float,
-        now: float,
-        records: dict[str, list[dict[str, Any]]] | None = None,
-        version: int | None = None,
-    ) -> Snapshot:
-        snap = build_snapshot(
-            buckets,
-            coverage,
-            since=since,
-            until=until,
-            bucket_s=self.bucket_s,
-            computed_at=now,
-            records=records,
-            version=version,
-        )
-        if self.prepare is not None:
-            self.prepare(snap)
-        return snap
 
     async def country(self, cc: str) -> CountryView | None:
         return (await self.snapshot()).countries.get(cc)
