@@ -4,17 +4,17 @@ scenarios and missing prerequisites give a clear message and exit 2."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from lab.netns import UsernsSettings, missing_tools, userns_problems
 from lab.report import render
+from tests.commands import FILTERWATCH
 
 
 def filterwatch(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "filterwatch", *args],
+        [*FILTERWATCH, *args],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import json
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from collector.store.sqlite import SqliteStore
 from filterwatch.cli import main
 from tests.alerts.test_webhooks import Receiver, enqueue
 from tests.collector.conftest import batch, enroll, post_batch, record, write_netdb
+from tests.commands import FILTERWATCH
 from tests.monitor.helpers import SECRET, FakeClock, Row, at, config, rounds, upload, webhook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ async def test_events_follow_prints_each_new_change(tmp_path: Path) -> None:
     await one_leak(tmp_path)
     cfg = write_yaml(tmp_path)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "filterwatch", "collector", "events", "--follow", "--json",
+        *FILTERWATCH, "collector", "events", "--follow", "--json",
         "--config", str(cfg), stdout=asyncio.subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip
     assert proc.stdout is not None
