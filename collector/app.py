@@ -69,16 +69,14 @@ async def _store_and_tables(app: web.Application) -> AsyncIterator[None]:
 async def _monitor_and_alerts(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the monitor (run while this collector holds the monitor lock) and the
     webhook delivery worker (every collector runs one), as background tasks."""
-    from collector.alerts.delivery import DeliveryMetrics, DeliveryWorker
+    from collector.alerts.delivery import DeliveryWorker
     from collector.api.events import CHANGED
-    from collector.monitor.runner import Monitor, MonitorMetrics
+    from collector.monitor.runner import Monitor
 
     config = app[CONFIG]
-    registry = app[METRICS].registry
-    monitor = Monitor(
-        app[STORE], config, app[PSEUDONYM_KEY], metrics=MonitorMetrics.create(registry)
-    )
-    worker = DeliveryWorker(app[STORE], config.alerts, metrics=DeliveryMetrics.create(registry))
+    metrics = app[METRICS]
+    monitor = Monitor(app[STORE], config, app[PSEUDONYM_KEY], metrics=metrics.monitor)
+    worker = DeliveryWorker(app[STORE], config.alerts, metrics=metrics.delivery)
     monitor.wake_deliveries = worker.wake
     app[CHANGED] = lambda: monitor.changed
     stop = asyncio.Event()

@@ -13,18 +13,11 @@ from typing import Any
 
 from collector.config import KINDS
 from collector.filters import FilterError, build_filters, parse_time
+from collector.query_cli import add_config_argument
 from collector.store.records import STATUSES, EventQuery, StoredEvent
 from shared.errors import FilterwatchError
 
 FOLLOW_POLL_S = 1.0
-
-
-def _config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="the collector's YAML configuration (default: filterwatch.sqlite3 here)",
-    )
 
 
 def register(cmds: Any) -> None:
@@ -43,14 +36,14 @@ def register(cmds: Any) -> None:
     c.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     c.add_argument("--follow", action="store_true", help="then print each change as it comes")
     c.add_argument("--json", action="store_true", help="JSON (with --follow: one change a line)")
-    _config_arg(c)
+    add_config_argument(c)
     c.set_defaults(handler=events_command)
 
     alerts = cmds.add_parser("alerts", help="webhook deliveries")
     sub = alerts.add_subparsers(dest="alerts_command", metavar="COMMAND")
     status = sub.add_parser("status", help="pending, failed and delivered webhook deliveries")
     status.add_argument("--json", action="store_true")
-    _config_arg(status)
+    add_config_argument(status)
     status.set_defaults(handler=alerts_status_command)
 
 
@@ -123,7 +116,7 @@ def events_command(args: argparse.Namespace) -> int:
                 for r in await store.revisions_after(seq):
                     seq = r.seq
                     event = r.payload["event"]
-                    if not _wanted(query, event):
+                    if not query.matches(event):
                         continue
                     if args.json:
                         print(json.dumps(r.payload, sort_keys=True), flush=True)
@@ -137,23 +130,6 @@ def events_command(args: argparse.Namespace) -> int:
         return asyncio.run(run())
     except KeyboardInterrupt:
         return 0
-
-
-def _wanted(query: EventQuery, event: dict[str, Any]) -> bool:
-    if query.cc is not None and event.get("cc") != query.cc:
-        return False
-    if query.asn is not None and event.get("asn") != query.asn:
-        return False
-    if query.domain is not None and query.domain not in event.get("domains", []):
-        return False
-    if query.kind is not None and event.get("kind") != query.kind:
-        return False
-    if query.status is not None and event.get("status") != query.status:
-        return False
-    end = event.get("end")
-    if query.since is not None and end is not None:
-        return parse_time(end, "end") >= query.since
-    return True
 
 
 def alerts_status_command(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one collector app, in a registry of its own (tests run several)."""
+"""Prometheus metrics of one collector app, in a registry of its own (tests run several):
+every metric its ``/metrics`` shows, the monitor's and the webhook worker's too."""
 
 from __future__ import annotations
 
@@ -7,7 +8,22 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "DeliveryMetrics", "Metrics", "MonitorMetrics"]
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorMetrics:
+    passes: Counter
+    pass_seconds: Histogram
+    leader: Gauge
+    changes: Counter
+    series: Counter
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryMetrics:
+    attempts: Counter
+    outbox: Gauge
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +36,8 @@ class Metrics:
     request_seconds: Histogram
     in_flight: Gauge
     ingest_in_flight: Gauge
+    monitor: MonitorMetrics
+    delivery: DeliveryMetrics
 
     @classmethod
     def create(cls) -> Metrics:
@@ -64,6 +82,51 @@ class Metrics:
                 "filterwatch_ingest_in_flight",
                 "Batches being ingested now (bounded by limits.max_inflight_batches).",
                 registry=registry,
+            ),
+            monitor=MonitorMetrics(
+                passes=Counter(
+                    "filterwatch_monitor_passes",
+                    "Monitor passes, by kind.",
+                    ["kind"],
+                    registry=registry,
+                ),
+                pass_seconds=Histogram(
+                    "filterwatch_monitor_pass_seconds",
+                    "Time of one monitor pass.",
+                    registry=registry,
+                    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+                ),
+                leader=Gauge(
+                    "filterwatch_monitor_leader",
+                    "1 when this collector runs the monitor (holds the lock).",
+                    registry=registry,
+                ),
+                changes=Counter(
+                    "filterwatch_event_changes",
+                    "Revisions of event records, by type.",
+                    ["type"],
+                    registry=registry,
+                ),
+                series=Counter(
+                    "filterwatch_monitor_series_recounted",
+                    "Series (cc, asn, domain) whose changed buckets a pass counted again.",
+                    registry=registry,
+                ),
+            ),
+            delivery=DeliveryMetrics(
+                attempts=Counter(
+                    "filterwatch_webhook_attempts",
+                    "Webhook delivery attempts, by subscription and outcome.",
+                    ["subscription", "outcome"],
+                    registry=registry,
+                ),
+                outbox=Gauge(
+                    "filterwatch_webhook_deliveries",
+                    "Webhook deliveries in the outbox, by subscription and state"
+                    " (pending, delivered, failed).",
+                    ["subscription", "state"],
+                    registry=registry,
+                ),
             ),
         )
 

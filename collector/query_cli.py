@@ -5,22 +5,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from collector.filters import Filters, add_filter_arguments, filters_from_args
+from collector.progress import Progress, without_gc
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    add_filter_arguments(parser)
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """``--config``, for the commands that open the collector's store."""
     parser.add_argument(
         "--config",
         type=Path,
         help="the collector's YAML configuration (default: filterwatch.sqlite3 here)",
     )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_filter_arguments(parser)
+    add_config_argument(parser)
 
 
 def register_leaks(cmds: Any) -> None:
@@ -51,17 +56,8 @@ def register_export(cmds: Any) -> None:
     c.set_defaults(handler=export_command)
 
 
+@without_gc
 def leaks_command(args: argparse.Namespace) -> int:
-    # Hundreds of thousands of small long-lived objects (the buckets): the cyclic collector
-    # would scan them again and again for nothing; there are no cycles to find here.
-    gc.disable()
-    try:
-        return _leaks(args)
-    finally:
-        gc.enable()
-
-
-def _leaks(args: argparse.Namespace) -> int:
     from collector.analysis import analyse_filtered, evidence_filters
     from collector.report_text import events_text
     from collector.store.base import PSEUDONYM_SECRET
@@ -89,7 +85,6 @@ def _leaks(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     from collector.exports import write_export
-    from collector.progress import Progress
 
     filters = filters_from_args(args)
     config = _config(args)

@@ -14,13 +14,14 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
+
+from tests.commands import FILTERWATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYST_TOKEN = "fw-analyst-live-collector-test-token-000000000001"
@@ -73,15 +74,7 @@ class LiveCollector:
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "filterwatch",
-                "collector",
-                *args,
-                "--config",
-                str(self.config_path),
-            ],
+            [*FILTERWATCH, "collector", *args, "--config", str(self.config_path)],
             cwd=ROOT,
             capture_output=True,
             check=True,
@@ -141,9 +134,7 @@ def live_collector(directory: Path, extra_config: str = "") -> Iterator[LiveColl
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "filterwatch",
+                *FILTERWATCH,
                 "collector",
                 "serve",
                 "--config",

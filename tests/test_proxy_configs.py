@@ -10,7 +10,6 @@ import re
 import shutil
 import ssl
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import trustme
 from bench.fleet import free_port
 from shared.codec import encode
 from tests.collector.conftest import batch, record
+from tests.commands import FILTERWATCH
 from tests.conftest import skip_or_fail_in_ci
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def _launch(tmp_path: Path) -> Launched:
         f"netdb_path: '{_netdb(tmp_path / 'netdb.tsv')}'\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    fw = [sys.executable, "-m", "filterwatch", "collector"]
+    fw = [*FILTERWATCH, "collector"]
     made = subprocess.run(
         [*fw, "enroll-code", "--config", str(config)],
         capture_output=True,

@@ -33,6 +33,7 @@ import psutil
 
 from bench.fleet import drop_database
 from bench.ingest.workload import encoded_batches
+from collector.store.base import Store
 from collector.store.sqlite import SqliteStore
 from shared.schema import decode_batch, decode_measurement
 
@@ -127,12 +128,12 @@ def end_to_end(work: Path, batches: int, size: int, clients: int) -> tuple[float
     finally:
         server.terminate()
         server.wait(30)
-    stored = asyncio.run(_count(work / "e2e.sqlite3"))
+    stored = asyncio.run(_count(SqliteStore(work / "e2e.sqlite3")))
     return elapsed, cpu, stored
 
 
-async def _count(path: Path) -> int:
-    store = SqliteStore(path)
+async def _count(store: Store) -> int:
+    """How many measurements ``store`` keeps (opened for this, and closed)."""
     await store.open()
     try:
         return await store.count_measurements()
@@ -185,17 +186,6 @@ async def _drop_database(dsn: str, db_dsn: str) -> None:
         await admin.close()
 
 
-async def _pg_count(db_dsn: str) -> int:
-    from collector.store.postgres import PostgresStore
-
-    store = PostgresStore(db_dsn)
-    await store.open()
-    try:
-        return await store.count_measurements()
-    finally:
-        await store.close()
-
-
 async def _pg_ceiling(db_dsn: str, bodies: list[bytes], clients: int) -> tuple[float, float]:
     """(seconds, decode share) to decode and insert every batch in this process, no HTTP,
     ``clients`` inserts at once (the pool's connections work in parallel)."""
@@ -233,6 +223,7 @@ def fleet_end_to_end(
     import shutil
 
     from bench.fleet import free_port, haproxy_config
+    from collector.store.postgres import PostgresStore
 
     db = asyncio.run(_fresh_database(dsn))
     config = work / f"collector-{collectors}.yaml"
@@ -269,7 +260,7 @@ def fleet_end_to_end(
         elapsed = asyncio.run(_post_all(url, token, bodies, clients))
         cpu = sum(sum(p.cpu_times()[:2]) for p in procs) - cpu_before
         hap_cpu = sum(hap.cpu_times()[:2]) - hap_before
-        stored = asyncio.run(_pg_count(db))
+        stored = asyncio.run(_count(PostgresStore(db)))
     finally:
         if haproxy is not None:
             haproxy.terminate()

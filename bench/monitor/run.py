@@ -43,7 +43,7 @@ from bench.analysis.generate import (  # noqa: E402
     plan,
 )
 from collector.config import CollectorConfig, DatabaseConfig, MonitorConfig  # noqa: E402
-from collector.monitor.runner import Monitor  # noqa: E402
+from collector.monitor.runner import Monitor, PassResult  # noqa: E402
 from collector.store.base import PSEUDONYM_SECRET  # noqa: E402
 from collector.store.sqlite import SqliteStore  # noqa: E402
 
@@ -112,35 +112,36 @@ async def measure(n: int, repeats: int) -> dict[str, Any]:
         )
         key = await store.secret(PSEUDONYM_SECRET)
         monitor = Monitor(store, config, key, clock=clock)
-        started = time.perf_counter()
-        first = await monitor.step()
-        full_s = time.perf_counter() - started
-        records = len(monitor.live)
-
-        idle = []
-        for _ in range(repeats * 4):
-            started = time.perf_counter()
-            await monitor.step()
-            idle.append(time.perf_counter() - started)
-
-        one = []
         everyone = agents()
-        for r in range(repeats):
-            ci, isp, a = everyone[r % len(everyone)]
-            await store.insert_rows(batch_rows(ci, isp, a, end - 60))
+
+        async def timed_step() -> tuple[float, PassResult]:
             started = time.perf_counter()
             result = await monitor.step()
-            one.append(time.perf_counter() - started)
+            return time.perf_counter() - started, result
+
+        async def upload(i: int) -> None:
+            """One batch of the ``i``th agent (round robin), at the window's end."""
+            ci, isp, a = everyone[i % len(everyone)]
+            await store.insert_rows(batch_rows(ci, isp, a, end - 60))
+
+        full_s, first = await timed_step()
+        records = len(monitor.live)
+
+        idle = [(await timed_step())[0] for _ in range(repeats * 4)]
+
+        one = []
+        for r in range(repeats):
+            await upload(r)
+            seconds, result = await timed_step()
+            one.append(seconds)
         series_one = result.series
 
         hundred = []
         for _ in range(max(1, repeats // 2)):
             for b in range(100):
-                ci, isp, a = everyone[b % len(everyone)]
-                await store.insert_rows(batch_rows(ci, isp, a, end - 60))
-            started = time.perf_counter()
-            result = await monitor.step()
-            hundred.append(time.perf_counter() - started)
+                await upload(b)
+            seconds, result = await timed_step()
+            hundred.append(seconds)
         series_hundred = result.series
     finally:
         await store.close()

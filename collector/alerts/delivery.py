@@ -20,13 +20,12 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from collector.alerts.signing import (
     DELIVERY_HEADER,
@@ -38,6 +37,7 @@ from collector.alerts.signing import (
 )
 from collector.alerts.subscriptions import shown_url, subscription_key
 from collector.config import AlertsConfig, WebhookConfig
+from collector.metrics import DeliveryMetrics
 from collector.outbound import (
     ANY_PORT,
     CheckedResolver,
@@ -63,56 +63,28 @@ def backoff_s(attempts: int, rnd: random.Random, base: float = BACKOFF_BASE_S) -
     return rnd.uniform(0.0, min(BACKOFF_CAP_S, base * 2.0 ** max(0, attempts - 1)))
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryMetrics:
-    attempts: Counter
-    outbox: Gauge
-
-    @classmethod
-    def create(cls, registry: CollectorRegistry) -> DeliveryMetrics:
-        return cls(
-            attempts=Counter(
-                "filterwatch_webhook_attempts",
-                "Webhook delivery attempts, by subscription and outcome.",
-                ["subscription", "outcome"],
-                registry=registry,
-            ),
-            outbox=Gauge(
-                "filterwatch_webhook_deliveries",
-                "Webhook deliveries in the outbox, by subscription and state"
-                " (pending, delivered, failed).",
-                ["subscription", "state"],
-                registry=registry,
-            ),
-        )
-
-
 class _Permanent(Exception):
     """An attempt that must not be retried (a refused destination)."""
 
 
+@dataclass(eq=False)
 class DeliveryWorker:
     """Sends the outbox of one collector's store to the configured webhooks."""
 
-    def __init__(
-        self,
-        store: Store,
-        config: AlertsConfig,
-        metrics: DeliveryMetrics | None = None,
-        clock: Callable[[], float] = time.time,
-        rnd: random.Random | None = None,
-        backoff_base_s: float = BACKOFF_BASE_S,
-    ) -> None:
-        self.store = store
-        self.config = config
-        self.metrics = metrics
-        self.clock = clock
-        self.rnd = rnd or random.Random()
-        self.backoff_base_s = backoff_base_s
-        self.webhooks: dict[str, WebhookConfig] = {subscription_key(w): w for w in config.webhooks}
-        self.ranges: tuple[Network, ...] = config.allow_networks
-        self._wake = asyncio.Event()
-        self._inflight: set[asyncio.Task[None]] = set()
+    store: Store
+    config: AlertsConfig
+    metrics: DeliveryMetrics | None = None
+    clock: Callable[[], float] = time.time
+    rnd: random.Random = field(default_factory=random.Random)
+    backoff_base_s: float = BACKOFF_BASE_S
+    webhooks: dict[str, WebhookConfig] = field(init=False)
+    ranges: tuple[Network, ...] = field(init=False)
+    _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _inflight: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.webhooks = {subscription_key(w): w for w in self.config.webhooks}
+        self.ranges = self.config.allow_networks
 
     def wake(self) -> None:
         """New rows were committed: look now rather than at the next poll."""

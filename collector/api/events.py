@@ -199,21 +199,26 @@ def _iso(epoch: float) -> str:
     return iso_utc(epoch)
 
 
-def _matches(query: EventQuery, event: Mapping[str, Any]) -> bool:
-    if query.cc is not None and event.get("cc") != query.cc:
-        return False
-    if query.asn is not None and event.get("asn") != query.asn:
-        return False
-    if query.domain is not None and query.domain not in event.get("domains", []):
-        return False
-    if query.kind is not None and event.get("kind") != query.kind:
-        return False
-    return query.status is None or event.get("status") == query.status
-
-
 def _sse(revision: Revision) -> bytes:
     data = json.dumps(revision.payload, sort_keys=True, separators=(",", ":"))
     return f"id: {revision.seq}\nevent: {revision.type}\ndata: {data}\n\n".encode()
+
+
+async def open_event_stream(
+    request: web.Request, *, retry_ms: int, cache_control: str
+) -> web.StreamResponse:
+    """A Server-Sent Events response, sent off with the client's reconnection delay; proxies
+    are asked not to buffer it (``X-Accel-Buffering``)."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": cache_control,
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    await response.write(f"retry: {retry_ms}\n\n".encode())
+    return response
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -228,21 +233,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
         seq = int(resume)
     else:
         seq = await store.last_seq()
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
-    await response.write(b"retry: 2000\n\n")
+    response = await open_event_stream(request, retry_ms=2000, cache_control="no-cache")
     quiet_since = time.monotonic()
     while True:
         revisions = await store.revisions_after(seq)
         for r in revisions:
             seq = r.seq
-            if _matches(query, r.payload["event"]):
+            if query.matches(r.payload["event"]):
                 await response.write(_sse(r))
                 quiet_since = time.monotonic()
         if revisions:

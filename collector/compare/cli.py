@@ -8,13 +8,13 @@ collector on the same per-bucket counts.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from collector.filters import add_filter_arguments, filters_from_args
+from collector.progress import Progress, without_gc
 
 
 def register(sub: Any) -> None:
@@ -31,15 +31,10 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+@without_gc
 def run(args: argparse.Namespace) -> int:
     _prefer_jemalloc()
-    # Hundreds of thousands of small long-lived objects (the buckets): the cyclic collector
-    # would scan them again and again for nothing; there are no cycles to find here.
-    gc.disable()
-    try:
-        return _run(args)
-    finally:
-        gc.enable()
+    return _run(args)
 
 
 def _prefer_jemalloc() -> None:
@@ -60,7 +55,6 @@ def _run(args: argparse.Namespace) -> int:
     from collector.analysis import analyse_filtered, evidence_filters
     from collector.compare.count import count_exports
     from collector.compare.read import ExportReadError, export_files
-    from collector.progress import Progress
     from collector.report_text import compare_text
 
     filters = filters_from_args(args)

@@ -14,6 +14,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from collector.exports import TIMESTAMP
+from collector.inputs import input_files
 from shared.errors import FilterwatchError
 
 # What compare reads: the columns the aggregation needs (CSV and JSONL give measured_at as
@@ -32,19 +33,8 @@ class ExportReadError(FilterwatchError):
 
 def export_files(paths: Iterable[Path]) -> list[Path]:
     """The export files named by ``paths``; directories (partitioned exports) are walked."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and format_of(p) is not None)
-            )
-        elif path.is_file():
-            if format_of(path) is None:
-                raise ExportReadError(f"{path}: not an export (expected .csv, .jsonl or .parquet)")
-            found.append(path)
-        else:
-            raise ExportReadError(f"{path}: no such file or directory")
-    return found
+    expected = "not an export (expected .csv, .jsonl or .parquet)"
+    return input_files(paths, format_of, ExportReadError, expected)
 
 
 def format_of(path: Path) -> str | None:

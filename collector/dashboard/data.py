@@ -20,7 +20,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -492,27 +492,19 @@ def _log_failure(task: asyncio.Task[Snapshot]) -> None:
         log.error("dashboard_refresh_failed", error=repr(task.exception()))
 
 
+@dataclass(eq=False)
 class DashboardData:
     """The cached snapshot and the on-demand views (a domain, an event's evidence)."""
 
-    def __init__(
-        self,
-        source: Source,
-        *,
-        window_s: float,
-        bucket_s: float,
-        refresh_s: float,
-        clock: Callable[[], float] = time.time,
-        prepare: Callable[[Snapshot], None] | None = None,
-    ) -> None:
-        self.source = source
-        self.window_s = window_s
-        self.bucket_s = bucket_s
-        self.refresh_s = refresh_s
-        self.clock = clock
-        self.prepare = prepare  # runs on the worker thread once per snapshot
-        self._snapshot: Snapshot | None = None
-        self._refreshing: asyncio.Task[Snapshot] | None = None
+    source: Source
+    _: KW_ONLY
+    window_s: float
+    bucket_s: float
+    refresh_s: float
+    clock: Callable[[], float] = time.time
+    prepare: Callable[[Snapshot], None] | None = None  # runs on the worker thread once per snapshot
+    _snapshot: Snapshot | None = field(init=False, default=None)
+    _refreshing: asyncio.Task[Snapshot] | None = field(init=False, default=None)
 
     async def snapshot(self) -> Snapshot:
         """The latest snapshot; a stale one starts a refresh and is served meanwhile."""
@@ -546,9 +538,23 @@ class DashboardData:
         records = await self._records(since)
         buckets = await self.source.buckets(filters)
         coverage = await self.source.coverage(coverage_since(now, self.bucket_s))
-        snap = await asyncio.to_thread(
-            self._build, buckets, coverage, since, until, now, records, version
-        )
+
+        def build() -> Snapshot:  # on a worker thread: the analysis and ``prepare`` take time
+            snap = build_snapshot(
+                buckets,
+                coverage,
+                since=since,
+                until=until,
+                bucket_s=self.bucket_s,
+                computed_at=now,
+                records=records,
+                version=version,
+            )
+            if self.prepare is not None:
+                self.prepare(snap)
+            return snap
+
+        snap = await asyncio.to_thread(build)
         self._snapshot = snap
         return snap
 
@@ -559,30 +565,6 @@ class DashboardData:
     async def _records_version(self) -> int | None:
         fetch = getattr(self.source, "records_version", None)
         return None if fetch is None else await fetch()
-
-    def _build(
-        self,
-        buckets: Sequence[BucketCount],
-        coverage: dict[tuple[str, int], int],
-        since: float,
-        until: float,
-        now: float,
-        records: dict[str, list[dict[str, Any]]] | None = None,
-        version: int | None = None,
-    ) -> Snapshot:
-        snap = build_snapshot(
-            buckets,
-            coverage,
-            since=since,
-            until=until,
-            bucket_s=self.bucket_s,
-            computed_at=now,
-            records=records,
-            version=version,
-        )
-        if self.prepare is not None:
-            self.prepare(snap)
-        return snap
 
     async def country(self, cc: str) -> CountryView | None:
         return (await self.snapshot()).countries.get(cc)

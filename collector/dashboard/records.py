@@ -77,6 +77,18 @@ class MeasurementFacts:
     control_ok: bool | None
 
 
+_SESSIONS = (
+    "SELECT session_hash, token_hash, created_at, expires_at, revoked_at FROM dashboard_sessions"
+)
+
+
+def _session_record(row: Sequence[Any]) -> SessionRecord:
+    session_hash, token_hash, created, expires, revoked = row
+    return SessionRecord(
+        session_hash, token_hash, float(created), float(expires), revoked is not None
+    )
+
+
 class Records:
     """The dashboard's queries on ``store`` (SQLite or PostgreSQL)."""
 
@@ -122,24 +134,12 @@ class Records:
         )
 
     async def session(self, session_hash: str) -> SessionRecord | None:
-        rows = await self._read(
-            "SELECT session_hash, token_hash, created_at, expires_at, revoked_at"
-            " FROM dashboard_sessions WHERE session_hash = ?",
-            [session_hash],
-        )
-        if not rows:
-            return None
-        h, token_hash, created, expires, revoked = rows[0]
-        return SessionRecord(h, token_hash, float(created), float(expires), revoked is not None)
+        rows = await self._read(_SESSIONS + " WHERE session_hash = ?", [session_hash])
+        return _session_record(rows[0]) if rows else None
 
     async def live_sessions(self, now: float) -> list[SessionRecord]:
-        rows = await self._read(
-            "SELECT session_hash, token_hash, created_at, expires_at, revoked_at"
-            " FROM dashboard_sessions WHERE expires_at > ? AND revoked_at IS NULL"
-            " ORDER BY created_at",
-            [now],
-        )
-        return [SessionRecord(h, t, float(c), float(e), r is not None) for h, t, c, e, r in rows]
+        where = " WHERE expires_at > ? AND revoked_at IS NULL ORDER BY created_at"
+        return [_session_record(row) for row in await self._read(_SESSIONS + where, [now])]
 
     async def revoke_session(self, session_hash: str, now: float) -> bool:
         changed = await self._write(

@@ -20,6 +20,7 @@ from aiohttp import web
 from markupsafe import Markup
 from yarl import URL
 
+from collector.api.events import open_event_stream
 from collector.dashboard import charts
 from collector.dashboard.data import (
     BLIND_SPOT,
@@ -66,6 +67,9 @@ REFUSED: Final = (
 )
 
 Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+
+# Each page's route stands above its handler; ``add_dashboard`` adds them all.
+routes = web.RouteTableDef()
 
 
 # --- helpers ---
@@ -171,6 +175,7 @@ async def _csrf_ok(request: web.Request, session: Session, form: dict[str, str])
 # --- sign-in ---
 
 
+@routes.get("/login")
 async def login_form(request: web.Request) -> web.StreamResponse:
     if await request.app[SESSIONS].current(request) is not None:
         raise web.HTTPSeeOther(_safe_next(request.query.get("next")))
@@ -201,6 +206,7 @@ async def _login_page(request: web.Request, message: str | None, status: int) ->
     return response
 
 
+@routes.post("/login")
 async def login(request: web.Request) -> web.StreamResponse:
     wait = request.app[LOGIN_LIMIT].retry_after(request.remote)
     if wait:
@@ -237,11 +243,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     raise response
 
 
+@routes.get("/logout")
 @signed_in
 async def logout_form(request: web.Request, session: Session) -> web.StreamResponse:
     return _page(request, "logout.html", {"session": session, "csrf": session.csrf})
 
 
+@routes.post("/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
     session = await request.app[SESSIONS].current(request)
     if session is not None:
@@ -260,6 +268,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 # --- pages ---
 
 
+@routes.get("/")
 @signed_in
 async def overview(request: web.Request, session: Session) -> web.StreamResponse:
     snap = await request.app[DATA].snapshot()
@@ -294,6 +303,7 @@ async def _country(request: web.Request, session: Session) -> CountryView:
     return view
 
 
+@routes.get("/countries/{cc}")
 @signed_in
 async def country(request: web.Request, session: Session) -> web.StreamResponse:
     view = await _country(request, session)
@@ -358,6 +368,7 @@ async def _domain_chart(
     return svg, series
 
 
+@routes.get("/countries/{cc}/domains/{domain}")
 @signed_in
 async def domain_page(request: web.Request, session: Session) -> web.StreamResponse:
     view = await _country(request, session)
@@ -466,6 +477,7 @@ async def _evidence(request: web.Request, f: Finding) -> str:
     )
 
 
+@routes.get(r"/events/{id:[A-Za-z0-9_-]+}")
 @signed_in
 async def event_page(request: web.Request, session: Session) -> web.StreamResponse:
     f = await _finding(request)
@@ -493,6 +505,7 @@ async def event_page(request: web.Request, session: Session) -> web.StreamRespon
     )
 
 
+@routes.get(r"/events/{id:[A-Za-z0-9_-]+}.json")
 @signed_in
 async def event_json(request: web.Request, session: Session) -> web.StreamResponse:
     f = await _finding(request)
@@ -511,6 +524,7 @@ def _svg(svg: str, filename: str) -> web.Response:
     )
 
 
+@routes.get("/charts/heatmap.svg")
 @signed_in
 async def heatmap_chart(request: web.Request, session: Session) -> web.StreamResponse:
     cc = request.query.get("cc", "").upper()
@@ -522,6 +536,7 @@ async def heatmap_chart(request: web.Request, session: Session) -> web.StreamRes
     return _svg(svg, f"filterwatch-{cc}-{domain}.svg")
 
 
+@routes.get("/charts/evidence.svg")
 @signed_in
 async def evidence_chart(request: web.Request, session: Session) -> web.StreamResponse:
     ident = request.query.get("event", "")
@@ -531,6 +546,7 @@ async def evidence_chart(request: web.Request, session: Session) -> web.StreamRe
     return _svg(await _evidence(request, f), f"filterwatch-{ident}.svg")
 
 
+@routes.get("/live.json")
 @signed_in
 async def live(request: web.Request, session: Session) -> web.StreamResponse:
     """What open pages poll: a version that changes whenever their content does."""
@@ -553,6 +569,7 @@ def _keeps_records(app: web.Application) -> bool:
     return bool(monitor is not None and monitor.enabled and hasattr(app[STORE], "revisions_after"))
 
 
+@routes.get("/live/stream")
 async def live_stream(request: web.Request) -> web.StreamResponse:
     """The monitor's changes as Server-Sent Events for signed-in pages: the records' own
     stream (GET /api/v1/events/stream) wants a bearer token, which a page cannot send, so
@@ -567,15 +584,7 @@ async def live_stream(request: web.Request) -> web.StreamResponse:
     cc = request.query.get("cc", "").upper() or None
     store: Any = request.app[STORE]
     seq = int(await store.last_seq())
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
-    await response.write(b"retry: 3000\n\n")
+    response = await open_event_stream(request, retry_ms=3000, cache_control="no-store")
     quiet = 0.0
     while True:
         revisions = await store.revisions_after(seq)
@@ -603,6 +612,7 @@ async def live_stream(request: web.Request) -> web.StreamResponse:
 # --- operators: agents and sessions ---
 
 
+@routes.get("/agents")
 @signed_in
 async def agents_page(request: web.Request, session: Session) -> web.StreamResponse:
     return await _agents(request, session, message=None)
@@ -686,6 +696,7 @@ async def _operator_form(request: web.Request, session: Session) -> dict[str, st
     return form
 
 
+@routes.post("/agents/revoke")
 @signed_in
 async def revoke_agent(request: web.Request, session: Session) -> web.StreamResponse:
     form = await _operator_form(request, session)
@@ -701,6 +712,7 @@ async def revoke_agent(request: web.Request, session: Session) -> web.StreamResp
     return await _agents(request, session, "No such agent.", 404)
 
 
+@routes.post("/sessions/revoke")
 @signed_in
 async def revoke_sessions(request: web.Request, session: Session) -> web.StreamResponse:
     form = await _operator_form(request, session)
@@ -716,6 +728,7 @@ async def revoke_sessions(request: web.Request, session: Session) -> web.StreamR
     raise web.HTTPSeeOther("/agents#sessions")
 
 
+@routes.get("/favicon.ico")
 async def favicon(request: web.Request) -> web.StreamResponse:
     # Browsers ask for /favicon.ico on pages without a <link rel=icon> (the JSON views).
     return web.FileResponse(
@@ -770,22 +783,5 @@ def add_dashboard(app: web.Application) -> None:
     )
     app.cleanup_ctx.append(_data_ctx)
     app.on_response_prepare.append(add_page_headers)
-    r = app.router
-    r.add_get("/", overview)
-    r.add_get("/favicon.ico", favicon)
-    r.add_get("/login", login_form)
-    r.add_post("/login", login)
-    r.add_get("/logout", logout_form)
-    r.add_post("/logout", logout)
-    r.add_get("/countries/{cc}", country)
-    r.add_get("/countries/{cc}/domains/{domain}", domain_page)
-    r.add_get(r"/events/{id:[A-Za-z0-9_-]+}.json", event_json)
-    r.add_get(r"/events/{id:[A-Za-z0-9_-]+}", event_page)
-    r.add_get("/charts/heatmap.svg", heatmap_chart)
-    r.add_get("/charts/evidence.svg", evidence_chart)
-    r.add_get("/live.json", live)
-    r.add_get("/live/stream", live_stream)
-    r.add_get("/agents", agents_page)
-    r.add_post("/agents/revoke", revoke_agent)
-    r.add_post("/sessions/revoke", revoke_sessions)
-    r.add_static("/static/", HERE / "static", name="static", append_version=True)
+    app.router.add_routes(routes)
+    app.router.add_static("/static/", HERE / "static", name="static", append_version=True)

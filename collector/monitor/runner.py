@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collector.alerts.subscriptions import route
 from collector.analysis import AnalysisParams, analyse
 from collector.analysis.model import BucketCount
 from collector.config import CollectorConfig
 from collector.filters import Filters
+from collector.metrics import MonitorMetrics
 from collector.monitor.reconcile import Clock, Revised, findings_of, reconcile
 from collector.monitor.series import SeriesCache
 from collector.store.base import Store
@@ -31,48 +31,6 @@ from collector.store.queries import merged_ranges
 from collector.store.records import DirtySeries, StoredEvent
 
 log = structlog.get_logger("collector.monitor")
-
-
-@dataclass(frozen=True, slots=True)
-class MonitorMetrics:
-    passes: Counter
-    pass_seconds: Histogram
-    leader: Gauge
-    changes: Counter
-    series: Counter
-
-    @classmethod
-    def create(cls, registry: CollectorRegistry) -> MonitorMetrics:
-        return cls(
-            passes=Counter(
-                "filterwatch_monitor_passes",
-                "Monitor passes, by kind.",
-                ["kind"],
-                registry=registry,
-            ),
-            pass_seconds=Histogram(
-                "filterwatch_monitor_pass_seconds",
-                "Time of one monitor pass.",
-                registry=registry,
-                buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            ),
-            leader=Gauge(
-                "filterwatch_monitor_leader",
-                "1 when this collector runs the monitor (holds the lock).",
-                registry=registry,
-            ),
-            changes=Counter(
-                "filterwatch_event_changes",
-                "Revisions of event records, by type.",
-                ["type"],
-                registry=registry,
-            ),
-            series=Counter(
-                "filterwatch_monitor_series_recounted",
-                "Series (cc, asn, domain) whose changed buckets a pass counted again.",
-                registry=registry,
-            ),
-        )
 
 
 @dataclass(slots=True)
@@ -83,32 +41,31 @@ class PassResult:
     changes: list[StoredEvent] = field(default_factory=list)
 
 
+@dataclass(eq=False)
 class Monitor:
     """One collector's monitor; ``run`` keeps it going while this collector leads."""
 
-    def __init__(
-        self,
-        store: Store,
-        config: CollectorConfig,
-        pseudonym_key: bytes,
-        metrics: MonitorMetrics | None = None,
-        clock: Callable[[], float] = time.time,
-        params: AnalysisParams | None = None,
-    ) -> None:
-        self.store = store
-        self.config = config
-        self.key = pseudonym_key
-        self.metrics = metrics
-        self.clock = clock
-        self.params = params or AnalysisParams()
-        self.bucket_s = config.monitor.bucket_s
-        self.window_s = config.monitor.window_s
-        self.cache = SeriesCache()
-        self.live: dict[str, StoredEvent] = {}
-        self.loaded = False
-        self._filling: float | None = None
-        self.changed = asyncio.Event()  # set after every pass that saved revisions
-        self.wake_deliveries: Callable[[], None] | None = None
+    store: Store
+    config: CollectorConfig
+    key: bytes  # the pseudonym key
+    metrics: MonitorMetrics | None = None
+    clock: Callable[[], float] = time.time
+    params: AnalysisParams = field(default_factory=AnalysisParams)
+    cache: SeriesCache = field(init=False, default_factory=SeriesCache)
+    live: dict[str, StoredEvent] = field(init=False, default_factory=dict)
+    loaded: bool = field(init=False, default=False)
+    _filling: float | None = field(init=False, default=None)
+    # set after every pass that saved revisions
+    changed: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    wake_deliveries: Callable[[], None] | None = field(init=False, default=None)
+
+    @property
+    def bucket_s(self) -> float:
+        return self.config.monitor.bucket_s
+
+    @property
+    def window_s(self) -> float:
+        return self.config.monitor.window_s
 
     def _clock(self) -> Clock:
         now = self.clock()

@@ -27,6 +27,7 @@ from typing import IO, Any, Final
 
 import msgspec
 
+from collector.inputs import input_files
 from shared.errors import FilterwatchError
 
 _JSON_DECODER: Final = msgspec.json.Decoder()
@@ -48,19 +49,8 @@ class Bad:
 
 def measurement_files(paths: Iterable[Path]) -> list[Path]:
     """The files named by ``paths``; directories are walked for OONI's file types."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) is not None))
-        elif path.is_file():
-            if _kind(path) is None:
-                raise OoniReadError(
-                    f"{path}: not an OONI file (expected .json, .jsonl, .gz or .tar.gz)"
-                )
-            found.append(path)
-        else:
-            raise OoniReadError(f"{path}: no such file or directory")
-    return found
+    expected = "not an OONI file (expected .json, .jsonl, .gz or .tar.gz)"
+    return input_files(paths, _kind, OoniReadError, expected)
 
 
 def _kind(path: Path) -> str | None:

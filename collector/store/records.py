@@ -8,9 +8,11 @@ store numbers them with ``numbered``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
+
+from collector.filters import parse_time
 
 STATUSES: Final = ("open", "closed", "retracted")
 CHANGE_TYPES: Final = ("leak.opened", "leak.updated", "leak.closed", "leak.retracted")
@@ -107,6 +109,24 @@ class EventQuery:
     since: float | None = None  # events still going on at or after this time
     before_created_seq: int | None = None  # the cursor: older records than this one
     limit: int = 100
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        """Whether an event's JSON (a revision's ``event``) passes these filters: what the
+        stream and ``collector events --follow`` show of the changes they read."""
+        if self.cc is not None and event.get("cc") != self.cc:
+            return False
+        if self.asn is not None and event.get("asn") != self.asn:
+            return False
+        if self.domain is not None and self.domain not in event.get("domains", []):
+            return False
+        if self.kind is not None and event.get("kind") != self.kind:
+            return False
+        if self.status is not None and event.get("status") != self.status:
+            return False
+        end = event.get("end")
+        if self.since is not None and end is not None:
+            return parse_time(end, "end") >= self.since
+        return True
 
 
 def numbered(sql: str) -> str:

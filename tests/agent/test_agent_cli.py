@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import stat
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from agent.state import Credentials, Status, lock_state_dir, save_credentials, save_status
 from tests.agent.collector_double import AGENT_ID, TOKEN, CollectorDouble
+from tests.commands import FILTERWATCH
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,9 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def filterwatch(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "filterwatch",
+        *FILTERWATCH,
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -174,9 +172,7 @@ async def test_sigterm_stops_the_agent_even_while_the_collector_hangs(tmp_path: 
         "logging: {json: true, level: info}\n"
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "filterwatch",
+        *FILTERWATCH,
         "agent",
         "run",
         "--config",

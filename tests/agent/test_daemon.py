@@ -4,6 +4,7 @@ outage, the disk cap, unknown networks, the clock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -12,7 +13,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from shared.config import config_from_mapping
 from shared.schema import ControlFacts, Measurement, NetworkFacts
 from tests.agent.collector_double import AGENT_ID, TOKEN, CollectorDouble
 from tests.agent.sites import site_app
+from tests.commands import FILTERWATCH
 from tests.conftest import skip_or_fail_in_ci
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -99,6 +101,21 @@ async def start_agent(
     return agent, stop, asyncio.create_task(agent.run(stop))
 
 
+@contextlib.asynccontextmanager
+async def agent_running(
+    aiohttp_server: ServerFactory, double: CollectorDouble, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[Recorder]:
+    """An agent (configured with ``overrides``) running against ``double``, served on
+    loopback; stopped, and its task awaited, when the block ends."""
+    collector = await aiohttp_server(double.app())
+    recorder = Recorder()
+    config = agent_config(str(collector.make_url("")), tmp_path, **overrides)
+    _agent, stop, task = await start_agent(config, recorder)
+    yield recorder
+    stop.set()
+    await task
+
+
 async def sites(aiohttp_server: ServerFactory, n: int) -> list[str]:
     server = await aiohttp_server(site_app())
     return [str(server.make_url(f"/page{i}")) for i in range(n)]
@@ -110,15 +127,9 @@ async def test_agent_measures_uploads_and_stops_cleanly(
     """Every target is measured each round with the collector's network identity, and every
     result reaches the collector exactly once; a stop leaves an empty spool."""
     double = CollectorDouble(targets=await sites(aiohttp_server, 6))
-    collector = await aiohttp_server(double.app())
-    recorder = Recorder()
-    config = agent_config(str(collector.make_url("")), tmp_path)
-    _agent, stop, task = await start_agent(config, recorder)
-    async with asyncio.timeout(60):
+    async with agent_running(aiohttp_server, double, tmp_path) as recorder, asyncio.timeout(60):
         await recorder.wait_for(12)  # two rounds
         await double.wait_for(set(recorder.ids[:12]))
-    stop.set()
-    await task
     assert all(double.stored[i] == 1 for i in recorder.ids)
     assert set(double.stored) == set(recorder.ids)
     assert {m.url for m in recorder.results[:6]} == set(double.targets)
@@ -205,16 +216,9 @@ async def test_unknown_network_results_are_kept_and_inconclusive(
     double = CollectorDouble(
         targets=await sites(aiohttp_server, 3), network={"asn": 0, "cc": "ZZ", "network_name": ""}
     )
-    collector = await aiohttp_server(double.app())
-    recorder = Recorder()
-    _agent, stop, task = await start_agent(
-        agent_config(str(collector.make_url("")), tmp_path), recorder
-    )
-    async with asyncio.timeout(60):
+    async with agent_running(aiohttp_server, double, tmp_path) as recorder, asyncio.timeout(60):
         await recorder.wait_for(3)
         await double.wait_for(set(recorder.ids[:3]))
-    stop.set()
-    await task
     assert all(m.network is None for m in recorder.results)
     assert all(m.blocking.value == "inconclusive" for m in recorder.results)
 
@@ -228,15 +232,10 @@ async def test_measurement_times_follow_the_collectors_clock(
         targets=await sites(aiohttp_server, 2),
         date_header=time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(ahead)),
     )
-    collector = await aiohttp_server(double.app())
-    recorder = Recorder()
-    config = agent_config(str(collector.make_url("")), tmp_path, interval_s=3600)
-    _agent, stop, task = await start_agent(config, recorder)
-    async with asyncio.timeout(60):
+    running = agent_running(aiohttp_server, double, tmp_path, interval_s=3600)
+    async with running as recorder, asyncio.timeout(60):
         await recorder.wait_for(2)
         await double.wait_for(set(recorder.ids[:2]))
-    stop.set()
-    await task
     assert all(abs(double.measured_at[i] - ahead) < 120 for i in recorder.ids[:2])
 
 
@@ -297,9 +296,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 60
 async def start_agent_process(config: Path, log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as err:
         return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "filterwatch",
+            *FILTERWATCH,
             "agent",
             "run",
             "--config",
@@ -330,9 +327,7 @@ async def test_sigkill_mid_round_loses_nothing_and_duplicates_nothing(
     url = str(collector.make_url("")).rstrip("/")
     state = tmp_path / "state"
     enrolled = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "filterwatch",
+        *FILTERWATCH,
         "agent",
         "enroll",
         "--collector",
@@ -537,14 +532,8 @@ async def test_the_collectors_fingerprints_are_used_and_cached(
     }
     prints = Fingerprints([fingerprint_from_row(row, "test", "row")])
     double = CollectorDouble(targets=await sites(aiohttp_server, 2), fingerprints=prints.to_json())
-    collector = await aiohttp_server(double.app())
-    recorder = Recorder()
-    config = agent_config(str(collector.make_url("")), tmp_path)
-    _agent, stop, task = await start_agent(config, recorder)
-    async with asyncio.timeout(60):
+    async with agent_running(aiohttp_server, double, tmp_path) as recorder, asyncio.timeout(60):
         await recorder.wait_for(4)  # two rounds
-    stop.set()
-    await task
     assert {m.blockpage for m in recorder.results[:4]} == {"collector_fp"}
     assert double.fingerprints_unchanged >= 1
     cached = json.loads((tmp_path / "state" / "fingerprints.json").read_text())

@@ -43,6 +43,16 @@ def agent_config(path: Path, dns: DnsResponder, collector_url: str, state_dir: P
     return path
 
 
+def plain_site_unenrolled(dns: DnsResponder, tmp_path: Path) -> tuple[HttpSite, Path]:
+    """site.test (127.0.0.1) serving a plain page, and an agent's configuration that names
+    no collector it is enrolled with."""
+    dns.answer("site.test", "127.0.0.1")
+    site = HttpSite()
+    site.set("*", Page(body=html_page("Plain Site Home")))
+    config = agent_config(tmp_path / "agent.yaml", dns, "http://collector.test", tmp_path / "state")
+    return site, config
+
+
 async def run_cli(*argv: str) -> int:
     # The command runs its own event loop: give it a thread, and keep serving on ours.
     return await asyncio.to_thread(main, list(argv))
@@ -53,12 +63,7 @@ async def test_probe_without_enrollment_measures_and_says_why_inconclusive(
 ) -> None:
     """Not enrolled: the URL is measured, each step is explained, and the verdict is
     inconclusive for lack of a control."""
-    dns_server.answer("site.test", "127.0.0.1")
-    site = HttpSite()
-    site.set("*", Page(body=html_page("Plain Site Home")))
-    config = agent_config(
-        tmp_path / "agent.yaml", dns_server, "http://collector.test", tmp_path / "state"
-    )
+    site, config = plain_site_unenrolled(dns_server, tmp_path)
     async with serve_http(site.app) as port:
         code = await run_cli("agent", "probe", f"http://site.test:{port}/", "--config", str(config))
     out = capsys.readouterr().out
@@ -73,12 +78,7 @@ async def test_probe_json_prints_a_valid_measurement(
     tmp_path: Path, dns_server: DnsResponder, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--json prints one measurement record that passes the wire schema."""
-    dns_server.answer("site.test", "127.0.0.1")
-    site = HttpSite()
-    site.set("*", Page(body=html_page("Plain Site Home")))
-    config = agent_config(
-        tmp_path / "agent.yaml", dns_server, "http://collector.test", tmp_path / "state"
-    )
+    site, config = plain_site_unenrolled(dns_server, tmp_path)
     async with serve_http(site.app) as port:
         code = await run_cli(
             "agent", "probe", f"http://site.test:{port}/", "--json", "--config", str(config)

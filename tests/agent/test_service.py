@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from agent.state import Credentials, save_credentials
+from tests.commands import FILTERWATCH
 from tests.conftest import skip_or_fail_in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ def _filterwatch(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env.pop("DBUS_SESSION_BUS_ADDRESS", None)
     (home / "run").mkdir(mode=0o700, exist_ok=True)
     return subprocess.run(
-        [sys.executable, "-m", "filterwatch", "agent", *args],
+        [*FILTERWATCH, "agent", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from collector.auth import hash_secret
 from collector.store.sqlite import SqliteStore
 from filterwatch.cli import main
+from tests.commands import FILTERWATCH
 
 
 def _config(tmp_path: Path, extra: str = "") -> Path:
@@ -107,9 +107,7 @@ async def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     """`collector serve --port 0` prints where it listens, answers /healthz, stops on SIGTERM."""
     path = _config(tmp_path, "logging: {json: true}\n")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "filterwatch",
+        *FILTERWATCH,
         "collector",
         "serve",
         "--config",

@@ -91,26 +91,23 @@ async def test_control_measures_an_allowed_site(
     assert facts["failure"] is None
 
 
-async def test_control_refuses_a_loopback_literal(
-    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",  # a loopback literal
+        "sneaky.test",  # a name whose DNS answer is a loopback address
+    ],
+)
+async def test_control_refuses_loopback(
+    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder, host: str
 ) -> None:
-    """A URL naming a loopback address is refused with 400 and never fetched."""
-    target = site()
-    async with serve_http(target.app) as port:
-        client, token = await control_client(aiohttp_client, config, dns_server, ports=(port,))
-        await refusal(client, token, f"http://127.0.0.1:{port}/")
-    assert target.requests == []
-
-
-async def test_control_refuses_a_name_that_resolves_to_loopback(
-    aiohttp_client: Any, config: CollectorConfig, dns_server: DnsResponder
-) -> None:
-    """A name whose DNS answer is a loopback address is refused, and never fetched."""
+    """A URL naming a loopback address, or a name that resolves to one, is refused with 400
+    and never fetched."""
     dns_server.answer("sneaky.test", "127.0.0.1")
     target = site()
     async with serve_http(target.app) as port:
         client, token = await control_client(aiohttp_client, config, dns_server, ports=(port,))
-        await refusal(client, token, f"http://sneaky.test:{port}/")
+        await refusal(client, token, f"http://{host}:{port}/")
     assert target.requests == []
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
+
 from collector.app import make_app
 from collector.config import CollectorConfig
 from tests.collector.conftest import TEST_ASN, enroll
@@ -38,21 +40,20 @@ async def test_trusted_proxy_forwards_the_callers_network(
     assert body["asn"] == 13335 and body["cc"] == "US"
 
 
+@pytest.mark.parametrize(
+    "proxies",
+    [
+        (),  # no trusted_proxies at all
+        ("10.0.0.0/8",),  # trusted proxies elsewhere: the peer (loopback) is not one of them
+    ],
+    ids=["none-trusted", "trusted-elsewhere"],
+)
 async def test_untrusted_peer_cannot_claim_another_network(
-    aiohttp_client: Any, config: CollectorConfig
+    aiohttp_client: Any, config: CollectorConfig, proxies: tuple[str, ...]
 ) -> None:
-    """Without trusted_proxies the header changes nothing: the peer's own network counts."""
-    client = await aiohttp_client(make_app(config))
-    _, token = await enroll(client)
-    body = await _whoami(client, token, "1.0.0.7")
-    assert body["asn"] == TEST_ASN
-
-
-async def test_proxy_trusted_elsewhere_is_ignored(
-    aiohttp_client: Any, config: CollectorConfig
-) -> None:
-    """A peer outside trusted_proxies (here 10.0.0.0/8 is trusted, the peer is loopback)."""
-    client = await aiohttp_client(make_app(_behind(config, "10.0.0.0/8")))
+    """From a peer outside trusted_proxies the header changes nothing: the peer's own
+    network counts."""
+    client = await aiohttp_client(make_app(_behind(config, *proxies)))
     _, token = await enroll(client)
     body = await _whoami(client, token, "1.0.0.7")
     assert body["asn"] == TEST_ASN

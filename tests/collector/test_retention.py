@@ -59,42 +59,32 @@ async def _sqlite_with(path: Path, ms: list[Measurement]) -> None:
         await store.close()
 
 
-async def test_sqlite_prune_deletes_in_batches_what_is_older(tmp_path: Path) -> None:
+async def test_sqlite_prune_deletes_in_batches_what_is_older(sqlite_store: SqliteStore) -> None:
     """prune(before) removes exactly the older rows, several small transactions deep."""
-    store = SqliteStore(tmp_path / "c.sqlite3")
-    await store.open()
-    try:
-        await store.insert_measurements("ag-1", "b-1", made(), received_at=0.0)
-        outcome = await store.prune(ts("2025-02-15T00:00:00"), batch=2)
-        assert outcome.deleted == 7  # January's five, 1 and 8 February
-        assert outcome.dropped_partitions == []
-        assert await store.count_measurements() == len(TIMES) - 7
-        again = await store.prune(ts("2025-02-15T00:00:00"), batch=2)
-        assert again.deleted == 0
-    finally:
-        await store.close()
+    await sqlite_store.insert_measurements("ag-1", "b-1", made(), received_at=0.0)
+    outcome = await sqlite_store.prune(ts("2025-02-15T00:00:00"), batch=2)
+    assert outcome.deleted == 7  # January's five, 1 and 8 February
+    assert outcome.dropped_partitions == []
+    assert await sqlite_store.count_measurements() == len(TIMES) - 7
+    again = await sqlite_store.prune(ts("2025-02-15T00:00:00"), batch=2)
+    assert again.deleted == 0
 
 
-async def test_sqlite_prune_while_ingesting_loses_no_new_result(tmp_path: Path) -> None:
+async def test_sqlite_prune_while_ingesting_loses_no_new_result(sqlite_store: SqliteStore) -> None:
     """Batches arriving during a prune are stored; only the old rows go."""
-    store = SqliteStore(tmp_path / "c.sqlite3")
-    await store.open()
-    try:
-        old = made([ts("2024-06-01T00:00:00") + i for i in range(3000)])
-        await store.insert_measurements("ag-1", "b-old", old, received_at=0.0)
-        new = [made([ts("2025-06-01T00:00:00") + i * 10 + k for k in range(10)]) for i in range(30)]
+    old = made([ts("2024-06-01T00:00:00") + i for i in range(3000)])
+    await sqlite_store.insert_measurements("ag-1", "b-old", old, received_at=0.0)
+    new = [made([ts("2025-06-01T00:00:00") + i * 10 + k for k in range(10)]) for i in range(30)]
 
-        async def ingest() -> None:
-            for i, chunk in enumerate(new):
-                await store.insert_measurements("ag-2", f"b-{i}", chunk, received_at=0.0)
+    async def ingest() -> None:
+        for i, chunk in enumerate(new):
+            await sqlite_store.insert_measurements("ag-2", f"b-{i}", chunk, received_at=0.0)
 
-        outcome, _ = await asyncio.gather(
-            store.prune(ts("2025-01-01T00:00:00"), batch=100), ingest()
-        )
-        assert outcome.deleted == 3000
-        assert await store.count_measurements() == 300
-    finally:
-        await store.close()
+    outcome, _ = await asyncio.gather(
+        sqlite_store.prune(ts("2025-01-01T00:00:00"), batch=100), ingest()
+    )
+    assert outcome.deleted == 3000
+    assert await sqlite_store.count_measurements() == 300
 
 
 async def test_retention_prunes_at_start_and_serving_goes_on(

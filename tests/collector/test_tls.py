@@ -10,7 +10,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 import trustme
+
+from tests.commands import FILTERWATCH
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,17 +65,7 @@ def served(tmp_path: Path, ca: trustme.CA) -> Iterator[Served]:
     with (
         open(tmp_path / "stderr.log", "w") as stderr,
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "filterwatch",
-                "collector",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                "0",
-            ],
+            [*FILTERWATCH, "collector", "serve", "--config", str(config), "--port", "0"],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -174,7 +165,7 @@ def _serve_exit(tmp_path: Path, listen: str) -> subprocess.CompletedProcess[str]
     config = tmp_path / "bad.yaml"
     config.write_text(f"listen: {listen}\n")
     return subprocess.run(
-        [sys.executable, "-m", "filterwatch", "collector", "serve", "--config", str(config)],
+        [*FILTERWATCH, "collector", "serve", "--config", str(config)],
         capture_output=True,
         text=True,
         env=_env(tmp_path),
@@ -182,18 +173,24 @@ def _serve_exit(tmp_path: Path, listen: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_missing_certificate_file_names_the_key(tmp_path: Path) -> None:
-    """listen.tls_cert pointing nowhere: exit 2 naming the file and the key."""
-    done = _serve_exit(tmp_path, "{tls_cert: /nonexistent/cert.pem, tls_key: /nonexistent/k}")
+@pytest.mark.parametrize(
+    ("listen", "said"),
+    [
+        # listen.tls_cert pointing nowhere: the file and the key are named
+        (
+            "{tls_cert: /nonexistent/cert.pem, tls_key: /nonexistent/k}",
+            "bad.yaml: listen.tls_cert: /nonexistent/cert.pem: no such file",
+        ),
+        # tls_cert alone: both go together
+        ("{tls_cert: cert.pem}", "tls_cert: goes with tls_key"),
+    ],
+    ids=["missing-certificate-file", "certificate-without-key"],
+)
+def test_unusable_tls_settings_are_a_config_error(tmp_path: Path, listen: str, said: str) -> None:
+    """TLS settings serve cannot use: exit 2, and the error says which and why."""
+    done = _serve_exit(tmp_path, listen)
     assert done.returncode == 2
-    assert "bad.yaml: listen.tls_cert: /nonexistent/cert.pem: no such file" in done.stderr
-
-
-def test_certificate_without_key_is_a_config_error(tmp_path: Path) -> None:
-    """tls_cert alone: exit 2, both go together."""
-    done = _serve_exit(tmp_path, "{tls_cert: cert.pem}")
-    assert done.returncode == 2
-    assert "tls_cert: goes with tls_key" in done.stderr
+    assert said in done.stderr
 
 
 def test_agent_verifies_against_upload_ca_file(
@@ -202,7 +199,7 @@ def test_agent_verifies_against_upload_ca_file(
     """`agent enroll` over HTTPS: refused without the CA, enrolled with upload.ca_file."""
     db = tmp_path / "c.sqlite3"
     code = subprocess.run(
-        [sys.executable, "-m", "filterwatch", "collector", "enroll-code", "--uses", "2"],
+        [*FILTERWATCH, "collector", "enroll-code", "--uses", "2"],
         capture_output=True,
         text=True,
         env=_env(tmp_path),
@@ -214,7 +211,7 @@ def test_agent_verifies_against_upload_ca_file(
     cfg = tmp_path / "collector.yaml"
     assert db.exists() and cfg.exists()
     code = subprocess.run(
-        [sys.executable, "-m", "filterwatch", "collector", "enroll-code", "--config", str(cfg)],
+        [*FILTERWATCH, "collector", "enroll-code", "--config", str(cfg)],
         capture_output=True,
         text=True,
         env=_env(tmp_path),
@@ -225,9 +222,7 @@ def test_agent_verifies_against_upload_ca_file(
     def enroll(config: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "filterwatch",
+                *FILTERWATCH,
                 "agent",
                 "enroll",
                 "--collector",

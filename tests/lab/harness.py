@@ -12,10 +12,12 @@ look at the host's namespaces while the lab exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import ssl
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +102,20 @@ async def http_get(ns: Namespaces, netns: str, address: str, host: str) -> str:
         return _outcome(exc)
 
 
-async def main(run_dir: Path, scenario_path: Path, host_address: str, host_port: int) -> None:
-    scenario = load_scenario(scenario_path)
-    lab = Lab(scenario, RunPaths(run_dir), Progress(sys.stderr, quiet=True))
+@contextlib.asynccontextmanager
+async def built_network(
+    run_dir: Path, scenario_path: Path
+) -> AsyncIterator[tuple[Lab, Namespaces]]:
+    """The scenario's network (no collector, no agents), taken down afterwards."""
+    lab = Lab(load_scenario(scenario_path), RunPaths(run_dir), Progress(sys.stderr, quiet=True))
     try:
-        ns = await lab.build_network()
+        yield lab, await lab.build_network()
+    finally:
+        await lab.close()
+
+
+async def main(run_dir: Path, scenario_path: Path, host_address: str, host_port: int) -> None:
+    async with built_network(run_dir, scenario_path) as (lab, ns):
         plan = lab.plan
         isp = plan.isps[0]
         agent = next(a for a in isp.agents if not a.vpn)
@@ -138,8 +149,6 @@ async def main(run_dir: Path, scenario_path: Path, host_address: str, host_port:
         }
         print(json.dumps(out), flush=True)
         await asyncio.to_thread(sys.stdin.read)
-    finally:
-        await lab.close()
 
 
 if __name__ == "__main__":

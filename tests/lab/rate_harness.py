@@ -15,10 +15,12 @@ twice in a row, well inside the hold, to see the held answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import ssl
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,8 @@ import dns.message
 import dns.rdatatype
 
 from lab.netns import Namespaces
-from lab.orchestrator import Lab, Progress
 from lab.plan import PUBLIC_RESOLVER
-from lab.programs import RunPaths
-from lab.scenario import load_scenario
+from tests.lab.harness import built_network
 
 TIMEOUT_S = 1.5
 EXTRA_NET = "198.18.0"
@@ -54,30 +54,48 @@ async def connect(ns: Namespaces, netns: str, source: str, address: str) -> bool
         sock.close()
 
 
-async def handshake(ns: Namespaces, netns: str, source: str, address: str, sni: str) -> str:
-    """``handshake``, ``reset`` (the censor), or what else went wrong (a busy machine)."""
+@contextlib.asynccontextmanager
+async def _stream(
+    ns: Namespaces,
+    netns: str,
+    source: str,
+    address: str,
+    port: int,
+    ctx: ssl.SSLContext | None = None,
+    sni: str | None = None,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A connection from ``source`` in ``netns`` (TLS with ``ctx``), closed afterwards."""
     loop = asyncio.get_running_loop()
     sock = _sock(ns, netns, source)
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
     writer: asyncio.StreamWriter | None = None
     handed = False  # once a transport owns the socket, it closes it (also when it fails)
     try:
-        async with asyncio.timeout(TIMEOUT_S * 4):
-            await loop.sock_connect(sock, (address, 443))
-            handed = True
-            _, writer = await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname=sni)
-        return "handshake"
-    except ConnectionResetError:
-        return "reset"
-    except (OSError, TimeoutError, ssl.SSLError) as exc:
-        return type(exc).__name__
+        await loop.sock_connect(sock, (address, port))
+        handed = True
+        reader, writer = await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname=sni)
+        yield reader, writer
     finally:
         if writer is not None:
             writer.close()
         elif not handed:
             sock.close()
+
+
+async def handshake(ns: Namespaces, netns: str, source: str, address: str, sni: str) -> str:
+    """``handshake``, ``reset`` (the censor), or what else went wrong (a busy machine)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        async with (
+            asyncio.timeout(TIMEOUT_S * 4),
+            _stream(ns, netns, source, address, 443, ctx, sni),
+        ):
+            return "handshake"
+    except ConnectionResetError:
+        return "reset"
+    except (OSError, TimeoutError, ssl.SSLError) as exc:
+        return type(exc).__name__
 
 
 async def injected(ns: Namespaces, netns: str, source: str, name: str, blockpage: str) -> str:
@@ -99,32 +117,20 @@ async def injected(ns: Namespaces, netns: str, source: str, name: str, blockpage
 
 async def blockpage(ns: Namespaces, netns: str, source: str, address: str, host: str) -> str:
     """``blockpage``, ``page`` (passed on to the site), or what else went wrong."""
-    loop = asyncio.get_running_loop()
-    sock = _sock(ns, netns, source)
-    writer: asyncio.StreamWriter | None = None
-    handed = False
     try:
-        async with asyncio.timeout(TIMEOUT_S * 4):
-            await loop.sock_connect(sock, (address, 80))
-            handed = True
-            reader, writer = await asyncio.open_connection(sock=sock)
+        async with (
+            asyncio.timeout(TIMEOUT_S * 4),
+            _stream(ns, netns, source, address, 80) as (reader, writer),
+        ):
             writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             head = await reader.read(12)
         return "blockpage" if head.startswith(b"HTTP/1.1 403") else "page"
     except (OSError, TimeoutError) as exc:
         return type(exc).__name__
-    finally:
-        if writer is not None:
-            writer.close()
-        elif not handed:
-            sock.close()
 
 
 async def main(run_dir: Path, scenario_path: Path, sources: int) -> None:
-    scenario = load_scenario(scenario_path)
-    lab = Lab(scenario, RunPaths(run_dir), Progress(sys.stderr, quiet=True))
-    try:
-        ns = await lab.build_network()
+    async with built_network(run_dir, scenario_path) as (lab, ns):
         plan = lab.plan
         isp = plan.isps[0]
         agent = isp.agents[0]
@@ -167,8 +173,6 @@ async def main(run_dir: Path, scenario_path: Path, sources: int) -> None:
             await blockpage(ns, agent.netns, extra[0], bbc, "www.bbc.com") for _ in range(sources)
         ]
         print(json.dumps(out), flush=True)
-    finally:
-        await lab.close()
 
 
 if __name__ == "__main__":

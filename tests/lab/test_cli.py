@@ -4,17 +4,17 @@ scenarios and missing prerequisites give a clear message and exit 2."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from lab.netns import UsernsSettings, missing_tools, userns_problems
 from lab.report import render
+from tests.commands import FILTERWATCH
 
 
 def filterwatch(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "filterwatch", *args],
+        [*FILTERWATCH, *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -51,15 +51,19 @@ def test_missing_tools_name_their_packages(tmp_path: Path) -> None:
         assert f"apt-get install {package}" in problems
 
 
-def test_disabled_user_namespaces_name_the_sysctl() -> None:
-    """Disabled user namespaces are reported with the sysctl that enables them."""
-    off = UsernsSettings(
-        root=False,
-        max_user_namespaces=0,
+def restricted(*, root: bool, max_user_namespaces: int) -> UsernsSettings:
+    """A machine that keeps unprivileged users from cloning namespaces (both sysctls)."""
+    return UsernsSettings(
+        root=root,
+        max_user_namespaces=max_user_namespaces,
         unprivileged_userns_clone=0,
         apparmor_restrict_unprivileged_userns=1,
     )
-    text = " ".join(userns_problems(off))
+
+
+def test_disabled_user_namespaces_name_the_sysctl() -> None:
+    """Disabled user namespaces are reported with the sysctl that enables them."""
+    text = " ".join(userns_problems(restricted(root=False, max_user_namespaces=0)))
     assert "sysctl -w user.max_user_namespaces=15000" in text
     assert "sysctl -w kernel.unprivileged_userns_clone=1" in text
     assert "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0" in text
@@ -67,13 +71,7 @@ def test_disabled_user_namespaces_name_the_sysctl() -> None:
 
 def test_root_needs_only_user_namespaces_enabled() -> None:
     """For root, only a zero user.max_user_namespaces stops the lab."""
-    root = UsernsSettings(
-        root=True,
-        max_user_namespaces=100,
-        unprivileged_userns_clone=0,
-        apparmor_restrict_unprivileged_userns=1,
-    )
-    assert userns_problems(root) == []
+    assert userns_problems(restricted(root=True, max_user_namespaces=100)) == []
 
 
 def report_doc() -> dict[str, Any]:

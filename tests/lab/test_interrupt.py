@@ -6,13 +6,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from lab.netns import check_prerequisites, tool_path
+from tests.commands import FILTERWATCH
 from tests.conftest import skip_or_fail_in_ci
 from tests.lab.test_network import host_state
 
@@ -58,7 +58,7 @@ def test_ctrl_c_stops_the_lab_and_cleans_up(tmp_path: Path) -> None:
     err_path = tmp_path / "stderr"
     with err_path.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "filterwatch", "lab", "run", str(scenario)],
+            [*FILTERWATCH, "lab", "run", str(scenario)],
             stdout=subprocess.DEVNULL,
             stderr=err,
             cwd=ROOT,

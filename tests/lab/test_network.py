@@ -8,46 +8,18 @@ then holds the lab up while these tests look at the host's own namespace.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lab.netns import check_prerequisites, sandbox_command, tool_path
-from tests.conftest import skip_or_fail_in_ci
+from lab.netns import tool_path
+from tests.lab.sandbox import ROOT, harness_command, harness_env, require_lab
 
 pytestmark = pytest.mark.lab
-
-ROOT = Path(__file__).resolve().parents[2]
-
-SCENARIO = """
-name: network-check
-country: IR
-round_seconds: 4
-rounds: 2
-sites:
-  - url: https://www.facebook.com/
-  - url: https://twitter.com/
-  - url: http://www.bbc.com/persian
-  - url: https://en.wikipedia.org/
-  - url: http://www.irna.ir/
-isps:
-  - name: TCI
-    asn: 58224
-    agents: 1
-    vpn_agents: 1
-    censor:
-      dns_inject: [facebook.com]
-      sni_reset: [facebook.com]
-      http_blockpage: [bbc.com]
-      ip_block: [twitter.com]
-"""
 
 
 def host_state() -> tuple[str, str]:
@@ -72,35 +44,22 @@ def host_address() -> str:
 
 @pytest.fixture(scope="module")
 def lab_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    problems = check_prerequisites()
-    if problems:
-        skip_or_fail_in_ci("; ".join(problems))
+    require_lab()
     tmp = tmp_path_factory.mktemp("lab-network")
-    scenario = tmp / "scenario.yaml"
-    scenario.write_text(SCENARIO)
     listener = socket.socket()
     listener.bind(("0.0.0.0", 0))
     listener.listen(8)
     port = listener.getsockname()[1]
     address = host_address()
     before = host_state()
-    inner = [
-        sys.executable,
-        "-m",
-        "tests.lab.harness",
-        str(tmp / "run"),
-        str(scenario),
-        address,
-        str(port),
-    ]
     proc = subprocess.Popen(
-        sandbox_command(inner),
+        harness_command("tests.lab.harness", tmp / "run", "network-check.yaml", address, str(port)),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "PATH": tool_path()},
+        env=harness_env(),
     )
     try:
         assert proc.stdout is not None and proc.stdin is not None

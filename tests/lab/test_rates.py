@@ -11,67 +11,27 @@ cannot fail by chance, and still fail for a rule that blocks always or never.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lab.netns import check_prerequisites, sandbox_command, tool_path
-from tests.conftest import skip_or_fail_in_ci
+from tests.lab.sandbox import ROOT, harness_command, harness_env, require_lab
 
 pytestmark = pytest.mark.lab
-
-ROOT = Path(__file__).resolve().parents[2]
 SOURCES = 60  # the iptables ``recent`` lists hold 100 addresses each
-
-SCENARIO = """
-name: rates-check
-country: KZ
-round_seconds: 40
-rounds: 2
-sites:
-  - url: https://www.facebook.com/
-  - url: https://twitter.com/
-  - url: http://www.bbc.com/
-  - url: https://www.youtube.com/
-isps:
-  - name: Kcell
-    asn: 29355
-    agents: 1
-    censor:
-      ip_block: [facebook.com]
-      sni_reset: [twitter.com]
-      http_blockpage: [bbc.com]
-      dns_inject: [youtube.com]
-      rates: {ip_block: 0.7, sni_reset: 0.7, http_blockpage: 0.7, dns_inject: 0.7}
-"""
 
 
 @pytest.fixture(scope="module")
 def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    problems = check_prerequisites()
-    if problems:
-        skip_or_fail_in_ci("; ".join(problems))
+    require_lab()
     tmp = tmp_path_factory.mktemp("lab-rates")
-    scenario = tmp / "scenario.yaml"
-    scenario.write_text(SCENARIO)
-    inner = [
-        sys.executable,
-        "-m",
-        "tests.lab.rate_harness",
-        str(tmp / "run"),
-        str(scenario),
-        str(SOURCES),
-    ]
     proc = subprocess.run(
-        sandbox_command(inner),
+        harness_command("tests.lab.rate_harness", tmp / "run", "rates-check.yaml", str(SOURCES)),
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "PATH": tool_path()},
+        env=harness_env(),
         timeout=180,
     )
     if proc.returncode != 0 or not proc.stdout.strip():

@@ -73,66 +73,54 @@ def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
     assert "isps[1].vpn_agent" in str(err.value)
 
 
-def test_wrong_type_names_key(tmp_path: Path) -> None:
-    """A value of the wrong type names its key."""
-    path = write(tmp_path, DESIGN_EXAMPLE.replace("rounds: 12", 'rounds: "twelve"'))
-    with pytest.raises(ConfigError, match="rounds: expected a whole number"):
-        load_scenario(path)
-
-
-def test_glitch_after_last_round_is_refused(tmp_path: Path) -> None:
-    """A glitch that ends after the last round names the glitch's key."""
-    path = write(tmp_path, DESIGN_EXAMPLE.replace("to_round: 8", "to_round: 13"))
-    with pytest.raises(ConfigError, match=r"isps\[1\]\.glitches\[0\]\.to_round"):
-        load_scenario(path)
-
-
-def test_backwards_glitch_is_refused(tmp_path: Path) -> None:
-    """A glitch that ends before it starts is refused where it is written."""
-    path = write(tmp_path, DESIGN_EXAMPLE.replace("to_round: 8", "to_round: 2"))
-    with pytest.raises(
-        ConfigError, match=r"isps\[1\]\.glitches\[0\]\.to_round: must not be before from_round"
-    ):
-        load_scenario(path)
-
-
-def test_duplicate_asn_is_refused(tmp_path: Path) -> None:
-    """Two ISPs with one AS number cannot be told apart by the collector: refused."""
-    path = write(tmp_path, DESIGN_EXAMPLE.replace("asn: 31549", "asn: 58224"))
-    with pytest.raises(ConfigError, match=r"isps\[1\]\.asn"):
-        load_scenario(path)
-
-
-def test_unknown_method_is_refused(tmp_path: Path) -> None:
-    """A glitch may only lift methods the lab knows."""
-    text = DESIGN_EXAMPLE.replace(
-        "lift: [facebook.com, twitter.com]}", "lift: [facebook.com], methods: [dpi]}"
-    )
-    with pytest.raises(ConfigError, match=r"methods\[0\]: expected one of"):
-        load_scenario(write(tmp_path, text))
-
-
-def test_down_round_outside_run_is_refused(tmp_path: Path) -> None:
-    """A site down in a round the run does not have is a mistake, named by key."""
-    text = DESIGN_EXAMPLE.replace(
-        "- url: https://twitter.com/", "- {url: https://twitter.com/, down: [0]}"
-    )
-    with pytest.raises(ConfigError, match=r"sites\[1\]\.down\[0\]"):
-        load_scenario(write(tmp_path, text))
-
-
-def test_blockpage_inside_lab_ranges_is_refused(tmp_path: Path) -> None:
-    """The blockpage address cannot collide with the lab's own address plan."""
-    path = write(tmp_path, DESIGN_EXAMPLE.replace("10.10.34.34", "100.64.0.1"))
-    with pytest.raises(ConfigError, match="blockpage_ip"):
-        load_scenario(path)
-
-
-def test_non_web_url_is_refused(tmp_path: Path) -> None:
-    """Only http:// and https:// sites can be hosted in the lab."""
-    path = write(tmp_path, DESIGN_EXAMPLE.replace("https://twitter.com/", "ftp://twitter.com/"))
-    with pytest.raises(ConfigError, match=r"sites\[1\]"):
-        load_scenario(path)
+@pytest.mark.parametrize(
+    ("written", "instead", "named"),
+    [
+        # A value of the wrong type names its key.
+        pytest.param(
+            "rounds: 12", 'rounds: "twelve"', "rounds: expected a whole number", id="type"
+        ),
+        # A glitch that ends after the last round names the glitch's key.
+        pytest.param(
+            "to_round: 8", "to_round: 13", r"isps\[1\]\.glitches\[0\]\.to_round", id="late-glitch"
+        ),
+        # A glitch that ends before it starts is refused where it is written.
+        pytest.param(
+            "to_round: 8",
+            "to_round: 2",
+            r"isps\[1\]\.glitches\[0\]\.to_round: must not be before from_round",
+            id="backwards-glitch",
+        ),
+        # Two ISPs with one AS number cannot be told apart by the collector.
+        pytest.param("asn: 31549", "asn: 58224", r"isps\[1\]\.asn", id="duplicate-asn"),
+        # A glitch may only lift methods the lab knows.
+        pytest.param(
+            "lift: [facebook.com, twitter.com]}",
+            "lift: [facebook.com], methods: [dpi]}",
+            r"methods\[0\]: expected one of",
+            id="unknown-method",
+        ),
+        # A site down in a round the run does not have is a mistake, named by key.
+        pytest.param(
+            "- url: https://twitter.com/",
+            "- {url: https://twitter.com/, down: [0]}",
+            r"sites\[1\]\.down\[0\]",
+            id="down-outside-run",
+        ),
+        # The blockpage address cannot collide with the lab's own address plan.
+        pytest.param("10.10.34.34", "100.64.0.1", "blockpage_ip", id="blockpage-in-lab-ranges"),
+        # Only http:// and https:// sites can be hosted in the lab.
+        pytest.param("https://twitter.com/", "ftp://twitter.com/", r"sites\[1\]", id="not-web"),
+    ],
+)
+def test_a_mistake_is_refused_naming_its_key(
+    tmp_path: Path, written: str, instead: str, named: str
+) -> None:
+    """The design example with one mistake written into it is refused; the error names the
+    key where it is."""
+    assert written in DESIGN_EXAMPLE  # the case really changes the example
+    with pytest.raises(ConfigError, match=named):
+        load_scenario(write(tmp_path, DESIGN_EXAMPLE.replace(written, instead)))
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab.report import iso
-from lab.scenario import scenario_from_mapping
+from lab.scenario import Scenario, scenario_from_mapping
 from lab.score import MeasurementRow, match_events, score, to_rounds
 from lab.truth import ExpectedEvent, expected_divergences, expected_events
 
@@ -17,26 +17,33 @@ def at(rounds_after_t0: int, rs: float) -> str:
     return iso(T0 + rounds_after_t0 * rs)
 
 
-SCENARIO = scenario_from_mapping(
-    {
-        "name": "t",
-        "country": "IR",
-        "round_seconds": RS,
-        "rounds": 10,
-        "sites": [{"url": "https://www.facebook.com/"}, {"url": "https://twitter.com/"}],
-        "isps": [
-            {"name": "A", "asn": 1, "censor": {"dns_inject": ["facebook.com", "twitter.com"]}},
-            {"name": "B", "asn": 2, "censor": {"dns_inject": ["facebook.com", "twitter.com"]}},
-            {
-                "name": "C",
-                "asn": 3,
-                "censor": {"dns_inject": ["facebook.com", "twitter.com"]},
-                "glitches": [
-                    {"from_round": 4, "to_round": 7, "lift": ["facebook.com", "twitter.com"]}
-                ],
-            },
-        ],
-    }
+def two_sites(name: str, country: str, isps: list[dict[str, Any]]) -> Scenario:
+    """Facebook and Twitter, measured for ten rounds of ``RS`` seconds by these ISPs."""
+    return scenario_from_mapping(
+        {
+            "name": name,
+            "country": country,
+            "round_seconds": RS,
+            "rounds": 10,
+            "sites": [{"url": "https://www.facebook.com/"}, {"url": "https://twitter.com/"}],
+            "isps": isps,
+        }
+    )
+
+
+SCENARIO = two_sites(
+    "t",
+    "IR",
+    [
+        {"name": "A", "asn": 1, "censor": {"dns_inject": ["facebook.com", "twitter.com"]}},
+        {"name": "B", "asn": 2, "censor": {"dns_inject": ["facebook.com", "twitter.com"]}},
+        {
+            "name": "C",
+            "asn": 3,
+            "censor": {"dns_inject": ["facebook.com", "twitter.com"]},
+            "glitches": [{"from_round": 4, "to_round": 7, "lift": ["facebook.com", "twitter.com"]}],
+        },
+    ],
 )
 
 
@@ -152,34 +159,29 @@ def test_json_has_the_contract_keys() -> None:
 
 # Beeline never filters Twitter; Tele2 drops Facebook's connections 70 % of the time; the
 # block of Facebook reaches Kcell only in round 6.
-DIVERGING = scenario_from_mapping(
-    {
-        "name": "d",
-        "country": "KZ",
-        "round_seconds": RS,
-        "rounds": 10,
-        "sites": [{"url": "https://www.facebook.com/"}, {"url": "https://twitter.com/"}],
-        "isps": [
-            {
-                "name": "Kazakhtelecom",
-                "asn": 9198,
-                "censor": {"ip_block": ["facebook.com", "twitter.com"]},
-            },
-            {"name": "Beeline", "asn": 21299, "censor": {"ip_block": ["facebook.com"]}},
-            {
-                "name": "Tele2",
-                "asn": 48503,
-                "agents": 3,
-                "censor": {"ip_block": ["facebook.com", "twitter.com"], "rates": {"ip_block": 0.7}},
-            },
-            {
-                "name": "Kcell",
-                "asn": 29355,
-                "censor": {"ip_block": ["facebook.com", "twitter.com"]},
-                "blocks_from_round": {"facebook.com": 6},
-            },
-        ],
-    }
+DIVERGING = two_sites(
+    "d",
+    "KZ",
+    [
+        {
+            "name": "Kazakhtelecom",
+            "asn": 9198,
+            "censor": {"ip_block": ["facebook.com", "twitter.com"]},
+        },
+        {"name": "Beeline", "asn": 21299, "censor": {"ip_block": ["facebook.com"]}},
+        {
+            "name": "Tele2",
+            "asn": 48503,
+            "agents": 3,
+            "censor": {"ip_block": ["facebook.com", "twitter.com"], "rates": {"ip_block": 0.7}},
+        },
+        {
+            "name": "Kcell",
+            "asn": 29355,
+            "censor": {"ip_block": ["facebook.com", "twitter.com"]},
+            "blocks_from_round": {"facebook.com": 6},
+        },
+    ],
 )
 
 

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import json
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from collector.store.sqlite import SqliteStore
 from filterwatch.cli import main
 from tests.alerts.test_webhooks import Receiver, enqueue
 from tests.collector.conftest import batch, enroll, post_batch, record, write_netdb
-from tests.monitor.helpers import SECRET, FakeClock, at, config, rounds, upload, webhook
+from tests.commands import FILTERWATCH
+from tests.monitor.helpers import SECRET, FakeClock, Row, at, config, rounds, upload, webhook
 
 ROOT = Path(__file__).resolve().parents[2]
 FB = "fb.example"
@@ -40,24 +40,26 @@ def write_yaml(tmp_path: Path, hooks: list[dict[str, Any]] | None = None) -> Pat
     return path
 
 
-async def one_leak(tmp_path: Path, close: bool = False) -> None:
+async def monitor_pass(tmp_path: Path, now: float, *uploads: list[Row]) -> None:
+    """``uploads`` stored in the collector's database in tmp_path, then one monitor pass at
+    ``now`` (the first reads the whole window)."""
     store = SqliteStore(tmp_path / "collector.sqlite3")
     await store.open()
     try:
-        clock = FakeClock(at(0))
-        monitor = Monitor(
-            store, config(tmp_path), await store.secret(PSEUDONYM_SECRET), clock=clock
-        )
-        await upload(store, rounds(range(0, 5)))
-        await upload(store, rounds(range(5, 8), leaking={200: {FB}}))
-        clock.bucket(7)
+        key = await store.secret(PSEUDONYM_SECRET)
+        monitor = Monitor(store, config(tmp_path), key, clock=FakeClock(now))
+        for rows in uploads:
+            await upload(store, rows)
         await monitor.step()
-        if close:
-            await upload(store, rounds(range(8, 11)))
-            clock.bucket(10)
-            await monitor.step()
     finally:
         await store.close()
+
+
+async def one_leak(tmp_path: Path) -> None:
+    """AS 200 lets fb.example through in rounds 5 to 7 (the others block it): one record,
+    opened by the pass at bucket 7."""
+    leaking = rounds(range(5, 8), leaking={200: {FB}})
+    await monitor_pass(tmp_path, at(7, 50.0), rounds(range(0, 5)), leaking)
 
 
 async def test_events_prints_the_records_as_json(tmp_path: Path, capsys: Any) -> None:
@@ -89,7 +91,7 @@ async def test_events_follow_prints_each_new_change(tmp_path: Path) -> None:
     await one_leak(tmp_path)
     cfg = write_yaml(tmp_path)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "filterwatch", "collector", "events", "--follow", "--json",
+        *FILTERWATCH, "collector", "events", "--follow", "--json",
         "--config", str(cfg), stdout=asyncio.subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -107,17 +109,9 @@ async def test_events_follow_prints_each_new_change(tmp_path: Path) -> None:
 
 
 async def one_leak_closes(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "collector.sqlite3")
-    await store.open()
-    try:
-        clock = FakeClock(at(10))
-        monitor = Monitor(
-            store, config(tmp_path), await store.secret(PSEUDONYM_SECRET), clock=clock
-        )
-        await upload(store, rounds(range(8, 11)))
-        await monitor.step()
-    finally:
-        await store.close()
+    """AS 200 blocks fb.example again in rounds 8 to 10: the pass at bucket 10 closes the
+    record."""
+    await monitor_pass(tmp_path, at(10), rounds(range(8, 11)))
 
 
 async def test_alerts_status_counts_deliveries_per_webhook(tmp_path: Path, capsys: Any) -> None:

@@ -12,7 +12,6 @@ import math
 import re
 import signal
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from collector.store.postgres import PostgresStore
 from collector.store.records import EventChange, EventQuery
 from collector.store.sqlite import SqliteStore
 from tests.alerts.test_webhooks import Receiver, an_event, free_port
+from tests.commands import FILTERWATCH
 from tests.monitor.helpers import SECRET, agent_id, measurement, upload, webhook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ class Collector:
     async def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "filterwatch", "collector", "serve",
+                *FILTERWATCH, "collector", "serve",
                 "--config", str(self.config), "--port", "0",
                 stdout=asyncio.subprocess.PIPE, stderr=log, cwd=ROOT,
             )  # fmt: skip
