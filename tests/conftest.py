@@ -33,3 +33,7 @@ async def drop_test_database(admin: Any, name: str) -> None:
             if attempt == 49:
                 raise
             await asyncio.sleep(0.2)
+
+
+# The event loop never blocks: blockbuster for every async test (tests/loop_guard.py).
+from tests.loop_guard import blockbuster  # noqa: E402, F401
