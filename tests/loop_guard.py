@@ -69,6 +69,8 @@ ALLOWED: list[tuple[tuple[str, ...], str, str]] = [
     # asyncpg looks for its client files (~/.postgresql certificates, .pgpass) as it opens a
     # connection: a few stats of the home directory, with no asynchronous way in asyncpg.
     (("os.*", "io.*"), "asyncpg/connect_utils.py", "_parse_connect_dsn_and_args"),
+    # Playwright's start (the dashboard's browser tests) looks for its driver on disk, once.
+    (("os.*",), "playwright/_impl/_driver.py", "compute_driver_executable"),
 ]
 
 
