@@ -113,7 +113,7 @@ class Spool:
 
     async def close(self) -> None:
         await self._run(self._close_sync)
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._executor.shutdown)  # joins the writer thread
 
     def _close_sync(self) -> None:
         if self._conn is not None:

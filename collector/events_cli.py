@@ -97,8 +97,9 @@ def events_command(args: argparse.Namespace) -> int:
         print(f"filterwatch: {exc}", file=sys.stderr)
         return 2
 
+    store = _store(args.config)  # the configuration is read before the loop starts
+
     async def run() -> int:
-        store = _store(args.config)
         await store.open()
         try:
             start_seq = await store.last_seq()

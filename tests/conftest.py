@@ -79,3 +79,7 @@ async def pg_store(pg_dsn: str) -> AsyncIterator[PostgresStore]:
         yield store
     finally:
         await store.close()
+
+
+# The event loop never blocks: blockbuster for every async test (tests/loop_guard.py).
+from tests.loop_guard import blockbuster  # noqa: E402, F401

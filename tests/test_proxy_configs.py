@@ -128,7 +128,7 @@ def _launch(tmp_path: Path) -> Launched:
 
 @pytest.fixture
 async def behind_nginx(tmp_path: Path) -> AsyncIterator[tuple[str, ssl.SSLContext, str]]:
-    up = _launch(tmp_path)
+    up = await asyncio.to_thread(_launch, tmp_path)  # waits for `enroll-code`: off the loop
     try:
         await _wait_up(f"http://127.0.0.1:{up.upstream}")
         await _wait_up(f"https://127.0.0.1:{up.listen}", up.ctx)

@@ -750,15 +750,19 @@ ENV_OPTIONS: Final[dict[str, Any]] = {
     "undefined": jinja2.StrictUndefined,
     "trim_blocks": True,
     "lstrip_blocks": True,
+    # The templates ship with the package: loaded once (add_dashboard), never looked at on
+    # disk again, so no page waits on a stat or a read on the event loop.
+    "auto_reload": False,
 }
 
 
-def configure_env(env: jinja2.Environment, app: web.Application | None = None) -> None:
-    """The filters and globals the templates use (``static`` needs the app's router)."""
+def configure_env(env: jinja2.Environment, static_urls: dict[str, str] | None = None) -> None:
+    """The filters and globals the templates use (``static_urls``: the versioned URL of each
+    static file by name; without it, unversioned ones)."""
     env.filters["utc"] = utc
     env.filters["pct"] = lambda share: "-" if share is None else f"{share:.0%}"
-    if app is not None:
-        env.globals["static"] = lambda name: str(app.router["static"].url_for(filename=name))
+    if static_urls is not None:
+        env.globals["static"] = static_urls.__getitem__
     else:
         env.globals["static"] = lambda name: f"/static/{name}"
 
@@ -769,7 +773,6 @@ def add_dashboard(app: web.Application) -> None:
     if not config.enabled:
         return
     env = aiohttp_jinja2.setup(app, **ENV_OPTIONS)
-    configure_env(env, app)
     records = Records(app[STORE])
     app[RECORDS] = records
     app[SESSIONS] = Sessions(records, config.session_ttl_s)
@@ -784,4 +787,10 @@ def add_dashboard(app: web.Application) -> None:
     app.cleanup_ctx.append(_data_ctx)
     app.on_response_prepare.append(add_page_headers)
     app.router.add_routes(routes)
-    app.router.add_static("/static/", HERE / "static", name="static", append_version=True)
+    static = app.router.add_static("/static/", HERE / "static", name="static", append_version=True)
+    # Versioned once, at start-up: aiohttp's url_for reads and hashes the file at every call,
+    # which would be at every page, on the event loop.
+    files = (HERE / "static").iterdir()
+    configure_env(env, {f.name: str(static.url_for(filename=f.name)) for f in files})
+    for name in env.list_templates():
+        env.get_template(name)

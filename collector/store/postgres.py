@@ -9,6 +9,7 @@ the SQLite store (``collector.store.queries``) with PostgreSQL's placeholders.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
@@ -212,12 +213,14 @@ class PostgresStore(Store):
     async def migrate(self, migrations: list[Migration] | None = None) -> list[int]:
         """Apply pending migrations (default: all), each in one transaction; return the
         versions applied."""
+        if migrations is None:
+            migrations = await asyncio.to_thread(load_migrations)  # reads the .sql files
         applied: list[int] = []
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(_BOOKKEEPING)
             done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            for migration in load_migrations() if migrations is None else migrations:
+            for migration in migrations:
                 if migration.version in done:
                     continue
                 try:

@@ -153,8 +153,9 @@ async def fleet(tmp_path: Path, pg_dsn: str, haproxy_bin: str) -> AsyncIterator[
         yield fleet
     finally:
         haproxy.terminate()
-        haproxy.wait(30)
-        fleet.stop_all()
+        # Waiting for processes to exit blocks: off the loop.
+        await asyncio.to_thread(haproxy.wait, 30)
+        await asyncio.to_thread(fleet.stop_all)
 
 
 @dataclass
@@ -250,7 +251,7 @@ async def test_collector_killed_mid_ingest_loses_nothing(
             await asyncio.sleep(0.05)
         # The victim is the monitor's leader: its leadership must fail over too.
         victim = await _one_leader(fleet)
-        fleet.kill(victim)
+        await asyncio.to_thread(fleet.kill, victim)  # the agents upload on while it dies
         killed_at = await _stored(pg_dsn)
         assert killed_at[0] < total  # the kill came mid-ingest
         [survivor] = [port for port in fleet.ports if port != victim]
