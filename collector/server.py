@@ -18,15 +18,36 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from collector.api.errors import ERROR_CODES
 from collector.config import CollectorConfig
+
+# The ``error`` code of each status, for the API's middleware (collector/api/errors.py) and
+# for the answers the HTTP parser gives before any middleware runs (below). Here, not in the
+# API package: `collector` commands import this module before the extras are checked, and
+# the API's modules need prometheus_client, which a plain install does not have.
+ERROR_CODES: Final = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    411: "length_required",
+    413: "body_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    431: "headers_too_large",
+    501: "not_implemented",
+    503: "overloaded",
+}
 
 log = structlog.get_logger("collector.http")
 

@@ -10,29 +10,11 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from collector.server import ERROR_CODES
 from collector.state import METRICS, JsonError, json_error
 
 log = structlog.get_logger("collector.http")
 
-# The ``error`` code of each status, for the middleware and for the answers the HTTP parser
-# gives before any middleware runs (collector/server.py).
-ERROR_CODES: Final = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    409: "conflict",
-    411: "length_required",
-    413: "body_too_large",
-    414: "uri_too_long",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
-    431: "headers_too_large",
-    501: "not_implemented",
-    503: "overloaded",
-}
 _KEPT_HEADERS: Final = ("Allow", "Retry-After", "WWW-Authenticate")
 _METHODS: Final = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
 _QUIET_ROUTES: Final = frozenset({"/healthz", "/metrics"})
