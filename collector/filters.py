@@ -94,8 +94,9 @@ def build_filters(
     )
 
 
-def filters_from_query(query: Mapping[str, str]) -> Filters:
-    """``Filters`` from an HTTP query string (the same names, without dashes)."""
+def filters_from_query(query: Mapping[str, str | None]) -> Filters:
+    """``Filters`` from an HTTP query string, or any mapping of the filters' names (the
+    flags without dashes) to what was typed."""
     return build_filters(
         cc=query.get("cc"),
         asn=query.get("asn"),
@@ -118,15 +119,9 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def filters_from_args(args: argparse.Namespace) -> Filters:
-    """``Filters`` from the command line; FilterError names the flag."""
-    filters = build_filters(
-        cc=args.cc,
-        asn=args.asn,
-        domain=args.domain,
-        since=args.since,
-        until=args.until,
-        bucket=args.bucket,
-    )
+    """``Filters`` from the command line (``add_filter_arguments``' flags, whose names the
+    query string shares); FilterError names the flag."""
+    filters = filters_from_query(vars(args))
     if filters.since is not None and filters.until is not None and filters.since > filters.until:
         raise FilterError(f"--since: {args.since!r} is after --until {args.until!r}")
     if not math.isfinite(filters.bucket_s):
