@@ -4,6 +4,7 @@ every metric its ``/metrics`` shows, the monitor's and the webhook worker's too.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -42,90 +43,63 @@ class Metrics:
     @classmethod
     def create(cls) -> Metrics:
         registry = CollectorRegistry(auto_describe=True)
+        counter = partial(Counter, registry=registry)
+        gauge = partial(Gauge, registry=registry)
+        histogram = partial(Histogram, registry=registry)
         return cls(
             registry=registry,
-            ingested=Counter(
-                "filterwatch_ingested_results",
-                "Measurements stored by ingest.",
-                registry=registry,
-            ),
-            duplicates=Counter(
+            ingested=counter("filterwatch_ingested_results", "Measurements stored by ingest."),
+            duplicates=counter(
                 "filterwatch_duplicate_results",
                 "Measurements received again (their id was already stored).",
-                registry=registry,
             ),
-            rejected=Counter(
+            rejected=counter(
                 "filterwatch_rejected",
                 "Measurements or whole batches refused, by reason.",
                 ["reason"],
-                registry=registry,
             ),
-            batches=Counter(
-                "filterwatch_batches",
-                "Batches answered, by HTTP status.",
-                ["status"],
-                registry=registry,
-            ),
-            request_seconds=Histogram(
+            batches=counter("filterwatch_batches", "Batches answered, by HTTP status.", ["status"]),
+            request_seconds=histogram(
                 "filterwatch_request_seconds",
                 "Time to answer an HTTP request, by route.",
                 ["route", "method"],
-                registry=registry,
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             ),
-            in_flight=Gauge(
-                "filterwatch_requests_in_flight",
-                "HTTP requests being answered now.",
-                registry=registry,
-            ),
-            ingest_in_flight=Gauge(
+            in_flight=gauge("filterwatch_requests_in_flight", "HTTP requests being answered now."),
+            ingest_in_flight=gauge(
                 "filterwatch_ingest_in_flight",
                 "Batches being ingested now (bounded by limits.max_inflight_batches).",
-                registry=registry,
             ),
             monitor=MonitorMetrics(
-                passes=Counter(
-                    "filterwatch_monitor_passes",
-                    "Monitor passes, by kind.",
-                    ["kind"],
-                    registry=registry,
-                ),
-                pass_seconds=Histogram(
+                passes=counter("filterwatch_monitor_passes", "Monitor passes, by kind.", ["kind"]),
+                pass_seconds=histogram(
                     "filterwatch_monitor_pass_seconds",
                     "Time of one monitor pass.",
-                    registry=registry,
                     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
                 ),
-                leader=Gauge(
+                leader=gauge(
                     "filterwatch_monitor_leader",
                     "1 when this collector runs the monitor (holds the lock).",
-                    registry=registry,
                 ),
-                changes=Counter(
-                    "filterwatch_event_changes",
-                    "Revisions of event records, by type.",
-                    ["type"],
-                    registry=registry,
+                changes=counter(
+                    "filterwatch_event_changes", "Revisions of event records, by type.", ["type"]
                 ),
-                series=Counter(
+                series=counter(
                     "filterwatch_monitor_series_recounted",
                     "Series (cc, asn, domain) whose changed buckets a pass counted again.",
-                    registry=registry,
                 ),
             ),
             delivery=DeliveryMetrics(
-                attempts=Counter(
+                attempts=counter(
                     "filterwatch_webhook_attempts",
                     "Webhook delivery attempts, by subscription and outcome.",
                     ["subscription", "outcome"],
-                    registry=registry,
                 ),
-                outbox=Gauge(
+                outbox=gauge(
                     "filterwatch_webhook_deliveries",
                     "Webhook deliveries in the outbox, by subscription and state"
                     " (pending, delivered, failed).",
                     ["subscription", "state"],
-                    registry=registry,
                 ),
             ),
         )
