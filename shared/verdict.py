@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from agent.blockpages import Fingerprint, Fingerprints, Scan
-from agent.probes.headers import COMMON_SERVER_HEADERS
+from shared.blockpages import Fingerprint, Fingerprints, Scan
+from shared.probes.headers import COMMON_SERVER_HEADERS
 from shared.schema import (
     Blocking,
     ControlFacts,

@@ -7,8 +7,8 @@ import ipaddress
 import socket
 from typing import Any, Final
 
-from agent.probes.deadline import Deadline
-from agent.probes.failures import classify, wire
+from shared.probes.deadline import Deadline
+from shared.probes.failures import classify, wire
 from shared.schema import TcpFacts
 
 TCP_SHARE: Final = 0.3  # of the measurement's time, at most, for all the connects together

@@ -25,8 +25,8 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from agent.probes.deadline import Deadline
-from agent.probes.failures import classify, wire
+from shared.probes.deadline import Deadline
+from shared.probes.failures import classify, wire
 from shared.schema import DnsFacts, Failure
 
 RESOLV_CONF: Final = Path("/etc/resolv.conf")

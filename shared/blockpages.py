@@ -3,7 +3,7 @@
 Two file formats load, whole:
 
 - OONI's CSV (``ooni/blocking-fingerprints``: ``fingerprints_http.csv``,
-  ``fingerprints_dns.csv``, and our shipped ``agent/data/fingerprints.csv``). A header row
+  ``fingerprints_dns.csv``, and our shipped ``shared/data/fingerprints.csv``). A header row
   is required; extra columns (OONI's ``other_names``, ``confidence_no_fp``) are ignored:
   ``name,scope,location_found,pattern_type,pattern,expected_countries,source,exp_url,notes``.
 - Censored Planet's JSON lines (``blockpage_signatures.json``,
@@ -453,8 +453,8 @@ def load_fingerprints(path: Path | None = None) -> Fingerprints:
     """Fingerprints from ``path`` (OONI CSV or Censored Planet JSON lines), or the set
     shipped with filterwatch. Reads a file: call it from a thread or at start-up."""
     if path is None:
-        text = resources.files("agent.data").joinpath("fingerprints.csv").read_text("utf-8")
-        return parse_fingerprints(text, "agent/data/fingerprints.csv")
+        text = resources.files("shared.data").joinpath("fingerprints.csv").read_text("utf-8")
+        return parse_fingerprints(text, "shared/data/fingerprints.csv")
     text = _read(path)
     if _is_json_lines(path, text):
         false_positive = "false_positive" in path.name.lower().replace("-", "_")

@@ -14,8 +14,8 @@ from pathlib import Path
 import dns.rcode
 import pytest
 
-from agent.blockpages import Fingerprints, default_fingerprints
-from agent.probes.web import ProbeOptions, measure, measure_facts
+from shared.blockpages import Fingerprints, default_fingerprints
+from shared.probes.web import ProbeOptions, measure, measure_facts
 from shared.schema import Blocking, ControlFacts, Measurement, NetworkFacts
 from tests.servers import (
     DnsResponder,

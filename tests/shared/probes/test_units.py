@@ -8,10 +8,10 @@ import ssl
 
 import pytest
 
-from agent.probes.dns import parse_resolver
-from agent.probes.failures import PeerClosed, classify
-from agent.probes.http import recorded_headers, title_of
-from agent.probes.web import ProbeOptions, parse_target
+from shared.probes.dns import parse_resolver
+from shared.probes.failures import PeerClosed, classify
+from shared.probes.http import recorded_headers, title_of
+from shared.probes.web import ProbeOptions, parse_target
 from shared.schema import Failure
 
 

@@ -28,9 +28,9 @@ from typing import Any, Final
 
 from yarl import URL
 
-from agent.blockpages import Fingerprints, default_fingerprints
-from agent.probes.deadline import Deadline
-from agent.probes.dns import (
+from shared.blockpages import Fingerprints, default_fingerprints
+from shared.probes.deadline import Deadline
+from shared.probes.dns import (
     DNS_SHARE,
     Resolver,
     choose_resolver,
@@ -38,11 +38,10 @@ from agent.probes.dns import (
     query_a,
     resolve,
 )
-from agent.probes.failures import wire
-from agent.probes.http import HttpOutcome, fetch
-from agent.probes.tcp import connect_all
-from agent.probes.tls import probe_tls, tls_contexts
-from agent.verdict import assess, dns_answers, dns_bogon
+from shared.probes.failures import wire
+from shared.probes.http import HttpOutcome, fetch
+from shared.probes.tcp import connect_all
+from shared.probes.tls import probe_tls, tls_contexts
 from shared.schema import (
     ControlFacts,
     DnsFacts,
@@ -54,6 +53,7 @@ from shared.schema import (
     TlsFacts,
     new_measurement_id,
 )
+from shared.verdict import assess, dns_answers, dns_bogon
 
 MAX_ADDRESSES: Final = 8  # connects per measurement: enough for round-robin DNS, no more
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trustme
 
-from agent.probes.tls import tls_contexts
+from shared.probes.tls import tls_contexts
 
 
 async def test_concurrent_callers_share_one_build(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from agent.blockpages import (
+from shared.blockpages import (
     default_fingerprints,
     fingerprints_from_json,
     load_fingerprint_set,

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from agent.blockpages import Fingerprints, default_fingerprints, parse_fingerprints
-from agent.verdict import assess, compare_http, dns_bogon
+from shared.blockpages import Fingerprints, default_fingerprints, parse_fingerprints
 from shared.errors import ConfigError
 from shared.schema import Blocking, ControlFacts, HttpFacts, NetworkFacts
+from shared.verdict import assess, compare_http, dns_bogon
 
 NET: NetworkFacts = {"asn": 58224, "cc": "IR", "network_name": "TCI"}
 NET_AE: NetworkFacts = {"asn": 5384, "cc": "AE", "network_name": "Etisalat"}

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from agent.probes.deadline import Deadline
-from agent.probes.failures import PeerClosed, classify, wire
-from agent.probes.tcp import open_socket
+from shared.probes.deadline import Deadline
+from shared.probes.failures import PeerClosed, classify, wire
+from shared.probes.tcp import open_socket
 from shared.schema import TlsFacts
 
 TLS_SHARE: Final = 0.25  # of the measurement's time, at most, for each handshake

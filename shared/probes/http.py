@@ -31,10 +31,10 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from agent.probes.failures import classify, wire
-from agent.probes.headers import COMMON_SERVER_HEADERS, HEADERS_OF_NOTE, NEVER_RECORDED
-from agent.probes.tls import TlsContexts
 from shared.logging import scrub
+from shared.probes.failures import classify, wire
+from shared.probes.headers import COMMON_SERVER_HEADERS, HEADERS_OF_NOTE, NEVER_RECORDED
+from shared.probes.tls import TlsContexts
 from shared.schema import MAX_URL_LENGTH, Failure, HttpFacts
 
 USER_AGENT: Final = (
