@@ -17,8 +17,8 @@ from collector.config import DatabaseConfig
 from collector.dashboard.records import Records
 from collector.state import STORE
 from collector.store.postgres import PostgresStore
-from tests.dashboard import dataset
-from tests.dashboard.conftest import TOKEN, csrf_of, dashboard_config, wait_for_record
+from tests.collector.dashboard import dataset
+from tests.collector.dashboard.conftest import TOKEN, csrf_of, dashboard_config, wait_for_record
 
 pytestmark = pytest.mark.postgres
 

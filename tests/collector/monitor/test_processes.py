@@ -23,11 +23,11 @@ from collector.store.base import Store
 from collector.store.postgres import PostgresStore
 from collector.store.records import EventChange, EventQuery
 from collector.store.sqlite import SqliteStore
-from tests.alerts.test_webhooks import Receiver, an_event, free_port
+from tests.collector.alerts.test_webhooks import Receiver, an_event, free_port
+from tests.collector.monitor.helpers import SECRET, agent_id, measurement, upload, webhook
 from tests.commands import FILTERWATCH
-from tests.monitor.helpers import SECRET, agent_id, measurement, upload, webhook
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FB, TW = "fb.example", "tw.example"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from collector.analysis import analyse
 from collector.report_html import render_html
-from tests.analysis.scenarios import (
+from tests.collector.analysis.scenarios import (
     FIVE_ISPS,
     HOUR,
     STORY_DOMAINS,
@@ -85,7 +85,7 @@ def test_chromium_renders_the_report_without_console_errors(tmp_path: Path) -> N
 def test_report_says_divergences_and_national_lifts_in_words() -> None:
     """Divergences have their own section, each in one sentence; a lapse the country then
     lifted says so; events count distinct agents."""
-    from tests.analysis.scenarios import NOISY_ISPS, noisy_story
+    from tests.collector.analysis.scenarios import NOISY_ISPS, noisy_story
 
     buckets = reference_buckets(make_rows(NOISY_ISPS, STORY_DOMAINS, 12, noisy_story), HOUR)
     page = render_html(analyse(buckets, HOUR), buckets, HOUR)

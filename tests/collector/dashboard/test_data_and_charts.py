@@ -14,7 +14,7 @@ from collector.dashboard import charts
 from collector.dashboard.data import country_view, findings_of, isp_series
 from collector.dashboard.security import RateLimiter
 from collector.dashboard.views import ENV_OPTIONS, configure_env, event_words
-from tests.analysis.scenarios import (
+from tests.collector.analysis.scenarios import (
     FIVE_ISPS,
     HOUR,
     STORY_DOMAINS,

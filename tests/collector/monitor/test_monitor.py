@@ -11,7 +11,7 @@ from collector.monitor.runner import Monitor
 from collector.store.base import PSEUDONYM_SECRET
 from collector.store.records import EventQuery, StoredEvent
 from collector.store.sqlite import SqliteStore
-from tests.monitor.helpers import (
+from tests.collector.monitor.helpers import (
     FakeClock,
     agent_id,
     at,

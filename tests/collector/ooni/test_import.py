@@ -17,7 +17,7 @@ import pytest
 from collector.exports import ExportEncoder
 from filterwatch.cli import main
 from shared.schema import BLOCKING_VALUES, FAILURE_VALUES
-from tests.ooni.factory import measurement
+from tests.collector.ooni.factory import measurement
 from tests.realdata import realdata
 
 

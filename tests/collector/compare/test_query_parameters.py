@@ -11,7 +11,7 @@ import pytest
 
 from collector.app import make_app
 from collector.config import load_collector_config
-from tests.compare.test_cli_and_api import AUTH, config_file  # noqa: F401 - the fixture
+from tests.collector.compare.test_cli_and_api import AUTH, config_file  # noqa: F401 - the fixture
 
 ENDPOINTS = ("/api/v1/leaks", "/api/v1/compare", "/api/v1/export?format=csv")
 BAD = [
@@ -93,8 +93,13 @@ async def test_an_export_failing_mid_stream_aborts_the_connection(
     import aiohttp
 
     from collector.config import CollectorConfig, DatabaseConfig
-    from tests.analysis.scenarios import FIVE_ISPS, STORY_DOMAINS, make_rows, story_verdict
-    from tests.compare.helpers import store_with
+    from tests.collector.analysis.scenarios import (
+        FIVE_ISPS,
+        STORY_DOMAINS,
+        make_rows,
+        story_verdict,
+    )
+    from tests.collector.compare.helpers import store_with
 
     path = tmp_path / "store.sqlite3"
     store_with(path, make_rows(FIVE_ISPS, STORY_DOMAINS, 2, story_verdict)).close()

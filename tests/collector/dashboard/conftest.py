@@ -19,8 +19,8 @@ from collector.config import CollectorConfig, DatabaseConfig, MonitorConfig
 from collector.dashboard.config import DashboardConfig
 from collector.state import STORE
 from collector.store.base import Store
+from tests.collector.dashboard import dataset
 from tests.conftest import skip_or_fail_in_ci
-from tests.dashboard import dataset
 
 TOKEN = "fwa_dashboard-test-token-0123456789abcdef"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -12,9 +12,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from collector.state import STORE
-from tests.dashboard import dataset
-from tests.dashboard.conftest import TOKEN, Collector, Tab, open_tab, sign_in
-from tests.dashboard.pngcheck import decode_png
+from tests.collector.dashboard import dataset
+from tests.collector.dashboard.conftest import TOKEN, Collector, Tab, open_tab, sign_in
+from tests.collector.dashboard.pngcheck import decode_png
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -17,8 +17,8 @@ from collector.filters import Filters, build_filters
 from collector.store.base import PSEUDONYM_SECRET
 from collector.store.postgres import _INSERT_SQL, PostgresStore
 from collector.store.sqlite import SqliteStore
-from tests.analysis.scenarios import NOISY_ISPS, STORY_DOMAINS, make_rows, noisy_story
-from tests.compare.helpers import store_with, stored_values
+from tests.collector.analysis.scenarios import NOISY_ISPS, STORY_DOMAINS, make_rows, noisy_story
+from tests.collector.compare.helpers import store_with, stored_values
 
 SELECTIONS = [
     build_filters(),
@@ -66,7 +66,7 @@ async def events_only(store: SqliteStore | PostgresStore, filters: Filters) -> t
 def reduced_data() -> list[dict[str, object]]:
     """The story, plus a domain every ISP blocks and one every ISP reaches: series no
     finding can come from, which the reduced counting sums."""
-    from tests.analysis.scenarios import blocked_everywhere_story
+    from tests.collector.analysis.scenarios import blocked_everywhere_story
 
     return rows() + make_rows(
         NOISY_ISPS, ("blocked.example", "open.example"), 12, blocked_everywhere_story
@@ -76,7 +76,7 @@ def reduced_data() -> list[dict[str, object]]:
 def test_whole_answer_has_every_kind_of_finding() -> None:
     """The data set holds a lapse, a lapse then lifted nationally, and each divergence."""
     from collector.analysis import analyse
-    from tests.analysis.scenarios import HOUR, reference_buckets
+    from tests.collector.analysis.scenarios import HOUR, reference_buckets
 
     doc = analyse(reference_buckets(rows(), HOUR), HOUR).to_json(with_isps=False)
     assert [(e["asn"], e["then_lifted_nationally_at"]) for e in doc["leaks"]] == [

@@ -21,8 +21,14 @@ from collector.auth import hash_secret
 from collector.dashboard.records import Records
 from collector.state import STORE
 from shared.schema import Blocking
-from tests.dashboard import dataset
-from tests.dashboard.conftest import TOKEN, Collector, csrf_of, dashboard_config, wait_for_record
+from tests.collector.dashboard import dataset
+from tests.collector.dashboard.conftest import (
+    TOKEN,
+    Collector,
+    csrf_of,
+    dashboard_config,
+    wait_for_record,
+)
 
 PAGES = (
     "/",

@@ -12,8 +12,14 @@ from pytest_aiohttp import AiohttpClient
 from collector.app import make_app
 from collector.config import load_collector_config
 from filterwatch.cli import main
-from tests.analysis.scenarios import FIVE_ISPS, STORY_DOMAINS, Isp, make_rows, story_verdict
-from tests.compare.helpers import store_with
+from tests.collector.analysis.scenarios import (
+    FIVE_ISPS,
+    STORY_DOMAINS,
+    Isp,
+    make_rows,
+    story_verdict,
+)
+from tests.collector.compare.helpers import store_with
 
 TOKEN = "analyst-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

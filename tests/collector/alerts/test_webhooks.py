@@ -23,7 +23,7 @@ from collector.config import AlertsConfig, WebhookConfig
 from collector.monitor.reconcile import event_json
 from collector.store.records import EventChange, StoredEvent
 from collector.store.sqlite import SqliteStore
-from tests.monitor.helpers import SECRET, webhook
+from tests.collector.monitor.helpers import SECRET, webhook
 
 LOOPBACK = ("127.0.0.0/8",)
 Behaviour = Callable[[int], Awaitable[web.StreamResponse]]

@@ -16,7 +16,7 @@ from collector.compare.read import ExportReadError, export_files, read_exports
 from collector.exports import write_export
 from collector.filters import Filters, build_filters
 from collector.store.queries import Pseudonyms, aggregate_sqlite, export_chunks_sqlite
-from tests.analysis.scenarios import (
+from tests.collector.analysis.scenarios import (
     FIVE_ISPS,
     HOUR,
     STORY_DOMAINS,
@@ -24,7 +24,7 @@ from tests.analysis.scenarios import (
     reference_buckets,
     story_verdict,
 )
-from tests.compare.helpers import store_with
+from tests.collector.compare.helpers import store_with
 
 KEY = b"k" * 32
 FILTERS = Filters(bucket_s=HOUR)

@@ -20,12 +20,21 @@ from collector.state import STORE
 from collector.store.base import PSEUDONYM_SECRET
 from collector.store.sqlite import SqliteStore
 from filterwatch.cli import main
-from tests.alerts.test_webhooks import Receiver, enqueue
+from tests.collector.alerts.test_webhooks import Receiver, enqueue
 from tests.collector.conftest import batch, enroll, post_batch, record, write_netdb
+from tests.collector.monitor.helpers import (
+    SECRET,
+    FakeClock,
+    Row,
+    at,
+    config,
+    rounds,
+    upload,
+    webhook,
+)
 from tests.commands import FILTERWATCH
-from tests.monitor.helpers import SECRET, FakeClock, Row, at, config, rounds, upload, webhook
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FB = "fb.example"
 
 

@@ -10,7 +10,7 @@ from typing import cast
 import pytest
 
 from collector.analysis import AnalysisParams, Report, analyse, iso_utc
-from tests.analysis.scenarios import HOUR, T0, Isp, make_rows, reference_buckets
+from tests.collector.analysis.scenarios import HOUR, T0, Isp, make_rows, reference_buckets
 
 Verdict = Callable[[Isp, str, int, int], str]
 ROUND = 5.0  # the lab's rounds, one bucket each

@@ -15,7 +15,7 @@ from collector.analysis import AnalysisParams, Report, analyse
 from collector.analysis.stats import wilson_bounds
 from collector.compare.count import ArrowBucketCounter
 from collector.filters import Filters
-from tests.analysis.scenarios import (
+from tests.collector.analysis.scenarios import (
     FIVE_ISPS,
     HOUR,
     STORY_DOMAINS,

@@ -18,7 +18,7 @@ from collector.compare.read import export_files, read_exports
 from collector.exports import write_export
 from collector.filters import Filters
 from collector.store.queries import iso_measured_at
-from tests.analysis.scenarios import T0, reference_buckets
+from tests.collector.analysis.scenarios import T0, reference_buckets
 
 WIDTH = 5.0
 ASNS = (64601, 64602, 64603, 64604)

@@ -20,7 +20,7 @@ from collector.config import CollectorConfig
 from collector.monitor.runner import Monitor
 from collector.state import PSEUDONYM_KEY, STORE
 from collector.store.sqlite import SqliteStore
-from tests.monitor.helpers import FakeClock, at, config, rounds, upload
+from tests.collector.monitor.helpers import FakeClock, at, config, rounds, upload
 
 TOKEN = "fwa_test-analyst-token-for-events"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
