@@ -17,6 +17,8 @@ ACCESSIBLE = {"ok": 1, "site_down": None, "inconclusive": None}
 
 @dataclass(frozen=True)
 class Isp:
+    """An ISP of a hand-made dataset and how many volunteers measure from it."""
+
     name: str
     asn: int
     agents: int

@@ -13,24 +13,17 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import dataclass
 
 from collector.auth import hash_enroll_code, hash_secret, new_agent_id, new_agent_token
 from collector.store.base import Store
 from shared.schema import Blocking, Measurement
+from tests.collector.analysis.scenarios import Isp
 
 HOUR = 3600.0
 HOURS = 24
 LEAK_HOURS = 5
 DOMAINS = ("www.facebook.com", "twitter.com", "www.youtube.com", "www.bbc.com", "en.wikipedia.org")
 BLOCKPAGE_IP = "10.10.34.34"
-
-
-@dataclass(frozen=True)
-class Isp:
-    name: str
-    asn: int
-    agents: int
 
 
 ISPS = (
@@ -80,7 +73,7 @@ def measurement(isp: Isp, domain: str, blocking: Blocking, at: float, version: s
         domain=domain,
         blocking=blocking,
         accessible=ok if blocking is not Blocking.SITE_DOWN else None,
-        network={"asn": isp.asn, "cc": "IR", "network_name": isp.name},
+        network={"asn": isp.asn, "cc": isp.cc, "network_name": isp.name},
         failure=None if ok else ("connection_reset" if tls_failure else None),
         blockpage="ir-iframe-10.10.34.34"
         if blocking in (Blocking.BLOCKPAGE, Blocking.DNS)

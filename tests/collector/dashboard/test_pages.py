@@ -21,6 +21,7 @@ from collector.auth import hash_secret
 from collector.dashboard.records import Records
 from collector.state import STORE
 from shared.schema import Blocking
+from tests.collector.analysis.scenarios import Isp
 from tests.collector.dashboard import dataset
 from tests.collector.dashboard.conftest import (
     TOKEN,
@@ -306,7 +307,7 @@ async def test_a_session_ends_when_its_token_is_no_longer_accepted(
 async def test_names_from_the_data_are_escaped(collector: Collector) -> None:
     """A network name with markup is shown as text on the pages and in the charts."""
     store = collector.app[STORE]
-    evil = dataset.Isp('<script>alert("x")</script>', 64999, 1)
+    evil = Isp('<script>alert("x")</script>', 64999, 1)
     m = dataset.measurement(evil, "twitter.com", Blocking.DNS, time.time() - 60, "0.1.0")
     await store.insert_measurements(collector.agents[dataset.SHATEL][0], "b-evil", [m], time.time())
     client = await _session(collector)
