@@ -1,1 +1,1 @@
-"""The volunteer-side daemon: probes, spool, uploader."""
+"""The volunteer-side daemon: schedule, runner, spool, uploader (the probes are in shared/)."""

@@ -178,8 +178,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """``agent check``: everything ``agent run`` reads at start-up, read now, nothing sent."""
-    from agent.blockpages import fingerprints_from_json, load_fingerprint_set
     from agent.state import load_fingerprint_doc, load_targets
+    from shared.blockpages import fingerprints_from_json, load_fingerprint_set
 
     setup = _setup(args)  # a ConfigError: exit 2 naming the file and the key
     try:

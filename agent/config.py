@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from agent.probes.dns import parse_resolver
 from agent.state import default_config_path, default_state_dir
 from shared.config import (
     EXISTING,
@@ -23,6 +22,7 @@ from shared.config import (
     require,
 )
 from shared.logging import LoggingConfig
+from shared.probes.dns import parse_resolver
 
 # At the default concurrency the agent measures 1,000 slow targets more than 20 times faster
 # than one at a time while staying under 60 MB of memory (see bench/agent and the README).
@@ -44,7 +44,7 @@ class ProbesConfig:
     system_resolver: bool = True
     ca_file: Path | None = field(default=None, metadata=EXISTING_FILE)
     # Blockpage fingerprint files (OONI CSV, Censored Planet JSON lines) or directories of
-    # them, used with the shipped set and the collector's (agent/blockpages.py).
+    # them, used with the shipped set and the collector's (shared/blockpages.py).
     fingerprints: tuple[Path, ...] = field(default=(), metadata=EXISTING)
 
     def __post_init__(self) -> None:

@@ -19,14 +19,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from agent.blockpages import Fingerprints, load_fingerprint_set
 from agent.collector_api import CollectorClient
 from agent.config import AgentConfig, load_agent_setup
 from agent.control_client import request_control
 from agent.identity import Clock, NetworkIdentity
-from agent.probes.web import ProbeOptions, measure, parse_target
 from agent.state import Credentials, NotEnrolledError, StateError, load_credentials
-from agent.verdict import assess, dns_answers
+from shared.blockpages import Fingerprints, load_fingerprint_set
+from shared.probes.web import ProbeOptions, measure, parse_target
 from shared.schema import (
     Blocking,
     ControlFacts,
@@ -35,6 +34,7 @@ from shared.schema import (
     NetworkFacts,
     measurement_fields,
 )
+from shared.verdict import assess, dns_answers
 
 FAILURE_WORDS: Final = {
     Failure.CONNECTION_REFUSED: "the connection was refused",

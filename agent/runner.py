@@ -34,7 +34,6 @@ from urllib.parse import urlsplit
 import msgspec
 import structlog
 
-from agent.blockpages import FingerprintBox, fingerprints_from_json
 from agent.collector_api import ApiError, CollectorClient, targets_from_answer
 from agent.config import AgentConfig
 from agent.identity import Clock, NetworkIdentity
@@ -55,6 +54,7 @@ from agent.state import (
 )
 from agent.stopping import wait_or_stop
 from agent.uploader import Uploader
+from shared.blockpages import FingerprintBox, fingerprints_from_json
 from shared.errors import ConfigError
 from shared.schema import ControlFacts, Measurement, NetworkFacts
 
@@ -85,11 +85,11 @@ ProbingFactory = Callable[[AgentConfig, CollectorClient], Probing]
 
 
 def real_probing(config: AgentConfig, collector: CollectorClient) -> Probing:
-    """The probes of agent/probes, with the options from ``config``."""
-    from agent.blockpages import load_fingerprint_set
+    """The probes of shared/probes, with the options from ``config``."""
     from agent.control_client import request_control
-    from agent.probes.tls import tls_contexts
-    from agent.probes.web import ProbeOptions, measure
+    from shared.blockpages import load_fingerprint_set
+    from shared.probes.tls import tls_contexts
+    from shared.probes.web import ProbeOptions, measure
 
     p = config.probes
     options = ProbeOptions(

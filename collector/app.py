@@ -9,7 +9,6 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from agent.blockpages import Fingerprints, load_fingerprint_set
 from collector.api import agents, ingest, openapi
 from collector.api.errors import error_middleware
 from collector.config import CollectorConfig
@@ -20,6 +19,7 @@ from collector.state import CONFIG, FINGERPRINTS, METRICS, NETDB, PSEUDONYM_KEY,
 from collector.store.base import PSEUDONYM_SECRET, Store
 from collector.store.sqlite import SqliteStore
 from collector.targets import load_targets, log_targets
+from shared.blockpages import Fingerprints, load_fingerprint_set
 
 log = structlog.get_logger("collector.app")
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agent.probes.dns import parse_resolver
 from collector.dashboard.config import DashboardConfig
 from shared.config import (
     EXISTING,
@@ -28,6 +27,7 @@ from shared.config import (
     require,
 )
 from shared.logging import LoggingConfig
+from shared.probes.dns import parse_resolver
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470

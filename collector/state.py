@@ -12,13 +12,13 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from agent.blockpages import Fingerprints
 from collector.auth import bearer_token, hash_secret, matches_any
 from collector.config import CollectorConfig
 from collector.metrics import Metrics
 from collector.netdb import NetDb
 from collector.store.base import AgentRecord, Store
 from collector.targets import TargetList
+from shared.blockpages import Fingerprints
 from shared.schema import NetworkFacts
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -53,7 +53,7 @@ def writes_to_devnull(file: Any, *_: Any, **__: Any) -> bool:
 # Calls that block by design, each allowed in one function only: (blockbuster's names of
 # the blocking calls, as fnmatch patterns; the file; the function).
 ALLOWED: list[tuple[tuple[str, ...], str, str]] = [
-    # A module's first import reads its files and runs its top level (agent/probes/web.py
+    # A module's first import reads its files and runs its top level (shared/probes/web.py
     # reads the package's version): once per process, at start-up. Blockbuster already lets
     # the import system itself stat and read.
     (("os.*", "io.*"), "<frozen importlib._bootstrap>", "_find_and_load"),

@@ -228,7 +228,7 @@ async def run_agent(
 
 
 async def main(n_targets: int, sample: int) -> None:
-    from agent.probes.web import ProbeOptions, measure_facts
+    from shared.probes.web import ProbeOptions, measure_facts
 
     loop = asyncio.get_running_loop()
     dns_transport, _ = await loop.create_datagram_endpoint(SlowDns, local_addr=("127.0.0.1", 0))

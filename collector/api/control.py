@@ -24,12 +24,12 @@ from typing import Final
 
 from aiohttp import web
 
-from agent.blockpages import Fingerprints
-from agent.probes.web import ProbeOptions, measure_facts, parse_target
 from collector.api import decode_small_body, read_body, reply
 from collector.config import ControlConfig
 from collector.outbound import DestinationRefused, Network, check_port, refusal
 from collector.state import CONFIG, FINGERPRINTS, json_error, require_agent
+from shared.blockpages import Fingerprints
+from shared.probes.web import ProbeOptions, measure_facts, parse_target
 from shared.schema import MAX_URL_LENGTH, ControlFacts
 
 CONTROL_BODY_LIMIT: Final = 4096

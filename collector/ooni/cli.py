@@ -250,9 +250,9 @@ def write_rows(
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.blockpages import load_fingerprint_set
     from collector.ooni.mapping import DEFAULT_PSEUDONYM_KEY, Mapper
     from collector.ooni.read import OoniReadError, measurement_files
+    from shared.blockpages import load_fingerprint_set
 
     fmt = _format(args)
     try:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from agent.blockpages import Fingerprint, Fingerprints
+from shared.blockpages import Fingerprint, Fingerprints
 from shared.failures import map_failure
 from shared.schema import Blocking
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.blockpages import default_fingerprints
 from agent.state import Credentials, Target, save_credentials, save_fingerprint_doc, save_targets
 from filterwatch.cli import main
+from shared.blockpages import default_fingerprints
 
 URL = "https://collector.example:8470"
 

@@ -520,7 +520,7 @@ async def test_the_collectors_fingerprints_are_used_and_cached(
     """The agent measures with the collector's fingerprint set (an Iranian one, matched on
     an Iranian network), keeps it in the state directory for when the collector is away,
     and asks again with its ETag: an unchanged set is not sent again."""
-    from agent.blockpages import Fingerprints, fingerprint_from_row
+    from shared.blockpages import Fingerprints, fingerprint_from_row
 
     row = {
         "name": "collector_fp",

@@ -6,9 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from agent.blockpages import fingerprints_from_json
 from collector.app import make_app
 from collector.config import CollectorConfig
+from shared.blockpages import fingerprints_from_json
 from tests.collector.conftest import auth, enroll
 
 

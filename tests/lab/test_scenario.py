@@ -160,15 +160,22 @@ def test_rates_and_blocks_from_round_load() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "key", "problem"),
     [
-        ("{ip_block: 0.7}", "{ip_block: 1.5}", "isps[0].censor.rates.ip_block", "(0, 1]"),
-        ("{ip_block: 0.7}", "{ip_block: 0}", "isps[0].censor.rates.ip_block", "(0, 1]"),
-        ("{ip_block: 0.7}", "{ip_block: -0.2}", "isps[0].censor.rates.ip_block", "(0, 1]"),
-        ("{ip_block: 0.7}", "{ip_block: .nan}", "isps[0].censor.rates.ip_block", "(0, 1]"),
+        *(
+            ("{ip_block: 0.7}", f"{{ip_block: {rate}}}", "isps[0].censor.rates.ip_block", "(0, 1]")
+            for rate in ("1.5", "0", "-0.2", ".nan")  # outside (0, 1], whichever side
+        ),
         ("{ip_block: 0.7}", "{ip_block: high}", "isps[0].censor.rates.ip_block", "a number"),
         ("{ip_block: 0.7}", "{tcp_rst: 0.5}", "isps[0].censor.rates.tcp_rst", "unknown key"),
         ("{ip_block: 0.7}", "[0.7]", "isps[0].censor.rates", "expected a mapping"),
-        ("{bbc.com: 8}", "{bbc.com: 11}", "isps[0].blocks_from_round.bbc.com", "not in 1..10"),
-        ("{bbc.com: 8}", "{bbc.com: 0}", "isps[0].blocks_from_round.bbc.com", "not in 1..10"),
+        *(
+            (
+                "{bbc.com: 8}",
+                f"{{bbc.com: {n}}}",
+                "isps[0].blocks_from_round.bbc.com",
+                "not in 1..10",
+            )
+            for n in ("11", "0")  # past the last round, before the first
+        ),
         ("{bbc.com: 8}", "{bbc.com: x}", "isps[0].blocks_from_round.bbc.com", "whole number"),
         ("{bbc.com: 8}", "{BBC: 8}", "isps[0].blocks_from_round.BBC", "domain name"),
         (

@@ -105,7 +105,7 @@ def test_sdist_and_wheel_carry_the_package_data(dist: Path) -> None:
     for needed in (
         "collector/store/migrations/0001_initial.sql",
         "lab/scenarios/iran-2013.yaml",
-        "agent/data/fingerprints.csv",
+        "shared/data/fingerprints.csv",
         "filterwatch/cli.py",
     ):
         assert needed in wheel

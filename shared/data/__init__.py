@@ -1,0 +1,1 @@
+"""Data files shipped with the agent and the collector (blockpage fingerprints)."""
