@@ -22,7 +22,7 @@ from collector import events_cli, query_cli
 from collector.auth import hash_enroll_code, hash_secret, new_analyst_token, new_enroll_code
 from collector.config import CollectorConfig, load_collector_config
 from collector.netdb import NetdbError
-from collector.server import make_runner
+from collector.server import make_runner, tune_gc
 from collector.store.base import PSEUDONYM_SECRET, Store
 from shared.config import parse_duration
 from shared.errors import ConfigError
@@ -219,6 +219,7 @@ async def _serve(config: CollectorConfig, tls: ssl.SSLContext | None, source: st
 
     runner = make_runner(make_app(config), config)
     await runner.setup()
+    tune_gc()
     # The handlers first: whoever reads the "listening" line may signal at once (a SIGHUP
     # or SIGTERM before them would kill the process with the default action).
     stop = asyncio.Event()

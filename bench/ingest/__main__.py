@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -33,6 +34,7 @@ import psutil
 
 from bench.fleet import drop_database
 from bench.ingest.workload import encoded_batches
+from collector.server import tune_gc
 from collector.store.base import Store
 from collector.store.sqlite import SqliteStore
 from shared.schema import decode_batch, decode_measurement
@@ -216,10 +218,35 @@ async def _pg_ceiling(db_dsn: str, bodies: list[bytes], clients: int) -> tuple[f
         await store.close()
 
 
+@dataclass(frozen=True)
+class FleetRun:
+    """One timed run through HAProxy: wall seconds, CPU seconds of each part, results stored."""
+
+    wall_s: float
+    collectors_cpu_s: float
+    haproxy_cpu_s: float
+    postgres_cpu_s: float  # every PostgreSQL server process (backends, WAL writer, ...)
+    generator_cpu_s: float  # this process, posting the pre-encoded batches
+    stored: int
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds used so far by the processes of the PostgreSQL server on this machine
+    (those running as its ``postgres`` user; the benchmark needs the server local)."""
+    total = 0.0
+    for proc in psutil.process_iter(["username"]):
+        try:
+            if proc.info["username"] == "postgres":
+                total += sum(proc.cpu_times()[:2])
+        except psutil.Error:
+            continue  # a backend that ended meanwhile
+    return total
+
+
 def fleet_end_to_end(
     dsn: str, work: Path, collectors: int, batches: int, size: int, clients: int
-) -> tuple[float, float, float, int]:
-    """(wall s, collectors' CPU s, HAProxy's CPU s, stored) through HAProxy to N collectors."""
+) -> FleetRun:
+    """One run of every batch through HAProxy to ``collectors`` collector processes."""
     import shutil
 
     from bench.fleet import free_port, haproxy_config
@@ -257,10 +284,17 @@ def fleet_end_to_end(
         hap = psutil.Process(haproxy.pid)
         cpu_before = sum(sum(p.cpu_times()[:2]) for p in procs)
         hap_before = sum(hap.cpu_times()[:2])
+        pg_before = _postgres_cpu()
+        generator_before = time.process_time()
         elapsed = asyncio.run(_post_all(url, token, bodies, clients))
-        cpu = sum(sum(p.cpu_times()[:2]) for p in procs) - cpu_before
-        hap_cpu = sum(hap.cpu_times()[:2]) - hap_before
-        stored = asyncio.run(_count(PostgresStore(db)))
+        run = FleetRun(
+            wall_s=elapsed,
+            collectors_cpu_s=sum(sum(p.cpu_times()[:2]) for p in procs) - cpu_before,
+            haproxy_cpu_s=sum(hap.cpu_times()[:2]) - hap_before,
+            postgres_cpu_s=_postgres_cpu() - pg_before,
+            generator_cpu_s=time.process_time() - generator_before,
+            stored=asyncio.run(_count(PostgresStore(db))),
+        )
     finally:
         if haproxy is not None:
             haproxy.terminate()
@@ -271,7 +305,7 @@ def fleet_end_to_end(
             if server.stdout is not None:
                 server.stdout.close()
         asyncio.run(_drop_database(dsn, db))
-    return elapsed, cpu, hap_cpu, stored
+    return run
 
 
 async def _enroll_when_up(url: str, code: str) -> tuple[str, str]:
@@ -290,6 +324,9 @@ def main_postgres(args: argparse.Namespace) -> int:
         return 2
     n = args.batches * args.size
     bodies = encoded_batches("ag-bench", args.batches, args.size, seed=1)
+    # The garbage collector as a serving collector sets it (collector/server.py), in this
+    # process (the ceiling's) as in the collectors.
+    tune_gc()
     db = asyncio.run(_fresh_database(dsn))
     try:
         ceiling_s, decode_s = asyncio.run(_pg_ceiling(db, bodies, args.clients))
@@ -307,16 +344,24 @@ def main_postgres(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="fw-bench-pg-") as tmp:
         for count in args.collectors:
             load_before = os.getloadavg()[0]
-            e2e_s, cpu, hap_cpu, stored = fleet_end_to_end(
-                dsn, Path(tmp), count, args.batches, args.size, args.clients
-            )
-            if stored != n:
-                print(f"bench: {stored} results stored, expected {n}", file=sys.stderr)
+            run = fleet_end_to_end(dsn, Path(tmp), count, args.batches, args.size, args.clients)
+            if run.stored != n:
+                print(f"bench: {run.stored} results stored, expected {n}", file=sys.stderr)
                 return 1
             print(
-                f"  {count} collector(s) behind HAProxy  {n / e2e_s:>10,.0f} results/s"
-                f"  ({e2e_s:.2f} s; collectors {cpu:.1f} CPU-s, HAProxy {hap_cpu:.1f} CPU-s,"
-                f" load {load_before:.1f} -> {os.getloadavg()[0]:.1f})"
+                f"  {count} collector(s) behind HAProxy  {n / run.wall_s:>10,.0f} results/s"
+                f"  ({run.wall_s:.2f} s, load {load_before:.1f} -> {os.getloadavg()[0]:.1f})"
+            )
+            # Where the two cores went, per result: the parts add up to the CPU the run used.
+            parts = {
+                "collectors": run.collectors_cpu_s,
+                "PostgreSQL": run.postgres_cpu_s,
+                "HAProxy": run.haproxy_cpu_s,
+                "load generator": run.generator_cpu_s,
+            }
+            print(
+                "    CPU per result: "
+                + ", ".join(f"{name} {cpu / n * 1e6:.1f} us" for name, cpu in parts.items())
             )
     return 0
 

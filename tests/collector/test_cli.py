@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from pathlib import Path
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 
 from collector.auth import hash_secret
+from collector.server import GC_THRESHOLDS, tune_gc
 from collector.store.sqlite import SqliteStore
 from filterwatch.cli import main
 from tests.commands import FILTERWATCH
@@ -132,3 +134,17 @@ async def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
         await asyncio.wait_for(proc.wait(), 30)
     assert proc.returncode == 0
     assert (tmp_path / "c.sqlite3").exists()
+
+
+def test_a_serving_collector_freezes_its_start_and_collects_young_objects_rarely() -> None:
+    """``tune_gc`` (``collector serve`` runs it once started) freezes what the process has
+    loaded out of every later collection and sets the collector's thresholds."""
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

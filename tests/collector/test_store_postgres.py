@@ -220,3 +220,59 @@ async def test_verdicts_match_sqlite(store: PostgresStore, tmp_path: Path) -> No
         assert {v.accessible for v in from_pg} == {True, False, None}
     finally:
         await lite.close()
+
+
+async def test_a_batch_partly_stored_before_stores_only_the_rest(store: PostgresStore) -> None:
+    """A batch whose first results were stored before stores the others once, and only
+    those new ones reach the monitor's dirty series: nothing is kept of the COPY that met
+    the stored ids."""
+    ms = [decode_measurement(encode(record(i, measured_at=1.7e9 + i))) for i in range(20)]
+    await store.insert_measurements("a1", "b1", ms[:5], time.time())
+    await store.take_dirty()
+    outcome = await store.insert_measurements("a1", "b2", ms, time.time())
+    assert (outcome.accepted, outcome.duplicates) == (15, 5)
+    assert await store.count_measurements() == 20
+    [series] = await store.take_dirty()
+    assert (series.lo, series.hi) == (1.7e9 + 5, 1.7e9 + 19)
+
+
+async def test_a_new_batch_marks_its_series_dirty_as_sqlite_does(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    """A batch of new results (the COPY path) leaves the same dirty series as the SQLite
+    store: per (cc, asn, domain), the range of measured_at; unlocated results none."""
+    ms = [
+        decode_measurement(encode(record(i, measured_at=1.7e9 + i, domain=f"d{i % 3}.example")))
+        for i in range(30)
+    ] + [decode_measurement(encode(record(99, network=None)))]
+    sqlite = SqliteStore(tmp_path / "c.sqlite3")
+    await sqlite.open()
+    try:
+        for s in (store, sqlite):
+            outcome = await s.insert_measurements("a1", "b1", ms, time.time())
+            assert outcome.accepted == 31
+        ours, theirs = await store.take_dirty(), await sqlite.take_dirty()
+        assert sorted(ours, key=repr) == sorted(theirs, key=repr) and len(ours) == 3
+    finally:
+        await sqlite.close()
+
+
+async def test_the_same_batch_in_two_orders_at_once_is_stored_once(pg_dsn: str) -> None:
+    """Two collectors storing the same results at the same moment in opposite orders (the
+    one case where two inserts can each wait for the other) store each result once, and
+    together accept each once."""
+    a, b = PostgresStore(pg_dsn), PostgresStore(pg_dsn)
+    await asyncio.gather(a.open(), b.open())
+    try:
+        for round_ in range(5):
+            ms = [decode_measurement(encode(record(round_ * 1000 + i))) for i in range(400)]
+            outcomes = await asyncio.gather(
+                a.insert_measurements("a1", "b1", ms, time.time()),
+                b.insert_measurements("a1", "b2", ms[::-1], time.time()),
+            )
+            assert sum(o.accepted for o in outcomes) == 400
+            assert sum(o.duplicates for o in outcomes) == 400
+        assert await a.count_measurements() == 2000
+    finally:
+        await a.close()
+        await b.close()
