@@ -105,11 +105,7 @@ class Store(abc.ABC):
     # --- measurements ---
     @abc.abstractmethod
     async def insert_measurements(
-        self,
-        agent_id: str,
-        batch_id: str,
-        results: Sequence[Measurement],
-        received_at: float,
+        self, agent_id: str, batch_id: str, results: Sequence[Measurement], received_at: float
     ) -> InsertOutcome:
         """Insert, committing before returning; ids already stored count as duplicates."""
 

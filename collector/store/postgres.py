@@ -23,24 +23,9 @@ import asyncpg
 from collector.analysis.model import BucketCount
 from collector.filters import Filters
 from collector.store import queries, records
-from collector.store.base import (
-    AgentRecord,
-    InsertOutcome,
-    PruneOutcome,
-    Store,
-    StoredVerdict,
-)
+from collector.store.base import AgentRecord, InsertOutcome, PruneOutcome, Store, StoredVerdict
 from collector.store.migrate import Migration, MigrationError, load_migrations
-from collector.store.records import (
-    Delivery,
-    DirtySeries,
-    EventChange,
-    EventQuery,
-    OutboxSummary,
-    Revision,
-    StoredEvent,
-    numbered,
-)
+from collector.store.records import numbered
 from collector.store.sqlite import Row, dirty_rows, measurement_row
 from shared.schema import Measurement
 
@@ -55,54 +40,33 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )
 """
 
-# The columns of the measurements insert and their types, in measurement_row's order.
-_COLUMNS: Final = (
-    "measurement_id",
-    "agent_id",
-    "batch_id",
-    "measured_at",
-    "received_at",
-    "cc",
-    "asn",
-    "network_name",
-    "url",
-    "domain",
-    "blocking",
-    "accessible",
-    "failure",
-    "blockpage",
-    "dns_answers",
-    "http_status",
-    "http_body_length",
-    "control_ok",
-    "failure_original",
-    "record",
+# The columns of the measurements insert with their types, in measurement_row's order.
+_TYPED_COLUMNS: Final = (
+    ("measurement_id", "text"),
+    ("agent_id", "text"),
+    ("batch_id", "text"),
+    ("measured_at", "float8"),
+    ("received_at", "float8"),
+    ("cc", "text"),
+    ("asn", "int8"),
+    ("network_name", "text"),
+    ("url", "text"),
+    ("domain", "text"),
+    ("blocking", "text"),
+    ("accessible", "int2"),
+    ("failure", "text"),
+    ("blockpage", "text"),
+    ("dns_answers", "text"),
+    ("http_status", "int4"),
+    ("http_body_length", "int8"),
+    ("control_ok", "int2"),
+    ("failure_original", "text"),
+    ("record", "bytea"),
 )
-_COLUMN_TYPES: Final = (
-    "text",  # measurement_id
-    "text",  # agent_id
-    "text",  # batch_id
-    "float8",  # measured_at
-    "float8",  # received_at
-    "text",  # cc
-    "int8",  # asn
-    "text",  # network_name
-    "text",  # url
-    "text",  # domain
-    "text",  # blocking
-    "int2",  # accessible
-    "text",  # failure
-    "text",  # blockpage
-    "text",  # dns_answers
-    "int4",  # http_status
-    "int8",  # http_body_length
-    "int2",  # control_ok
-    "text",  # failure_original
-    "bytea",  # record
-)
+_COLUMNS: Final = tuple(name for name, _ in _TYPED_COLUMNS)
 _INSERT_SQL: Final = (
     f"INSERT INTO measurements ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_COLUMN_TYPES))
+    + ", ".join(f"${i + 1}::{t}[]" for i, (_, t) in enumerate(_TYPED_COLUMNS))
     + ") ON CONFLICT (measurement_id, measured_at) DO NOTHING"
     " RETURNING cc, asn, domain, measured_at"
 )
@@ -275,11 +239,7 @@ class PostgresStore(Store):
 
     # --- measurements ---
     async def insert_measurements(
-        self,
-        agent_id: str,
-        batch_id: str,
-        results: Sequence[Measurement],
-        received_at: float,
+        self, agent_id: str, batch_id: str, results: Sequence[Measurement], received_at: float
     ) -> InsertOutcome:
         if not results:
             return InsertOutcome(accepted=0, duplicates=0)
@@ -487,12 +447,12 @@ class PostgresStore(Store):
 
     # --- the monitor ---
 
-    async def take_dirty(self) -> list[DirtySeries]:
+    async def take_dirty(self) -> list[records.DirtySeries]:
         rows = await self.pool.fetch(records.TAKE_DIRTY)
-        return [DirtySeries(r[0], int(r[1]), r[2], float(r[3]), float(r[4])) for r in rows]
+        return [records.DirtySeries(r[0], int(r[1]), r[2], float(r[3]), float(r[4])) for r in rows]
 
     async def aggregate_ranges(
-        self, ranges: Sequence[DirtySeries], bucket_s: float, pseudonym_key: bytes
+        self, ranges: Sequence[records.DirtySeries], bucket_s: float, pseudonym_key: bytes
     ) -> list[BucketCount]:
         pseudonym = queries.Pseudonyms(pseudonym_key)
         out: list[BucketCount] = []
@@ -503,11 +463,13 @@ class PostgresStore(Store):
                 out.extend(queries.fold_group(cc, asn, rows, pseudonym))
         return out
 
-    async def live_events(self, ended_after: float) -> list[StoredEvent]:
+    async def live_events(self, ended_after: float) -> list[records.StoredEvent]:
         rows = await self.pool.fetch(numbered(records.LIVE_EVENTS), ended_after)
         return [records.event_from_row(tuple(r)) for r in rows]
 
-    async def save_changes(self, changes: Sequence[EventChange], now: float) -> list[StoredEvent]:
+    async def save_changes(
+        self, changes: Sequence[records.EventChange], now: float
+    ) -> list[records.StoredEvent]:
         if not changes:
             return []
         async with self.pool.acquire() as conn, conn.transaction():
@@ -523,12 +485,14 @@ class PostgresStore(Store):
                     await conn.executemany(numbered(sql), rows)
         return plan.saved
 
-    async def list_events(self, query: EventQuery) -> list[StoredEvent]:
+    async def list_events(self, query: records.EventQuery) -> list[records.StoredEvent]:
         sql, params = records.list_events_sql(query)
         rows = await self.pool.fetch(numbered(sql), *params)
         return [records.event_from_row(tuple(r)) for r in rows]
 
-    async def get_event(self, event_id: str) -> tuple[StoredEvent, list[Revision]] | None:
+    async def get_event(
+        self, event_id: str
+    ) -> tuple[records.StoredEvent, list[records.Revision]] | None:
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
             row = await conn.fetchrow(numbered(records.GET_EVENT), event_id)
             if row is None:
@@ -538,11 +502,11 @@ class PostgresStore(Store):
             records.revision_from_row(tuple(r)) for r in revisions
         ]
 
-    async def revisions_after(self, seq: int, limit: int = 500) -> list[Revision]:
+    async def revisions_after(self, seq: int, limit: int = 500) -> list[records.Revision]:
         rows = await self.pool.fetch(numbered(records.REVISIONS_AFTER), seq, limit)
         return [records.revision_from_row(tuple(r)) for r in rows]
 
-    async def latest_revisions(self, cc: str | None, limit: int) -> list[Revision]:
+    async def latest_revisions(self, cc: str | None, limit: int) -> list[records.Revision]:
         sql = numbered(records.LATEST_REVISIONS).replace("$1 IS NULL", "$1::text IS NULL")
         rows = await self.pool.fetch(sql, cc, cc, limit)
         return [records.revision_from_row(tuple(r)) for r in rows]
@@ -550,7 +514,9 @@ class PostgresStore(Store):
     async def last_seq(self) -> int:
         return int(await self.pool.fetchval(records.MAX_SEQ))
 
-    async def claim_deliveries(self, now: float, limit: int, lease_s: float) -> list[Delivery]:
+    async def claim_deliveries(
+        self, now: float, limit: int, lease_s: float
+    ) -> list[records.Delivery]:
         # FOR UPDATE SKIP LOCKED: collectors claiming at once each get other rows; the
         # lease (next_attempt_at moved on) keeps them claimed after this commits.
         sql = numbered(records.DUE_DELIVERIES) + " FOR UPDATE OF o SKIP LOCKED"
@@ -574,14 +540,16 @@ class PostgresStore(Store):
         value = await self.pool.fetchval(records.NEXT_DUE)
         return None if value is None else float(value)
 
-    async def outbox_summary(self) -> list[OutboxSummary]:
+    async def outbox_summary(self) -> list[records.OutboxSummary]:
         out = []
         async with self.pool.acquire() as conn:
             for sub, pending, delivered, failed, oldest, last in await conn.fetch(
                 records.OUTBOX_SUMMARY
             ):
                 error = await conn.fetchval(numbered(records.LAST_ERROR), sub)
-                out.append(OutboxSummary(sub, pending, delivered, failed, oldest, last, error))
+                out.append(
+                    records.OutboxSummary(sub, pending, delivered, failed, oldest, last, error)
+                )
         return out
 
     async def try_monitor_lock(self) -> bool:

@@ -28,23 +28,8 @@ import msgspec
 from collector.analysis.model import BucketCount
 from collector.filters import Filters
 from collector.store import queries, records
-from collector.store.base import (
-    AgentRecord,
-    InsertOutcome,
-    PruneOutcome,
-    Store,
-    StoredVerdict,
-)
+from collector.store.base import AgentRecord, InsertOutcome, PruneOutcome, Store, StoredVerdict
 from collector.store.migrate import migrate_sqlite
-from collector.store.records import (
-    Delivery,
-    DirtySeries,
-    EventChange,
-    EventQuery,
-    OutboxSummary,
-    Revision,
-    StoredEvent,
-)
 from shared.schema import Measurement
 
 T = TypeVar("T")
@@ -396,11 +381,7 @@ class SqliteStore(Store):
     # --- measurements ---
 
     async def insert_measurements(
-        self,
-        agent_id: str,
-        batch_id: str,
-        results: Sequence[Measurement],
-        received_at: float,
+        self, agent_id: str, batch_id: str, results: Sequence[Measurement], received_at: float
     ) -> InsertOutcome:
         def make_rows() -> list[Row]:
             return [measurement_row(m, agent_id, batch_id, received_at) for m in results]
@@ -593,16 +574,16 @@ class SqliteStore(Store):
 
     # --- the monitor ---
 
-    async def take_dirty(self) -> list[DirtySeries]:
-        def write(conn: sqlite3.Connection) -> list[DirtySeries]:
+    async def take_dirty(self) -> list[records.DirtySeries]:
+        def write(conn: sqlite3.Connection) -> list[records.DirtySeries]:
             with _transaction(conn):
                 found = conn.execute(records.TAKE_DIRTY).fetchall()
-            return [DirtySeries(cc, int(asn), d, lo, hi) for cc, asn, d, lo, hi in found]
+            return [records.DirtySeries(cc, int(asn), d, lo, hi) for cc, asn, d, lo, hi in found]
 
         return await self.run_write(write)
 
     async def aggregate_ranges(
-        self, ranges: Sequence[DirtySeries], bucket_s: float, pseudonym_key: bytes
+        self, ranges: Sequence[records.DirtySeries], bucket_s: float, pseudonym_key: bytes
     ) -> list[BucketCount]:
         return await self.run_read(
             partial(
@@ -613,7 +594,7 @@ class SqliteStore(Store):
             )
         )
 
-    async def live_events(self, ended_after: float) -> list[StoredEvent]:
+    async def live_events(self, ended_after: float) -> list[records.StoredEvent]:
         return await self.run_read(
             lambda c: [
                 records.event_from_row(r)
@@ -621,8 +602,10 @@ class SqliteStore(Store):
             ]
         )
 
-    async def save_changes(self, changes: Sequence[EventChange], now: float) -> list[StoredEvent]:
-        def write(conn: sqlite3.Connection) -> list[StoredEvent]:
+    async def save_changes(
+        self, changes: Sequence[records.EventChange], now: float
+    ) -> list[records.StoredEvent]:
+        def write(conn: sqlite3.Connection) -> list[records.StoredEvent]:
             with _transaction(conn):
                 last = int(conn.execute(records.MAX_SEQ).fetchone()[0])
                 plan = records.plan_write(changes, last + 1, now)
@@ -636,14 +619,18 @@ class SqliteStore(Store):
             return []
         return await self.run_write(write)
 
-    async def list_events(self, query: EventQuery) -> list[StoredEvent]:
+    async def list_events(self, query: records.EventQuery) -> list[records.StoredEvent]:
         sql, params = records.list_events_sql(query)
         return await self.run_read(
             lambda c: [records.event_from_row(r) for r in c.execute(sql, params).fetchall()]
         )
 
-    async def get_event(self, event_id: str) -> tuple[StoredEvent, list[Revision]] | None:
-        def read(conn: sqlite3.Connection) -> tuple[StoredEvent, list[Revision]] | None:
+    async def get_event(
+        self, event_id: str
+    ) -> tuple[records.StoredEvent, list[records.Revision]] | None:
+        def read(
+            conn: sqlite3.Connection,
+        ) -> tuple[records.StoredEvent, list[records.Revision]] | None:
             conn.execute("BEGIN")
             try:
                 row = conn.execute(records.GET_EVENT, (event_id,)).fetchone()
@@ -656,7 +643,7 @@ class SqliteStore(Store):
 
         return await self.run_read(read)
 
-    async def revisions_after(self, seq: int, limit: int = 500) -> list[Revision]:
+    async def revisions_after(self, seq: int, limit: int = 500) -> list[records.Revision]:
         return await self.run_read(
             lambda c: [
                 records.revision_from_row(r)
@@ -664,7 +651,7 @@ class SqliteStore(Store):
             ]
         )
 
-    async def latest_revisions(self, cc: str | None, limit: int) -> list[Revision]:
+    async def latest_revisions(self, cc: str | None, limit: int) -> list[records.Revision]:
         return await self.run_read(
             lambda c: [
                 records.revision_from_row(r)
@@ -675,8 +662,10 @@ class SqliteStore(Store):
     async def last_seq(self) -> int:
         return await self.run_read(lambda c: int(c.execute(records.MAX_SEQ).fetchone()[0]))
 
-    async def claim_deliveries(self, now: float, limit: int, lease_s: float) -> list[Delivery]:
-        def write(conn: sqlite3.Connection) -> list[Delivery]:
+    async def claim_deliveries(
+        self, now: float, limit: int, lease_s: float
+    ) -> list[records.Delivery]:
+        def write(conn: sqlite3.Connection) -> list[records.Delivery]:
             with _transaction(conn):  # BEGIN IMMEDIATE: the write lock is the claim
                 due = conn.execute(records.DUE_DELIVERIES, (now, limit)).fetchall()
                 conn.executemany(records.LEASE_DELIVERY, [(now + lease_s, r[0]) for r in due])
@@ -703,15 +692,15 @@ class SqliteStore(Store):
 
         return await self.run_read(read)
 
-    async def outbox_summary(self) -> list[OutboxSummary]:
-        def read(conn: sqlite3.Connection) -> list[OutboxSummary]:
+    async def outbox_summary(self) -> list[records.OutboxSummary]:
+        def read(conn: sqlite3.Connection) -> list[records.OutboxSummary]:
             out = []
             for sub, pending, delivered, failed, oldest, last in conn.execute(
                 records.OUTBOX_SUMMARY
             ).fetchall():
                 error = conn.execute(records.LAST_ERROR, (sub,)).fetchone()
                 out.append(
-                    OutboxSummary(
+                    records.OutboxSummary(
                         sub, pending, delivered, failed, oldest, last, error[0] if error else None
                     )
                 )
