@@ -28,21 +28,13 @@ def passes(table: str) -> list[tuple[int, int, list[tuple[int, int | None]]]]:
             return "ok"
         return "tcp_ip"
 
-    rows = sorted(
-        make_rows((*OTHERS, echo), ("x.example",), len(buckets), verdict, ROUND),
-        key=lambda r: float(r["measured_at"]),  # type: ignore[arg-type]
-    )
+    rows = sorted(make_rows((*OTHERS, echo), ("x.example",), len(buckets), verdict, ROUND), key=_at)
     out = []
     for i in range(1, len(rows) + 1):
         if rows[i - 1]["asn"] != ECHO_ASN:
             continue  # a pass after each of Echo's arrivals is enough
-        at = float(rows[i - 1]["measured_at"])  # type: ignore[arg-type]
-        bucket = int((at - T0) // ROUND)
-        arrived = sum(
-            1
-            for r in rows[:i]
-            if r["asn"] == ECHO_ASN and int((float(r["measured_at"]) - T0) // ROUND) == bucket  # type: ignore[arg-type]
-        )
+        bucket = _bucket(rows[i - 1])
+        arrived = len([r for r in rows[:i] if r["asn"] == ECHO_ASN and _bucket(r) == bucket])
         report = analyse(reference_buckets(rows[:i], ROUND), ROUND)
         lapses = [
             (
@@ -54,6 +46,14 @@ def passes(table: str) -> list[tuple[int, int, list[tuple[int, int | None]]]]:
         ]
         out.append((bucket, arrived, lapses))
     return out
+
+
+def _at(row: dict[str, object]) -> float:
+    return float(str(row["measured_at"]))
+
+
+def _bucket(row: dict[str, object]) -> int:
+    return int((_at(row) - T0) // ROUND)
 
 
 # Each a 70 % blocker's chance run that an earlier detector alerted as a lapse.
