@@ -74,7 +74,7 @@ def batch_rows(cc_index: int, isp: int, agent: int, end: float) -> list[tuple[An
                 f"b-{uuid.uuid4().hex}", agent_id, batch, at, at + 5, cc, asn, name,
                 f"https://{domain}/", domain, "ok" if ok else "tls", 1 if ok else 0,
                 None if ok else "connection_reset", None, "192.0.2.10", 200 if ok else None,
-                5120 if ok else None, 1, b"\x80",
+                5120 if ok else None, 1, None, b"\x80",
             )
         )  # fmt: skip
     return rows
