@@ -213,7 +213,7 @@ async def test_collector_killed_mid_ingest_loses_nothing(
     """SIGKILL one of two collectors while 20 agents upload through HAProxy, restart it: every
     result made is stored exactly once and every spool drains (no agent stalls); the killed
     one led the monitor, and the other takes the lead."""
-    code = _collector_code(fleet)
+    code = await asyncio.to_thread(_collector_code, fleet)  # a subprocess: off the loop
     agents: list[SimAgent] = []
     clients = []
     upload = UploadConfig(batch_max_results=25, retry_base_s=0.2, retry_cap_s=2.0)
