@@ -126,17 +126,6 @@ class _Baseline:
     def improbable(self, points: Sequence[_Point], significance: float) -> bool:
         return _improbable(points, self.accessible_share(), significance)
 
-    def lapse_improbable(self, points: Sequence[_Point], params: AnalysisParams) -> bool:
-        """``_lapse_improbable`` against this baseline as it stands (binomial tail under its
-        share) for the first pass's candidates: they must show stop buckets too (though not
-        the joint test, which the second pass makes), or a mixed rise's points, left out of
-        the surrounding baseline, would hide a later lapse of a partial blocker."""
-        each = sorted(t for _, t in self._window)
-        usual = each[len(each) // 2] if each else 0.0
-        return _lapse_improbable(
-            points, self._accessible, self._trials, usual, params, predictive=False
-        )
-
 
 def _improbable(points: Sequence[_Point], share: float, significance: float) -> bool:
     """Whether the accessible evidence of ``points`` (where the country blocked) is less
@@ -149,15 +138,12 @@ def _lapse_improbable(
     points: Sequence[_Point],
     accessible: float,
     trials: float,
-    usual: float,
-    params: AnalysisParams,
-    *,
-    predictive: bool = True,
+    prior: float,
+    significance: float,
+    min_buckets: int,
 ) -> bool:
     """Whether a rise's accessible evidence is less probable than ``significance`` given
-    the ISP's baseline of ``accessible`` of ``trials`` (per agent; ``usual`` of them in a
-    bucket), and shows a filter that stopped rather than one that let a few more through by
-    chance.
+    the ISP's baseline of ``accessible`` of ``trials`` (per agent).
 
     A baseline in which the ISP was seen accessible is a share *estimated* from a few
     dozen agent-trials: the rise is tested against its predictive distribution (a beta-
@@ -165,75 +151,14 @@ def _lapse_improbable(
     history happened to look like 80 % is not called a lapse on a chance run of open
     buckets. A clean baseline (never accessible where its country blocked: a full blocker)
     is tested under its smoothed share, as fast as ever: it has no partial share whose
-    uncertainty would matter.
-
-    Whenever the baseline could be a partial blocker's - it is partial, or it is clean but
-    shorter than a partial blocker's chance run of blocked trials could be (``_clean_enough``)
-    - the rise must also pass ``_stopped``: the filter seen to stop, bucket after bucket.
-    """
+    uncertainty would matter."""
     k, n = _counted(points)
-    prior = params.baseline_prior
-    share = (accessible + prior) / (trials + 2 * prior)
-    alpha, beta = accessible + prior, max(0.0, trials - accessible) + prior
     if accessible <= 0.0:
-        if binomial_tail(k, n, share) >= params.significance:
-            return False
-        if trials >= _clean_enough(params):
-            return True  # no partial blocker shows so long a clean history: a full blocker
-        # A short clean history: the filter seen to stop (the binomial test above made it
-        # improbable: the joint test would only ask it again, of fewer trials), or a rise
-        # improbable even under the predictive (whatever share the history allows), at the
-        # stricter level.
-        if beta_binomial_tail(k, n, alpha, beta) < params.stop_significance:
-            return True
-        return _stopped(points, share, usual, params, joint=False)
-    if predictive:
-        if beta_binomial_tail(k, n, alpha, beta) >= params.significance:
-            return False
-    elif binomial_tail(k, n, share) >= params.significance:
-        return False  # the first pass's candidates: under the trailing share as it stands
-    return _stopped(points, share, usual, params, joint=predictive)
-
-
-def _clean_enough(params: AnalysisParams) -> float:
-    """Agent-trials of clean history (every one blocked) past which a partial blocker is
-    ruled out: the chance that an ISP letting ``partial_share`` through blocked them all
-    falls below ``significance`` (88 trials at the defaults)."""
-    return math.log(params.significance) / math.log1p(-params.partial_share)
-
-
-def _stopped(
-    points: Sequence[_Point],
-    share: float,
-    usual: float,
-    params: AnalysisParams,
-    *,
-    joint: bool = True,
-) -> bool:
-    """Whether the rise shows the filter stopped: at least ``partial_lapse_buckets``
-    buckets in which ``stop_share`` of the agents or more got through, jointly less
-    probable than ``stop_significance`` under the baseline ``share`` (each bucket's binomial
-    tail, per agent; without ``joint``, the number of stop buckets only). The newest bucket
-    is measured against the ``usual`` number of agents as well as its own: it may be the
-    bucket still filling, in which the first two agents of seven happen to get through
-    (the others not in yet); an older bucket with agents missing is what it is.
-
-    A partial filter's chance run is made of mixed buckets - some agents through, others
-    blocked in the same bucket: the filter is still at work - and of the odd bucket that
-    lets everyone through; a filter that stops blocks nobody, bucket after bucket. The
-    stricter level than ``significance`` pays for the search: the monitor looks for such
-    a run after every bucket, and a 70 % blocker with four agents lets all four through
-    in two buckets running once in 15 000 pairs (0.3^8 = 7e-5)."""
-    tails: list[float] = []
-    blocked_by_country = [p for p in points if p.consensus]
-    for i, p in enumerate(blocked_by_country):
-        a, t = p.evidence
-        agents = max(t, usual) if i == len(blocked_by_country) - 1 else t
-        if t > 0 and a >= params.stop_share * agents - 1e-9:
-            tails.append(binomial_tail(math.floor(a + 1e-9), round(t), share))
-    if len(tails) < params.partial_lapse_buckets:
-        return False
-    return not joint or math.prod(tails) < params.stop_significance
+        return binomial_tail(k, n, prior / (trials + 2 * prior)) < significance
+    if sum(1 for p in points if p.consensus and p.lower > 0.0) < min_buckets:
+        return False  # one bucket of all agents through is a partial blocker's own noise
+    tail = beta_binomial_tail(k, n, accessible + prior, max(0.0, trials - accessible) + prior)
+    return tail < significance
 
 
 def _counted(points: Sequence[_Point]) -> tuple[int, int]:
@@ -495,7 +420,7 @@ def _detect(
     if first is None:
         return []
     points = series[series.index(first) :]
-    trailing = _TrailingBaseline(params)
+    trailing = _TrailingBaseline(params.baseline_buckets, params.baseline_prior)
     candidates = _scan(points, trailing, params)
     if not candidates:
         return []
@@ -530,17 +455,11 @@ def _detect(
 class _TrailingBaseline(_Baseline):
     """The baseline of the last buckets before the one being judged (``_Baseline``)."""
 
-    __slots__ = ("_params",)
-
-    def __init__(self, params: AnalysisParams) -> None:
-        super().__init__(params.baseline_buckets, params.baseline_prior)
-        self._params = params
-
     def share_at(self, index: int) -> float:
         return self.accessible_share()
 
     def improbable_at(self, points: Sequence[_Point], index: int, significance: float) -> bool:
-        return self.lapse_improbable(points, self._params)
+        return self.improbable(points, significance)
 
 
 class _SurroundingBaseline:
@@ -556,13 +475,11 @@ class _SurroundingBaseline:
         self._accessible = [0.0]
         self._trials = [0.0]
         self._habit = params.baseline_min_blocking
-        self._params = params
+        self._partial_buckets = params.partial_lapse_buckets
         self._blocking = [0]
-        self._each: list[float] = []  # per point its agent-trials (0 when left out)
         for p in points:
             kept = p.consensus and id(p) not in excluded
             a, t = p.evidence if kept else (0.0, 0.0)
-            self._each.append(t)
             self._accessible.append(self._accessible[-1] + a)
             self._trials.append(self._trials[-1] + t)
             half = p.blocked >= p.accessible and p.blocked > 0
@@ -593,18 +510,13 @@ class _SurroundingBaseline:
         accessible, trials = self._sums(index)
         return 1.0 if trials <= 0 else max(0.0, 1.0 - accessible / trials)
 
-    def usual_trials(self, index: int) -> float:
-        """The agent-trials of a usual bucket of the window: the median over its buckets
-        (what a bucket still filling, or one with agents missing, is measured against)."""
-        lo, hi = self._window(index)
-        each = sorted(t for t in self._each[lo:hi] if t > 0)
-        return each[len(each) // 2] if each else 0.0
-
     def improbable_at(self, points: Sequence[_Point], index: int, significance: float) -> bool:
         if not self.habitual(index):
             return False
         accessible, trials = self._sums(index)
-        return _lapse_improbable(points, accessible, trials, self.usual_trials(index), self._params)
+        return _lapse_improbable(
+            points, accessible, trials, self._prior, significance, self._partial_buckets
+        )
 
     def add(self, point: _Point) -> None:
         """Nothing to learn: the surrounding baseline is fixed before the scan."""

@@ -81,16 +81,9 @@ class AnalysisParams:
     # test decides that an ISP began blocking later than its country (lagging).
     significance: float = 1e-4
     # Against a baseline in which the ISP was seen accessible (a partial blocker) the test
-    # is the baseline's predictive (beta-binomial) tail. Against any baseline that could be
-    # a partial blocker's (partial, or clean but shorter than a partial blocker could show
-    # by chance) the rise must also show the filter *stopped*: at least this many buckets
-    # in which at least `stop_share` of the agents got through, jointly less probable than
-    # `stop_significance` under the baseline's share. A partial filter's chance run lets
-    # some agents through and blocks others in the same bucket; a filter that stops blocks
-    # nobody, bucket after bucket.
+    # is the baseline's predictive (beta-binomial) tail, and the rise must show in at least
+    # this many buckets: one bucket of all agents through is such an ISP's own noise.
     partial_lapse_buckets: int = 2
-    stop_share: float = 0.8
-    stop_significance: float = 1e-5
     # The ISP blocks only part of the time (partial) when its blocked share lies between
     # this and 1 - this; below it, an ISP that never blocked by majority is unfiltered.
     partial_share: float = 0.1
@@ -119,8 +112,6 @@ class AnalysisParams:
             )
         if not (0 < self.significance < 1 and 0 < self.partial_share < 0.5):
             raise ValueError("significance must be in (0, 1) and partial_share in (0, 0.5)")
-        if not (0 < self.stop_share <= 1 and 0 < self.stop_significance < 1):
-            raise ValueError("stop_share must be in (0, 1] and stop_significance in (0, 1)")
         if self.baseline_prior < 0 or self.national_lift_within_s < 0:
             raise ValueError("baseline_prior and national_lift_within_s must not be negative")
 
