@@ -20,7 +20,7 @@ from shared.schema import Blocking, Measurement
 from tests.collector.analysis.scenarios import Isp
 
 HOUR = 3600.0
-HOURS = 48  # MCI: 96 agent-trials, a full blocker's history (docs/analysis.md, section 4)
+HOURS = 24
 LEAK_HOURS = 5
 DOMAINS = ("www.facebook.com", "twitter.com", "www.youtube.com", "www.bbc.com", "en.wikipedia.org")
 BLOCKPAGE_IP = "10.10.34.34"
@@ -108,7 +108,7 @@ async def enroll_agents(store: Store) -> dict[int, list[str]]:
 
 
 async def fill(store: Store, now: float | None = None) -> dict[int, list[str]]:
-    """The story's last 48 hours and the current one so far (MCI has not measured YouTube
+    """The story's last 24 hours and the current one so far (MCI has not measured YouTube
     in it yet: ``mci_starts_leaking`` does). The current hour is there so that coverage
     still counts everyone when a test runs across the turn of an hour."""
     agents = await enroll_agents(store)
