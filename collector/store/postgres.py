@@ -26,7 +26,7 @@ from collector.store import queries, records
 from collector.store.base import AgentRecord, InsertOutcome, PruneOutcome, Store, StoredVerdict
 from collector.store.migrate import Migration, MigrationError, load_migrations
 from collector.store.records import numbered
-from collector.store.sqlite import Row, dirty_rows, measurement_row
+from collector.store.rows import Row, dirty_rows, measurement_row
 from shared.schema import Measurement
 
 # Any constant would do; it only has to be the same in every collector process.
@@ -79,7 +79,7 @@ _INSERT_WITH_DIRTY_SQL: Final = (
     " WHERE cc IS NOT NULL AND asn IS NOT NULL GROUP BY cc, asn, domain)"
     " SELECT COUNT(*) FROM ins"
 )
-# The monitor's series of a batch COPYed in (every row of it new): sqlite.dirty_rows' ranges.
+# The monitor's series of a batch COPYed in (every row of it new): rows.dirty_rows' ranges.
 _INSERT_DIRTY_SQL: Final = (
     "INSERT INTO monitor_dirty (cc, asn, domain, lo, hi)"
     " SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::float8[], $5::float8[])"

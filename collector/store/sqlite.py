@@ -23,13 +23,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-import msgspec
-
 from collector.analysis.model import BucketCount
 from collector.filters import Filters
 from collector.store import queries, records
 from collector.store.base import AgentRecord, InsertOutcome, PruneOutcome, Store, StoredVerdict
 from collector.store.migrate import migrate_sqlite
+from collector.store.rows import Row, dirty_rows, measurement_row
 from shared.schema import Measurement
 
 T = TypeVar("T")
@@ -45,72 +44,6 @@ _INSERT_SQL: Final = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (measurement_id) DO NOTHING"
 )
-
-Row = tuple[Any, ...]
-_RECORD_ENCODER: Final = msgspec.msgpack.Encoder()
-
-
-def _control_ok(control: Any) -> int | None:
-    if control is None:
-        return None
-    if control.get("failure") is not None:
-        return 0
-    http = control.get("http")
-    if http is None or http.get("failure") is not None or http.get("status") is None:
-        return 0
-    return 1
-
-
-def measurement_row(m: Measurement, agent_id: str, batch_id: str, received_at: float) -> Row:
-    """The ``measurements`` row of one validated measurement (the column order of the insert)."""
-    net = m.network
-    dns = m.dns
-    http = m.http
-    answers = dns.get("answers") if dns else None
-    accessible = m.accessible
-    return (
-        m.id,
-        agent_id,
-        batch_id,
-        m.measured_at,
-        received_at,
-        net["cc"] if net else None,
-        net["asn"] if net else None,
-        net["network_name"] if net else None,
-        m.url,
-        m.domain.lower(),
-        m.blocking.value,
-        None if accessible is None else int(accessible),
-        m.failure,
-        m.blockpage,
-        " ".join(answers) if answers else None,
-        http.get("status") if http else None,
-        http.get("body_length") if http else None,
-        _control_ok(m.control),
-        m.failure_original,
-        # The validated measurement as msgpack: known fields only, as the schema types them.
-        _RECORD_ENCODER.encode(m),
-    )
-
-
-def dirty_rows(rows: Sequence[Row]) -> list[tuple[str, int, str, float, float]]:
-    """``monitor_dirty`` rows of measurement rows: per located (cc, asn, domain), the range
-    of measured_at (duplicates included: recounting them is harmless)."""
-    ranges: dict[tuple[str, int, str], list[float]] = {}
-    for row in rows:
-        cc, asn = row[5], row[6]
-        if cc is None or asn is None:
-            continue
-        key = (cc, asn, row[9])
-        at = row[3]
-        seen = ranges.get(key)
-        if seen is None:
-            ranges[key] = [at, at]
-        elif at < seen[0]:
-            seen[0] = at
-        elif at > seen[1]:
-            seen[1] = at
-    return [(cc, asn, domain, lo, hi) for (cc, asn, domain), (lo, hi) in sorted(ranges.items())]
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:

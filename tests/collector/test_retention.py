@@ -19,7 +19,8 @@ from collector.app import make_app
 from collector.config import CollectorConfig, DatabaseConfig
 from collector.store.migrate import load_migrations
 from collector.store.postgres import PostgresStore, month_start
-from collector.store.sqlite import SqliteStore, measurement_row
+from collector.store.rows import measurement_row
+from collector.store.sqlite import SqliteStore
 from shared.codec import encode
 from shared.schema import Measurement, decode_measurement
 from tests.collector.conftest import record

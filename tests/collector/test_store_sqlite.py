@@ -157,7 +157,7 @@ async def test_a_failing_insert_does_not_sink_its_group(store: SqliteStore) -> N
     """An insert that fails inside a shared transaction fails alone; the others commit."""
     import asyncio
 
-    from collector.store.sqlite import measurement_row
+    from collector.store.rows import measurement_row
 
     good = [measurement_row(decode_measurement(encode(record(i))), "a", "b", 1.0) for i in range(3)]
     bad = [("too", "few", "columns")]
