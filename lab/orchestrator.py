@@ -33,16 +33,22 @@ from typing import Any, TextIO
 from collector.store.base import StoredVerdict
 from lab import report
 from lab.alerts import alerts_text, score_alerts
-from lab.netns import Namespaces
+from lab.netns import LabError, Namespaces
 from lab.network import LabNetwork
 from lab.plan import AgentPlan, LabPlan
-from lab.programs import LabAgents, LabCollector, Launcher, RunPaths
+from lab.programs import READY_TIMEOUT_S, LabAgents, LabCollector, Launcher, RunPaths
 from lab.scenario import Scenario, load_scenario
 from lab.score import MeasurementRow, divergence_json, score
 from lab.truth import ExpectedEvent, expected_divergences, expected_events
 from shared.errors import ConfigError, FilterwatchError
 
 SWITCH_LEAD_S = 0.3  # censor rules change this long before a round starts
+# Rounds of every agent the collector holds before round 1. With round 1 they are the three
+# buckets of blocking habit a lapse needs (docs/analysis.md, ``baseline_min_blocking``), so
+# a leak that starts in round 2 can be alerted within two rounds. An agent's first round
+# comes at once and the next at the following boundary, unless the first overran it: then
+# a bucket is empty and, without this wait, round 2's leak had only two buckets behind it.
+HISTORY_ROUNDS = 2
 
 
 def probe_timeout(round_seconds: float) -> float:
@@ -113,6 +119,35 @@ class Lab:
         await self.collector.start(timeout_s=self.timeout_s, alerting=alerting)
         await self.agents.enroll(await self.collector.enroll_code(uses=len(self.plan.agents)))
         await self.agents.start()
+        await self.wait_history()
+
+    async def wait_history(self) -> None:
+        """Until the collector holds ``HISTORY_ROUNDS`` buckets of every agent's round (each
+        site measured), so that round 1 is not the start of an ISP's history."""
+        rs = self.scenario.round_seconds
+        sites = len(self.plan.sites)
+        deadline = time.monotonic() + HISTORY_ROUNDS * rs + READY_TIMEOUT_S
+        while True:
+            per_bucket: dict[tuple[str, int], int] = {}
+            for v in await self.collector.verdicts(0.0, time.time() + rs):
+                key = (v.agent_id, math.floor(v.measured_at / rs))
+                per_bucket[key] = per_bucket.get(key, 0) + 1
+            rounds = dict.fromkeys(self.agents.by_id, 0)
+            for (agent_id, _), n in per_bucket.items():
+                if agent_id in rounds and n >= sites:
+                    rounds[agent_id] += 1
+            short = sorted(
+                self.agents.by_id[a].name for a, n in rounds.items() if n < HISTORY_ROUNDS
+            )
+            if not short:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"agents {', '.join(short)} did not upload {HISTORY_ROUNDS} rounds "
+                    f"in time; see {self.paths.logs}"
+                )
+            await asyncio.sleep(0.25)
+        self.progress(f"the collector holds {HISTORY_ROUNDS} rounds of every agent before round 1")
 
     async def run_rounds(self) -> float:
         """Drive rounds 1..N; returns the start of round 1 (a multiple of round_seconds)."""
