@@ -10,7 +10,7 @@ from pathlib import Path
 
 from agent.spool import Spool, read_stats
 from shared.codec import decode
-from tests.agent.factories import measurement
+from tests.factories import measurement
 
 
 async def opened(path: Path, max_bytes: int = 10 * 1024 * 1024) -> Spool:
@@ -48,7 +48,7 @@ CRASHING_WRITER = """
 import asyncio, os, sys
 from pathlib import Path
 from agent.spool import Spool
-from tests.agent.factories import measurement
+from tests.factories import measurement
 
 async def main():
     spool = Spool(Path(sys.argv[1]), 10 * 1024 * 1024)

@@ -25,7 +25,7 @@ from agent.uploader import Uploader
 from shared.codec import decode, encode
 from shared.schema import encode_measurement
 from tests.agent.collector_double import AGENT_ID, TOKEN, CollectorDouble
-from tests.agent.factories import measurement
+from tests.factories import measurement
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 

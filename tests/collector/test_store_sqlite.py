@@ -11,8 +11,9 @@ from collector.filters import Filters
 from collector.store.migrate import Migration, MigrationError, load_migrations, migrate_sqlite
 from collector.store.sqlite import SqliteStore
 from shared.codec import encode
-from shared.schema import Blocking, Measurement, decode_measurement
+from shared.schema import Blocking, decode_measurement
 from tests.collector.conftest import record
+from tests.factories import measurement
 
 
 @pytest.fixture
@@ -66,14 +67,8 @@ async def test_insert_counts_duplicates_and_stores_columns(store: SqliteStore) -
 
 async def test_tool_measurements_are_stored_too(store: SqliteStore) -> None:
     """A ``Measurement`` built by a tool is stored like an ingested one."""
-    m = Measurement(
-        id="tool-7",
-        measured_at=1_700_000_000.0,
-        url="https://blocked.example/",
-        domain="blocked.example",
-        blocking=Blocking.DNS,
-        accessible=False,
-        dns={"answers": ["10.10.34.36"], "failure": None},
+    m = measurement(
+        "https://blocked.example/", Blocking.DNS, dns={"answers": ["10.10.34.36"], "failure": None}
     )
     outcome = await store.insert_measurements("ag-1", "b", [m], 1.0)
     assert outcome.accepted == 1

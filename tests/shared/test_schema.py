@@ -19,6 +19,7 @@ from shared.schema import (
     encode_measurement,
     validate_control,
 )
+from tests.factories import measurement
 
 BASE: dict[str, Any] = {
     "id": "m-1",
@@ -70,13 +71,10 @@ def test_our_own_failures_carry_no_original() -> None:
 def test_the_agents_record_holds_every_field_in_order() -> None:
     """An agent's record is the map of every field, in the schema's order, with
     ``failure_original`` only when it is set; it decodes back to the same measurement."""
-    m = Measurement(
-        id="m-2",
+    m = measurement(
+        "https://x.example/",
+        Blocking.TLS,
         measured_at=1_700_000_000.5,
-        url="https://x.example/",
-        domain="x.example",
-        blocking=Blocking.TLS,
-        accessible=False,
         failure="ssl_failed_handshake",
         tls={"sni": "x.example", "failure": "ssl_failed_handshake"},
         timings={"tls_ms": 12.5},
