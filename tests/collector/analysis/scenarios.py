@@ -102,13 +102,23 @@ def reference_buckets(
     return out
 
 
-FIVE_ISPS = (
-    Isp("TCI", 58224, 3),
-    Isp("Shatel", 31549, 3),
-    Isp("Irancell", 44244, 3),
-    Isp("MCI", 197207, 3),
-    Isp("Pars Online", 16322, 3),
-)
+# The Iranian ISPs of the stories and their real AS numbers.
+IRAN_ASNS = {
+    "TCI": 58224,
+    "Shatel": 31549,
+    "Irancell": 44244,
+    "MCI": 197207,
+    "Pars Online": 16322,
+    "Rightel": 57218,
+}
+
+
+def iranian(name: str, agents: int) -> Isp:
+    """The Iranian ISP ``name`` (a key of ``IRAN_ASNS``) with ``agents`` volunteers."""
+    return Isp(name, IRAN_ASNS[name], agents)
+
+
+FIVE_ISPS = tuple(iranian(name, 3) for name in ("TCI", "Shatel", "Irancell", "MCI", "Pars Online"))
 STORY_DOMAINS = ("facebook.com", "twitter.com", "bbc.com", "wikipedia.org")
 
 
@@ -117,7 +127,7 @@ def story_verdict(isp: Isp, domain: str, b: int, agent: int) -> str:
     except that Shatel lets facebook and twitter through in buckets 4 to 7."""
     if domain == "wikipedia.org":
         return "ok"
-    if isp.asn == 31549 and domain in ("facebook.com", "twitter.com") and 4 <= b <= 7:
+    if isp.asn == IRAN_ASNS["Shatel"] and domain in ("facebook.com", "twitter.com") and 4 <= b <= 7:
         return "ok"
     return "dns" if domain != "bbc.com" else "blockpage"
 

@@ -17,7 +17,7 @@ import uuid
 from collector.auth import hash_enroll_code, hash_secret, new_agent_id, new_agent_token
 from collector.store.base import Store
 from shared.schema import Blocking, Measurement
-from tests.collector.analysis.scenarios import Isp
+from tests.collector.analysis.scenarios import IRAN_ASNS, Isp, iranian
 
 HOUR = 3600.0
 HOURS = 24
@@ -26,17 +26,11 @@ DOMAINS = ("www.facebook.com", "twitter.com", "www.youtube.com", "www.bbc.com", 
 BLOCKPAGE_IP = "10.10.34.34"
 
 
-ISPS = (
-    Isp("TCI", 58224, 3),
-    Isp("Irancell", 44244, 2),
-    Isp("MCI", 197207, 2),
-    Isp("Shatel", 31549, 2),
-    Isp("ParsOnline", 16322, 2),
-    Isp("Rightel", 57218, 1),
-)
-SHATEL = 31549
-RIGHTEL = 57218
-MCI = 197207
+VOLUNTEERS = {"TCI": 3, "Irancell": 2, "MCI": 2, "Shatel": 2, "Pars Online": 2, "Rightel": 1}
+ISPS = tuple(iranian(name, agents) for name, agents in VOLUNTEERS.items())
+SHATEL = IRAN_ASNS["Shatel"]
+RIGHTEL = IRAN_ASNS["Rightel"]
+MCI = IRAN_ASNS["MCI"]
 
 
 def current_bucket(now: float | None = None) -> float:
