@@ -1,7 +1,7 @@
 """Agent throughput and memory: 1,000 slow loopback targets, default concurrency against one
 measurement at a time, in the same run.
 
-    .venv/bin/python bench/agent/run.py [--targets 1000] [--sample 50]
+    .venv/bin/python -m bench.agent.run [--targets 1000] [--sample 50]
 
 Everything stays on 127.0.0.1. The bench process serves:
 
@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -37,13 +36,12 @@ import dns.rcode
 import dns.rrset
 from aiohttp import web
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from agent.config import DEFAULT_CONCURRENCY
+from agent.state import Credentials, save_credentials
+from shared.codec import CONTENT_TYPE, encode
+from shared.schema import decode_batch, decode_measurement
 
-from agent.config import DEFAULT_CONCURRENCY  # noqa: E402
-from agent.state import Credentials, save_credentials  # noqa: E402
-from shared.codec import CONTENT_TYPE, encode  # noqa: E402
-from shared.schema import decode_batch, decode_measurement  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 STEP_DELAY_S = 0.05
 TOKEN = "bench-token"

@@ -1,6 +1,6 @@
 """How fast the spool stores results durably (every put fsynced before it returns).
 
-    .venv/bin/python bench/agent/spool_bench.py [--results 2000]
+    .venv/bin/python -m bench.agent.spool_bench [--results 2000]
 
 Puts results one after another (one fsync each) and then from 32 concurrent writers (group
 commit shares the fsyncs), on a spool in a temporary directory on the same disk as the
@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent.spool import Spool
 from shared.schema import Blocking, Measurement

@@ -1,7 +1,7 @@
 """Benchmark of the leak analysis: on the SQLite store and with compare on a Parquet export.
 
-    .venv/bin/python bench/analysis/run.py [--measurements 10000000] [--out bench/analysis/out]
-    .venv/bin/python bench/analysis/run.py --postgres [DSN]   # collector leaks on PostgreSQL
+    .venv/bin/python -m bench.analysis.run [--measurements 10000000] [--out bench/analysis/out]
+    .venv/bin/python -m bench.analysis.run --postgres [DSN]   # collector leaks on PostgreSQL
 
 Generates the synthetic store once (cached in --out), exports it to Parquet once, then
 times the two real commands in child processes - `filterwatch collector leaks --json` and
@@ -26,10 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from bench.analysis.generate import expected_divergences, expected_leaks, generate
 
-from bench.analysis.generate import expected_divergences, expected_leaks, generate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 FILTERWATCH = str(Path(sys.executable).with_name("filterwatch"))
 

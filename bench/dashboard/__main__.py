@@ -17,25 +17,23 @@ import argparse
 import asyncio
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
+import aiohttp_jinja2
+from aiohttp import web
+
+from collector.analysis.model import BucketCount
+from collector.app import make_app
+from collector.config import CollectorConfig, DatabaseConfig
+from collector.dashboard.config import DashboardConfig
+from collector.dashboard.data import build_snapshot, window
+from collector.dashboard.views import DATA, _render_grid
+from collector.filters import Filters
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-import aiohttp  # noqa: E402
-import aiohttp_jinja2  # noqa: E402
-from aiohttp import web  # noqa: E402
-
-from collector.analysis.model import BucketCount  # noqa: E402
-from collector.app import make_app  # noqa: E402
-from collector.config import CollectorConfig, DatabaseConfig  # noqa: E402
-from collector.dashboard.config import DashboardConfig  # noqa: E402
-from collector.dashboard.data import build_snapshot, window  # noqa: E402
-from collector.dashboard.views import DATA, _render_grid  # noqa: E402
-from collector.filters import Filters  # noqa: E402
 
 TOKEN = "fwa_bench-dashboard-token"
 HOUR = 3600.0

@@ -1,8 +1,8 @@
 """False alerts and alert latency of the monitor on the lab's scenarios, simulated.
 
-    .venv/bin/python bench/monitor/false_alerts.py --runs 2000 --seed 1
-    .venv/bin/python bench/monitor/false_alerts.py --runs 200 --scenario partial-then-lapse
-    .venv/bin/python bench/monitor/false_alerts.py --scenario probabilistic-blocking --run 17 -v
+    .venv/bin/python -m bench.monitor.false_alerts --runs 2000 --seed 1
+    .venv/bin/python -m bench.monitor.false_alerts --runs 200 --scenario partial-then-lapse
+    .venv/bin/python -m bench.monitor.false_alerts --scenario probabilistic-blocking --run 17 -v
 
 What the lab's monitor sees, without the lab's network: for each scenario file
 (lab/scenarios/*.yaml, read with lab.scenario and lab.plan, so its ISPs, agents, rounds,
@@ -39,7 +39,6 @@ import json
 import math
 import random
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -47,26 +46,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from collector.analysis import AnalysisParams, BucketCount, LeakEvent, analyse  # noqa: E402
-from lab.alerts import MONITOR_INTERVAL_S  # noqa: E402
-from lab.plan import make_plan  # noqa: E402
-from lab.scenario import BUILTIN_DIR, Method, Scenario, load_scenario  # noqa: E402
-from lab.score import (  # noqa: E402
+from collector.analysis import AnalysisParams, BucketCount, LeakEvent, analyse
+from lab.alerts import MONITOR_INTERVAL_S
+from lab.plan import make_plan
+from lab.scenario import BUILTIN_DIR, Method, Scenario, load_scenario
+from lab.score import (
     found_divergences,
     match_divergences,
     match_events,
     to_rounds,
 )
-from lab.truth import (  # noqa: E402
+from lab.truth import (
     ExpectedEvent,
     blocking_methods,
     expected_divergences,
     expected_events,
     partially_blocked,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 T0 = 1_800_000_000.0  # round 1 starts here (a multiple of every lab round length)
 VERDICT: dict[Method, str] = {

@@ -1,8 +1,8 @@
 """The monitor's cost per pass against the store's size.
 
-    .venv/bin/python bench/monitor/run.py                       # 1 M and 10 M measurements
-    .venv/bin/python bench/monitor/run.py --measurements 1000000
-    .venv/bin/python bench/monitor/run.py --lab two-leaks iran-2013   # lab detection latency
+    .venv/bin/python -m bench.monitor.run                       # 1 M and 10 M measurements
+    .venv/bin/python -m bench.monitor.run --measurements 1000000
+    .venv/bin/python -m bench.monitor.run --lab two-leaks iran-2013   # lab detection latency
 
 The stores are bench/analysis's synthetic ones (5 countries of 3 ISPs, 200 domains, one
 measurement per agent and domain every 5 minutes, 7 injected leaks), generated once into
@@ -29,10 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from bench.analysis.generate import (  # noqa: E402
+from bench.analysis.generate import (
     AGENTS_PER_ISP,
     BLOCKED,
     COUNTRIES,
@@ -42,10 +39,12 @@ from bench.analysis.generate import (  # noqa: E402
     generate,
     plan,
 )
-from collector.config import CollectorConfig, DatabaseConfig, MonitorConfig  # noqa: E402
-from collector.monitor.runner import Monitor, PassResult  # noqa: E402
-from collector.store.base import PSEUDONYM_SECRET  # noqa: E402
-from collector.store.sqlite import SqliteStore  # noqa: E402
+from collector.config import CollectorConfig, DatabaseConfig, MonitorConfig
+from collector.monitor.runner import Monitor, PassResult
+from collector.store.base import PSEUDONYM_SECRET
+from collector.store.sqlite import SqliteStore
+
+ROOT = Path(__file__).resolve().parents[2]
 
 OUT = ROOT / "bench" / "monitor" / "out"
 BATCH = 500
