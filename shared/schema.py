@@ -82,6 +82,7 @@ class Blocking(StrEnum):
 
 
 BLOCKING_VALUES: Final = frozenset(b.value for b in Blocking)
+_ACCESSIBLE: Final = {b: b.accessible for b in Blocking}
 FAILURE_VALUES: Final = frozenset(f.value for f in Failure)
 
 
@@ -200,7 +201,7 @@ class Measurement(msgspec.Struct, frozen=True):
     failure_original: FailureValue | None = None  # the failure as another tool named it
 
     def __post_init__(self) -> None:
-        expected = self.blocking.accessible
+        expected = _ACCESSIBLE[self.blocking]  # run for every record decoded: no property
         if self.accessible is not expected:
             raise ValueError(
                 f"{_FIELD_MARK}accessible: must be {_nil(expected)} when blocking is"
@@ -276,6 +277,21 @@ _VERSION_DECODER: Final = msgspec.msgpack.Decoder(_VersionOnly)
 _RAW_DECODER: Final = msgspec.msgpack.Decoder(msgspec.Raw)
 _MEASUREMENT_DECODER: Final = msgspec.msgpack.Decoder(Measurement)
 _MEASUREMENT_FIELDS: Final = frozenset(Measurement.__struct_fields__)
+_RECORD_ENCODER: Final = msgspec.msgpack.Encoder()
+# The fields an agent may leave out (those with defaults), with their keys' msgpack.
+_OPTIONAL_FIELDS: Final = tuple(
+    (name, _RECORD_ENCODER.encode(name), default)
+    for name, default in zip(
+        Measurement.__struct_fields__[-len(Measurement.__struct_defaults__) :],
+        Measurement.__struct_defaults__,
+        strict=True,
+    )
+)
+# An agent's record (``encode_measurement``) beside the record of its measurement: one
+# field fewer in the map header (a map16: more than 15 fields) and no trailing nil
+# ``failure_original``.
+_NIL_ORIGINAL: Final = _RECORD_ENCODER.encode("failure_original") + b"\xc0"
+_AGENT_HEAD: Final = b"\xde" + (len(Measurement.__struct_fields__) - 1).to_bytes(2)
 
 
 def _nil(value: bool | None) -> str:
@@ -389,37 +405,55 @@ def _version_error(version: int) -> SchemaError:
 _FACT_FAILURES: Final = ("failure", "system_failure", "innocuous_failure")
 
 
-def _map_fact_failures(facts: Any) -> None:
+def _map_fact_failures(facts: Any) -> bool:
     # Failures inside facts are mapped in place, the original kept as ``<key>_original``.
+    # Whether anything changed. Most failures are ours already: they cost a set lookup.
     if not facts:
-        return
+        return False
+    changed = False
     for key in _FACT_FAILURES:
         value = facts.get(key)
-        if value is not None:
+        if value is not None and value not in FAILURE_VALUES:
             ours, original = mapped(value)
             if original is not None:
                 facts[key] = ours
                 facts[f"{key}_original"] = original
+                changed = True
+    return changed
 
 
-def _map_control_failures(control: ControlFacts | None) -> None:
-    if control:
-        _map_fact_failures(control)
-        for facts in (control.get("dns"), control.get("tls"), control.get("http")):
-            _map_fact_failures(facts)
-        for tcp in control.get("tcp") or ():
-            _map_fact_failures(tcp)
+def _map_control_failures(control: ControlFacts | None) -> bool:
+    if not control:
+        return False
+    changed = _map_fact_failures(control)
+    for facts in (control.get("dns"), control.get("tls"), control.get("http")):
+        if facts:
+            changed = _map_fact_failures(facts) or changed
+    for tcp in control.get("tcp") or ():
+        changed = _map_fact_failures(tcp) or changed
+    return changed
+
+
+def _mapped_failures(m: Measurement) -> Measurement | None:
+    """``map_failures(m)``, or None when ``m`` had only our names (and is unchanged)."""
+    changed = _map_fact_failures(m.dns)
+    changed = _map_fact_failures(m.tls) or changed
+    changed = _map_fact_failures(m.http) or changed
+    for tcp in m.tcp:
+        changed = _map_fact_failures(tcp) or changed
+    changed = _map_control_failures(m.control) or changed
+    failure = m.failure
+    if failure is not None and failure not in FAILURE_VALUES:
+        ours, original = mapped(failure)
+        if original is not None:
+            return msgspec.structs.replace(m, failure=ours, failure_original=original)
+    return m if changed else None
 
 
 def map_failures(m: Measurement) -> Measurement:
     """``m`` with every failure in our vocabulary, other tools' names kept beside them."""
-    for facts in (m.dns, m.tls, m.http, *m.tcp):
-        _map_fact_failures(facts)
-    _map_control_failures(m.control)
-    ours, original = mapped(m.failure)
-    if original is not None:
-        return msgspec.structs.replace(m, failure=ours, failure_original=original)
-    return m
+    out = _mapped_failures(m)
+    return m if out is None else out
 
 
 def _keys(cls: Any) -> frozenset[str]:
@@ -474,13 +508,63 @@ def decode_measurement(raw: bytes | msgspec.Raw) -> Measurement:
     (``map_failures``); ``SchemaError`` names the bad field, ``CodecError`` says which rule
     of the wire format it breaks (``shared.wire_rules``). Fields this version does not know
     are skipped, never built (docs/wire-format.md: they are not stored)."""
-    check_record(raw if isinstance(raw, bytes) else memoryview(raw), _unknown_parts)
+    return decode_record(raw)[0]
+
+
+def decode_record(raw: bytes | msgspec.Raw) -> tuple[Measurement, bytes]:
+    """``decode_measurement(raw)`` and the record the stores keep of it: the validated
+    measurement as msgpack (``record_of``), known fields only, as the schema types them.
+
+    One typed decode does the work for what agents send. The wire rules
+    (``shared.wire_rules.check_record``: no extension type, no key twice, bounded nesting)
+    need no second pass over a record that is the msgpack of the measurement it decoded
+    to: the bytes then hold exactly one document, the one re-encoded, with no unknown
+    field, no repeated key and the schema's own depth. Any other record (unknown fields,
+    another encoder's choices, an error) takes the full check before its error or its
+    measurement is given, so what is refused, and with which message, is as before.
+    """
+    data = raw if type(raw) is bytes else bytes(raw)
     try:
-        return map_failures(_MEASUREMENT_DECODER.decode(raw))
-    except msgspec.ValidationError as exc:
-        raise _schema_error(exc) from None
-    except (msgspec.DecodeError, RecursionError) as exc:
+        m = _MEASUREMENT_DECODER.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+        check_record(data, _unknown_parts)  # a broken wire rule is named first
+        if isinstance(exc, msgspec.ValidationError):
+            raise _schema_error(exc) from None
         raise _decode_error(exc) from None
+    record = _RECORD_ENCODER.encode(m)
+    if not _is_wire_of(data, m, record):
+        check_record(data, _unknown_parts)
+    out = _mapped_failures(m)  # after the comparison: it changes the facts in place
+    if out is None:
+        return m, record
+    return out, _RECORD_ENCODER.encode(out)
+
+
+def record_of(m: Measurement) -> bytes:
+    """The record the stores keep of a validated measurement (see ``decode_record``)."""
+    return _RECORD_ENCODER.encode(m)
+
+
+def _is_wire_of(data: bytes, m: Measurement, record: bytes) -> bool:
+    """Whether ``data`` is the msgpack of ``m`` (``record``), perhaps without some fields
+    at their defaults (as agents send it, without ``failure_original`` when it is nil)."""
+    if record == data:
+        return True
+    if (
+        data.startswith(_AGENT_HEAD)
+        and len(data) == len(record) - len(_NIL_ORIGINAL)
+        and m.failure_original is None
+        and record.startswith(data[len(_AGENT_HEAD) :], len(_AGENT_HEAD))
+    ):
+        return True
+    # Some other fields left out at their defaults (another agent's encoder): the same
+    # comparison without them. A field whose name is nowhere in the bytes was left out; a
+    # name found elsewhere (in a value) only costs the full check.
+    fields = msgspec.structs.asdict(m)
+    for name, key, default in _OPTIONAL_FIELDS:
+        if fields[name] == default and key not in data:
+            del fields[name]
+    return _RECORD_ENCODER.encode(fields) == data
 
 
 def validate_control(doc: Any) -> ControlFacts:

@@ -16,7 +16,9 @@ The checks are cheap for what agents really send: the record is decoded by msgsp
 an extension type stops it) and encoded again; identical bytes prove that no map had a key
 twice (the decoded map would have lost one), and only the subtrees the schema does not know
 (``unknown``) are walked for their depth. Anything else (another encoder's choices, a byte
-sequence that may be a timestamp) takes the exact path, a full decode with hooks.
+sequence that may be a timestamp) takes the exact path, a full decode with hooks. The
+collector runs these checks only on records that are not the msgpack of the measurement they
+decode to (``shared.schema.decode_record``): those cannot break a rule.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from bench.ingest.workload import encoded_batches
 from collector.server import tune_gc
 from collector.store.base import Store
 from collector.store.sqlite import SqliteStore
-from shared.schema import decode_batch, decode_measurement
+from shared.schema import decode_batch, decode_record
 
 MSGPACK = "application/vnd.msgpack"
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,9 +154,11 @@ async def _ceiling(path: Path, bodies: list[bytes]) -> tuple[float, float, float
         for body in bodies:
             t0 = time.perf_counter()
             env = decode_batch(body)
-            results = [decode_measurement(raw) for raw in env.results]
+            results, records = zip(*(decode_record(raw) for raw in env.results), strict=True)
             t1 = time.perf_counter()
-            await store.insert_measurements(env.agent_id, env.batch_id, results, time.time())
+            await store.insert_measurements(
+                env.agent_id, env.batch_id, results, time.time(), records
+            )
             insert_s += time.perf_counter() - t1
             decode_s += t1 - t0
         total = time.perf_counter() - started
@@ -206,9 +208,11 @@ async def _pg_ceiling(db_dsn: str, bodies: list[bytes], clients: int) -> tuple[f
             body = queue.get_nowait()
             t0 = time.perf_counter()
             env = decode_batch(body)
-            results = [decode_measurement(raw) for raw in env.results]
+            results, records = zip(*(decode_record(raw) for raw in env.results), strict=True)
             decode_s += time.perf_counter() - t0
-            await store.insert_measurements(env.agent_id, env.batch_id, results, time.time())
+            await store.insert_measurements(
+                env.agent_id, env.batch_id, results, time.time(), records
+            )
 
     try:
         started = time.perf_counter()

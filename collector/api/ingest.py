@@ -27,7 +27,7 @@ from aiohttp import web
 from collector.api import is_msgpack, read_body, reply
 from collector.state import CONFIG, METRICS, STORE, JsonError, json_error, require_agent
 from shared.errors import CodecError, SchemaError
-from shared.schema import Measurement, decode_batch, decode_measurement
+from shared.schema import Measurement, decode_batch, decode_record
 
 log = structlog.get_logger("collector.ingest")
 
@@ -90,6 +90,7 @@ class AgentMismatch(Exception):
 class ParsedBatch:
     batch_id: str
     valid: list[Measurement]
+    records: list[bytes]  # what the store keeps of each valid one (``decode_record``)
     rejected: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -103,13 +104,17 @@ def parse_batch(body: bytes, agent_id: str) -> ParsedBatch:
     if env.agent_id != agent_id:
         raise AgentMismatch
     valid: list[Measurement] = []
+    records: list[bytes] = []
     rejected: list[dict[str, object]] = []
     for index, raw in enumerate(env.results):
         try:
-            valid.append(decode_measurement(raw))
+            m, record = decode_record(raw)
         except (SchemaError, CodecError) as exc:
             rejected.append({"index": index, "error": str(exc)})
-    return ParsedBatch(env.batch_id, valid, rejected)
+            continue
+        valid.append(m)
+        records.append(record)
+    return ParsedBatch(env.batch_id, valid, records, rejected)
 
 
 async def post_batch(request: web.Request) -> web.Response:
@@ -175,7 +180,7 @@ async def _ingest_body(request: web.Request, agent_id: str, body: bytes) -> web.
                 403, "agent_mismatch", "agent_id: a batch can only carry this agent's own results"
             ) from None
         outcome = await app[STORE].insert_measurements(
-            agent_id, parsed.batch_id, parsed.valid, time.time()
+            agent_id, parsed.batch_id, parsed.valid, time.time(), parsed.records
         )
     finally:
         gate.leave()

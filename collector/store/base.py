@@ -105,9 +105,17 @@ class Store(abc.ABC):
     # --- measurements ---
     @abc.abstractmethod
     async def insert_measurements(
-        self, agent_id: str, batch_id: str, results: Sequence[Measurement], received_at: float
+        self,
+        agent_id: str,
+        batch_id: str,
+        results: Sequence[Measurement],
+        received_at: float,
+        records: Sequence[bytes] | None = None,
     ) -> InsertOutcome:
-        """Insert, committing before returning; ids already stored count as duplicates."""
+        """Insert, committing before returning; ids already stored count as duplicates.
+
+        ``records``: each result's stored record (``shared.schema.decode_record`` gives
+        it with the measurement), so that it is not encoded again."""
 
     @abc.abstractmethod
     async def count_measurements(self) -> int: ...

@@ -26,7 +26,7 @@ from collector.store import queries, records
 from collector.store.base import AgentRecord, InsertOutcome, PruneOutcome, Store, StoredVerdict
 from collector.store.migrate import Migration, MigrationError, load_migrations
 from collector.store.records import numbered
-from collector.store.rows import Row, dirty_rows, measurement_row
+from collector.store.rows import Row, dirty_rows, measurement_rows
 from shared.schema import Measurement
 
 # Any constant would do; it only has to be the same in every collector process.
@@ -239,11 +239,16 @@ class PostgresStore(Store):
 
     # --- measurements ---
     async def insert_measurements(
-        self, agent_id: str, batch_id: str, results: Sequence[Measurement], received_at: float
+        self,
+        agent_id: str,
+        batch_id: str,
+        results: Sequence[Measurement],
+        received_at: float,
+        records: Sequence[bytes] | None = None,
     ) -> InsertOutcome:
         if not results:
             return InsertOutcome(accepted=0, duplicates=0)
-        rows = [measurement_row(m, agent_id, batch_id, received_at) for m in results]
+        rows = measurement_rows(results, agent_id, batch_id, received_at, records)
         months = _months_of([r[3] for r in rows])
         await self._ensure_months(months)
         try:

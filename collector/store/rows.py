@@ -6,12 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-import msgspec
-
-from shared.schema import Measurement
+from shared.schema import Blocking, Measurement, record_of
 
 Row = tuple[Any, ...]
-_RECORD_ENCODER: Final = msgspec.msgpack.Encoder()
+_BLOCKING: Final = {b: b.value for b in Blocking}  # a dict lookup, not the enum's property
 
 
 def _control_ok(control: Any) -> int | None:
@@ -25,8 +23,11 @@ def _control_ok(control: Any) -> int | None:
     return 1
 
 
-def measurement_row(m: Measurement, agent_id: str, batch_id: str, received_at: float) -> Row:
-    """The ``measurements`` row of one validated measurement (the column order of the insert)."""
+def measurement_row(
+    m: Measurement, agent_id: str, batch_id: str, received_at: float, record: bytes | None = None
+) -> Row:
+    """The ``measurements`` row of one validated measurement (the column order of the
+    insert); ``record`` is its ``record_of``, when the decoder gave it (``decode_record``)."""
     net = m.network
     dns = m.dns
     http = m.http
@@ -43,7 +44,7 @@ def measurement_row(m: Measurement, agent_id: str, batch_id: str, received_at: f
         net["network_name"] if net else None,
         m.url,
         m.domain.lower(),
-        m.blocking.value,
+        _BLOCKING[m.blocking],
         None if accessible is None else int(accessible),
         m.failure,
         m.blockpage,
@@ -53,8 +54,24 @@ def measurement_row(m: Measurement, agent_id: str, batch_id: str, received_at: f
         _control_ok(m.control),
         m.failure_original,
         # The validated measurement as msgpack: known fields only, as the schema types them.
-        _RECORD_ENCODER.encode(m),
+        record_of(m) if record is None else record,
     )
+
+
+def measurement_rows(
+    results: Sequence[Measurement],
+    agent_id: str,
+    batch_id: str,
+    received_at: float,
+    records: Sequence[bytes] | None = None,
+) -> list[Row]:
+    """The rows of a batch's measurements (``records``: their ``record_of``, if known)."""
+    if records is None:
+        return [measurement_row(m, agent_id, batch_id, received_at) for m in results]
+    return [
+        measurement_row(m, agent_id, batch_id, received_at, record)
+        for m, record in zip(results, records, strict=True)
+    ]
 
 
 def dirty_rows(rows: Sequence[Row]) -> list[tuple[str, int, str, float, float]]:

@@ -28,7 +28,7 @@ from collector.filters import Filters
 from collector.store import queries, records
 from collector.store.base import AgentRecord, InsertOutcome, PruneOutcome, Store, StoredVerdict
 from collector.store.migrate import migrate_sqlite
-from collector.store.rows import Row, dirty_rows, measurement_row
+from collector.store.rows import Row, dirty_rows, measurement_rows
 from shared.schema import Measurement
 
 T = TypeVar("T")
@@ -314,10 +314,15 @@ class SqliteStore(Store):
     # --- measurements ---
 
     async def insert_measurements(
-        self, agent_id: str, batch_id: str, results: Sequence[Measurement], received_at: float
+        self,
+        agent_id: str,
+        batch_id: str,
+        results: Sequence[Measurement],
+        received_at: float,
+        records: Sequence[bytes] | None = None,
     ) -> InsertOutcome:
         def make_rows() -> list[Row]:
-            return [measurement_row(m, agent_id, batch_id, received_at) for m in results]
+            return measurement_rows(results, agent_id, batch_id, received_at, records)
 
         return await asyncio.wrap_future(self._live_writer().submit_insert(make_rows))
 

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from shared.codec import decode, encode
-from shared.errors import SchemaError
+from shared.errors import CodecError, SchemaError
 from shared.schema import (
     FAILURE_VALUES,
     SCHEMA_VERSION,
@@ -16,7 +16,10 @@ from shared.schema import (
     Measurement,
     decode_batch,
     decode_measurement,
+    decode_record,
     encode_measurement,
+    measurement_fields,
+    record_of,
     validate_control,
 )
 from tests.factories import measurement
@@ -213,3 +216,80 @@ def test_new_measurement_ids_are_uuid7_ordered_by_time_and_unique() -> None:
     assert len(same_ms) == 1000
     seeded = [new_measurement_id(5.0, random.Random(3)) for _ in range(2)]
     assert seeded[0] == seeded[1]
+
+
+FULL = Measurement(
+    id="m-3",
+    measured_at=1_700_000_000.5,
+    url="https://x.example/",
+    domain="x.example",
+    blocking=Blocking.TLS,
+    accessible=False,
+    network={"asn": 64500, "cc": "IR", "network_name": "Example"},
+    failure="connection_reset",
+    dns={"query": "x.example", "answers": ["192.0.2.1"], "failure": None},
+    tcp=[{"address": "192.0.2.1", "port": 443, "failure": None, "t_ms": 4.5}],
+    tls={"sni": "x.example", "failure": "connection_reset"},
+    control={"http": {"status": 200, "failure": None}, "failure": None},
+    timings={"tls": 12.5},
+)
+
+
+def _layouts() -> dict[str, bytes]:
+    fields = measurement_fields(FULL)
+    every = {**fields, "failure_original": None}
+    sparse = {k: v for k, v in fields.items() if v is not None and v != [] and v != {}}
+    return {
+        "the agent's": encode_measurement(FULL),
+        "every field": encode(every),
+        "fields at their defaults left out": encode(sparse),
+        "blockpage left out": encode({k: v for k, v in fields.items() if k != "blockpage"}),
+        "another order": encode(dict(reversed(list(fields.items())))),
+        "with an unknown field": encode({**fields, "future": {"a": [1]}}),
+    }
+
+
+@pytest.mark.parametrize("layout", sorted(_layouts()))
+def test_decode_record_gives_the_measurement_and_its_stored_record(layout: str) -> None:
+    """However a valid record is laid out, ``decode_record`` gives the measurement that
+    ``decode_measurement`` gives and the record the stores keep of it."""
+    raw = _layouts()[layout]
+    m, stored = decode_record(raw)
+    assert m == FULL == decode_measurement(raw)
+    assert stored == record_of(FULL)
+
+
+def test_the_stored_record_has_the_failures_mapped() -> None:
+    """A record whose failures are another tool's names is stored with ours, the
+    originals beside them."""
+    raw = encode({**measurement_fields(FULL), "failure": "connection_reset_error"})
+    m, stored = decode_record(raw)
+    assert (m.failure, m.failure_original) == ("connection_reset", "connection_reset_error")
+    assert stored == record_of(m) and decode_measurement(stored) == m
+
+
+def _key_twice(raw: bytes, part: dict[str, Any], key: str) -> bytes:
+    """``raw`` with the map ``part`` in it given ``key`` (with its value) a second time."""
+    inner = encode(part)
+    assert raw.count(inner) == 1 and inner[0] < 0x8F  # a fixmap that can take one more
+    again = bytes([inner[0] + 1]) + inner[1:] + encode(key) + encode(part[key])
+    return raw.replace(inner, again)
+
+
+def test_a_key_twice_inside_an_agents_record_is_refused() -> None:
+    """An agent's record with a key twice in a known map, the same value both times
+    (which the typed decoder alone would take), is refused, naming the key."""
+    assert FULL.tls is not None
+    raw = _key_twice(encode_measurement(FULL), dict(FULL.tls), "sni")
+    with pytest.raises(CodecError, match="the key 'sni' appears twice"):
+        decode_record(raw)
+
+
+def test_a_field_twice_in_a_record_as_long_as_the_stored_one_is_refused() -> None:
+    """A record of as many entries as the stored record, the last one a field again
+    instead of ``failure_original``, is refused."""
+    raw = encode_measurement(FULL)
+    count = int.from_bytes(raw[1:3])
+    twice = b"\xde" + (count + 1).to_bytes(2) + raw[3:] + encode("url") + encode(FULL.url)
+    with pytest.raises(CodecError, match="the key 'url' appears twice"):
+        decode_record(twice)
