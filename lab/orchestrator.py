@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -128,16 +129,11 @@ class Lab:
         sites = len(self.plan.sites)
         deadline = time.monotonic() + HISTORY_ROUNDS * rs + READY_TIMEOUT_S
         while True:
-            per_bucket: dict[tuple[str, int], int] = {}
-            for v in await self.collector.verdicts(0.0, time.time() + rs):
-                key = (v.agent_id, math.floor(v.measured_at / rs))
-                per_bucket[key] = per_bucket.get(key, 0) + 1
-            rounds = dict.fromkeys(self.agents.by_id, 0)
-            for (agent_id, _), n in per_bucket.items():
-                if agent_id in rounds and n >= sites:
-                    rounds[agent_id] += 1
+            stored = await self.collector.verdicts(0.0, time.time() + rs)
+            per_bucket = Counter((v.agent_id, math.floor(v.measured_at / rs)) for v in stored)
+            rounds = Counter(agent_id for (agent_id, _), n in per_bucket.items() if n >= sites)
             short = sorted(
-                self.agents.by_id[a].name for a, n in rounds.items() if n < HISTORY_ROUNDS
+                agent.name for a, agent in self.agents.by_id.items() if rounds[a] < HISTORY_ROUNDS
             )
             if not short:
                 break
@@ -202,23 +198,13 @@ def measurement_rows(
     stored: Iterable[StoredVerdict], agents: Mapping[str, AgentPlan]
 ) -> list[MeasurementRow]:
     """What scoring needs of each stored verdict of the lab's own agents."""
-    rows = []
-    for verdict in stored:
-        agent = agents.get(verdict.agent_id)
-        if agent is None:
-            continue
-        rows.append(
-            MeasurementRow(
-                agent=agent.name,
-                isp=agent.isp,
-                vpn=agent.vpn,
-                url=verdict.url,
-                measured_at=verdict.measured_at,
-                blocking=verdict.blocking,
-                accessible=verdict.accessible,
-            )
+    return [
+        MeasurementRow(
+            agent.name, agent.isp, agent.vpn, v.url, v.measured_at, v.blocking, v.accessible
         )
-    return rows
+        for v in stored
+        if (agent := agents.get(v.agent_id)) is not None
+    ]
 
 
 async def _sleep_until(when: float) -> None:

@@ -7,8 +7,9 @@ the full measurement as msgpack, exactly as validated at ingest.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from collector.analysis.model import BucketCount
 from collector.filters import Filters
@@ -21,6 +22,7 @@ from collector.store.records import (
     Revision,
     StoredEvent,
 )
+from collector.store.rows import Row, measurement_rows
 from shared.schema import Measurement
 
 
@@ -103,7 +105,6 @@ class Store(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} has no retention")
 
     # --- measurements ---
-    @abc.abstractmethod
     async def insert_measurements(
         self,
         agent_id: str,
@@ -116,6 +117,14 @@ class Store(abc.ABC):
 
         ``records``: each result's stored record (``shared.schema.decode_record`` gives
         it with the measurement), so that it is not encoded again."""
+        return await self._insert_rows(
+            partial(measurement_rows, results, agent_id, batch_id, received_at, records)
+        )
+
+    @abc.abstractmethod
+    async def _insert_rows(self, make_rows: Callable[[], list[Row]]) -> InsertOutcome:
+        """Store the rows ``make_rows`` builds, once each, committed before returning.
+        Each store calls it where it likes: SQLite on its writer thread, off the loop."""
 
     @abc.abstractmethod
     async def count_measurements(self) -> int: ...

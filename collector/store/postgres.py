@@ -13,7 +13,7 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, Final
@@ -26,8 +26,7 @@ from collector.store import queries, records
 from collector.store.base import AgentRecord, InsertOutcome, PruneOutcome, Store, StoredVerdict
 from collector.store.migrate import Migration, MigrationError, load_migrations
 from collector.store.records import numbered
-from collector.store.rows import Row, dirty_rows, measurement_rows
-from shared.schema import Measurement
+from collector.store.rows import Row, dirty_rows
 
 # Any constant would do; it only has to be the same in every collector process.
 _MIGRATION_LOCK: Final = 0x66_77_6D_69  # "fwmi"
@@ -238,17 +237,10 @@ class PostgresStore(Store):
             self._pool = None
 
     # --- measurements ---
-    async def insert_measurements(
-        self,
-        agent_id: str,
-        batch_id: str,
-        results: Sequence[Measurement],
-        received_at: float,
-        records: Sequence[bytes] | None = None,
-    ) -> InsertOutcome:
-        if not results:
+    async def _insert_rows(self, make_rows: Callable[[], list[Row]]) -> InsertOutcome:
+        rows = make_rows()
+        if not rows:
             return InsertOutcome(accepted=0, duplicates=0)
-        rows = measurement_rows(results, agent_id, batch_id, received_at, records)
         months = _months_of([r[3] for r in rows])
         await self._ensure_months(months)
         try:

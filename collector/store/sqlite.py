@@ -28,8 +28,7 @@ from collector.filters import Filters
 from collector.store import queries, records
 from collector.store.base import AgentRecord, InsertOutcome, PruneOutcome, Store, StoredVerdict
 from collector.store.migrate import migrate_sqlite
-from collector.store.rows import Row, dirty_rows, measurement_rows
-from shared.schema import Measurement
+from collector.store.rows import Row, dirty_rows
 
 T = TypeVar("T")
 X = TypeVar("X")
@@ -313,17 +312,7 @@ class SqliteStore(Store):
 
     # --- measurements ---
 
-    async def insert_measurements(
-        self,
-        agent_id: str,
-        batch_id: str,
-        results: Sequence[Measurement],
-        received_at: float,
-        records: Sequence[bytes] | None = None,
-    ) -> InsertOutcome:
-        def make_rows() -> list[Row]:
-            return measurement_rows(results, agent_id, batch_id, received_at, records)
-
+    async def _insert_rows(self, make_rows: Callable[[], list[Row]]) -> InsertOutcome:
         return await asyncio.wrap_future(self._live_writer().submit_insert(make_rows))
 
     async def prune(self, before: float, batch: int = 10_000) -> PruneOutcome:
@@ -383,11 +372,8 @@ class SqliteStore(Store):
         self, filters: Filters, pseudonym_key: bytes, *, comparable_only: bool = False
     ) -> list[BucketCount]:
         return await self.run_read(
-            partial(
-                queries.aggregate_sqlite,
-                filters=filters,
-                pseudonym_key=pseudonym_key,
-                comparable_only=comparable_only,
+            lambda c: queries.aggregate_sqlite(
+                c, filters, pseudonym_key, comparable_only=comparable_only
             )
         )
 
@@ -524,12 +510,7 @@ class SqliteStore(Store):
         self, ranges: Sequence[records.DirtySeries], bucket_s: float, pseudonym_key: bytes
     ) -> list[BucketCount]:
         return await self.run_read(
-            partial(
-                queries.aggregate_ranges_sqlite,
-                ranges=ranges,
-                bucket_s=bucket_s,
-                pseudonym_key=pseudonym_key,
-            )
+            lambda c: queries.aggregate_ranges_sqlite(c, ranges, bucket_s, pseudonym_key)
         )
 
     async def live_events(self, ended_after: float) -> list[records.StoredEvent]:

@@ -9,19 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared import schema
 from shared.codec import Limits, decode, encode
 from shared.errors import CodecError, SchemaError
 from shared.schema import (
     SCHEMA_VERSION,
     Blocking,
-    ControlFacts,
-    DnsFacts,
     Failure,
-    HttpFacts,
     Measurement,
-    NetworkFacts,
-    TcpFacts,
-    TlsFacts,
     decode_batch,
     decode_measurement,
     encode_batch,
@@ -39,7 +34,7 @@ duration = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 # draws exactly the keys and value types of its TypedDict, which mypy cannot infer, hence
 # the casts (they change nothing at run time).
 dns = cast(
-    "st.SearchStrategy[DnsFacts]",
+    "st.SearchStrategy[schema.DnsFacts]",
     st.fixed_dictionaries(
         {"query": text, "answers": addresses, "failure": failures},
         optional={
@@ -51,21 +46,21 @@ dns = cast(
     ),
 )
 tcp = cast(
-    "st.SearchStrategy[TcpFacts]",
+    "st.SearchStrategy[schema.TcpFacts]",
     st.fixed_dictionaries(
         {"address": st.ip_addresses().map(str), "port": st.integers(0, 65535), "failure": failures},
         optional={"t_ms": duration},
     ),
 )
 tls = cast(
-    "st.SearchStrategy[TlsFacts]",
+    "st.SearchStrategy[schema.TlsFacts]",
     st.fixed_dictionaries(
         {"sni": text, "failure": failures},
         optional={"version": st.none() | st.just("TLSv1.3"), "cert_verified": st.booleans()},
     ),
 )
 http = cast(
-    "st.SearchStrategy[HttpFacts]",
+    "st.SearchStrategy[schema.HttpFacts]",
     st.fixed_dictionaries(
         {"status": st.none() | st.integers(100, 599), "failure": failures},
         optional={
@@ -76,7 +71,7 @@ http = cast(
     ),
 )
 network = cast(
-    "st.SearchStrategy[NetworkFacts]",
+    "st.SearchStrategy[schema.NetworkFacts]",
     st.fixed_dictionaries(
         {
             "asn": st.integers(0, 2**32 - 1),
@@ -106,7 +101,7 @@ def measurements(draw: st.DrawFn) -> Measurement:
         control=draw(
             st.none()
             | cast(
-                "st.SearchStrategy[ControlFacts]",
+                "st.SearchStrategy[schema.ControlFacts]",
                 st.fixed_dictionaries({"http": http, "failure": failures}),
             )
         ),
