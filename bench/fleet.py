@@ -31,16 +31,23 @@ def haproxy_config(front: int, ports: list[int]) -> str:
 
 
 async def drop_database(admin: Any, name: str) -> None:
-    """DROP DATABASE ... WITH (FORCE) on the asyncpg connection ``admin``, retried: an
-    autovacuum worker that an unprivileged role may not terminate can hold a fresh database
-    for a moment after its last use."""
+    """DROP DATABASE ... WITH (FORCE) on the asyncpg connection ``admin``. An autovacuum
+    worker, which an unprivileged role may not terminate, can hold a fresh database after
+    its last use (for many seconds after a large benchmark run); a plain DROP DATABASE
+    then ends the worker itself (PostgreSQL cancels autovacuum for it), retried while the
+    worker stops."""
     import asyncpg
 
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
+    except asyncpg.InsufficientPrivilegeError:
+        pass
     for attempt in range(50):
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
             return
-        except asyncpg.InsufficientPrivilegeError:
+        except asyncpg.ObjectInUseError:
             if attempt == 49:
                 raise
             await asyncio.sleep(0.2)

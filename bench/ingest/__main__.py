@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.ingest [--batches 200] [--size 500] [--clients 4]
     .venv/bin/python -m bench.ingest --postgres [DSN] [--collectors 1 2]
+    (either with --foreign-records: records not encoded as our agent encodes them)
 
 A real collector (``filterwatch collector serve``, SQLite in WAL mode in a temporary
 directory) runs in its own process on 127.0.0.1; this process is the load generator. It
@@ -107,7 +108,9 @@ async def _enroll(url: str, code: str) -> tuple[str, str]:
     return body["agent_id"], body["token"]
 
 
-def end_to_end(work: Path, batches: int, size: int, clients: int) -> tuple[float, float, int]:
+def end_to_end(
+    work: Path, batches: int, size: int, clients: int, as_agent: bool = True
+) -> tuple[float, float, int]:
     """(wall seconds, collector CPU seconds, results stored) for posting every batch."""
     config = work / "collector.yaml"
     config.write_text(
@@ -122,7 +125,7 @@ def end_to_end(work: Path, batches: int, size: int, clients: int) -> tuple[float
         assert server.stdout is not None
         url = server.stdout.readline().rsplit(" ", 1)[-1].strip()
         agent_id, token = asyncio.run(_enroll(url, code))
-        bodies = encoded_batches(agent_id, batches, size, seed=2)
+        bodies = encoded_batches(agent_id, batches, size, seed=2, as_agent=as_agent)
         proc = psutil.Process(server.pid)
         cpu_before = sum(proc.cpu_times()[:2])
         elapsed = asyncio.run(_post_all(url, token, bodies, clients))
@@ -248,7 +251,13 @@ def _postgres_cpu() -> float:
 
 
 def fleet_end_to_end(
-    dsn: str, work: Path, collectors: int, batches: int, size: int, clients: int
+    dsn: str,
+    work: Path,
+    collectors: int,
+    batches: int,
+    size: int,
+    clients: int,
+    as_agent: bool = True,
 ) -> FleetRun:
     """One run of every batch through HAProxy to ``collectors`` collector processes."""
     import shutil
@@ -283,7 +292,7 @@ def fleet_end_to_end(
         )
         url = f"http://127.0.0.1:{front}"
         agent_id, token = asyncio.run(_enroll_when_up(url, code))
-        bodies = encoded_batches(agent_id, batches, size, seed=2)
+        bodies = encoded_batches(agent_id, batches, size, seed=2, as_agent=as_agent)
         procs = [psutil.Process(s.pid) for s in servers]
         hap = psutil.Process(haproxy.pid)
         cpu_before = sum(sum(p.cpu_times()[:2]) for p in procs)
@@ -321,13 +330,19 @@ async def _enroll_when_up(url: str, code: str) -> tuple[str, str]:
     raise SystemExit(f"bench: HAProxy at {url} never answered")
 
 
+def _records_kind(args: argparse.Namespace) -> str:
+    if args.as_agent:
+        return "as our agent uploads them (encode_measurement, encode_batch)"
+    return "foreign (--foreign-records: another key order, defaults left out)"
+
+
 def main_postgres(args: argparse.Namespace) -> int:
     dsn = args.postgres or os.environ.get("FILTERWATCH_TEST_PG_DSN", "")
     if not dsn:
         print("bench: --postgres needs a DSN or $FILTERWATCH_TEST_PG_DSN", file=sys.stderr)
         return 2
     n = args.batches * args.size
-    bodies = encoded_batches("ag-bench", args.batches, args.size, seed=1)
+    bodies = encoded_batches("ag-bench", args.batches, args.size, seed=1, as_agent=args.as_agent)
     # The garbage collector as a serving collector sets it (collector/server.py), in this
     # process (the ceiling's) as in the collectors.
     tune_gc()
@@ -343,12 +358,15 @@ def main_postgres(args: argparse.Namespace) -> int:
         f"workload: {args.batches} batches x {args.size} results, {args.clients} concurrent"
         " clients, PostgreSQL (a fresh database each run)"
     )
+    print(f"records: {_records_kind(args)}")
     print(f"  decode+validate (msgspec)        {n / decode_s:>10,.0f} results/s")
     print(f"  ceiling: 1 process, no HTTP      {n / ceiling_s:>10,.0f} results/s")
     with tempfile.TemporaryDirectory(prefix="fw-bench-pg-") as tmp:
         for count in args.collectors:
             load_before = os.getloadavg()[0]
-            run = fleet_end_to_end(dsn, Path(tmp), count, args.batches, args.size, args.clients)
+            run = fleet_end_to_end(
+                dsn, Path(tmp), count, args.batches, args.size, args.clients, args.as_agent
+            )
             if run.stored != n:
                 print(f"bench: {run.stored} results stored, expected {n}", file=sys.stderr)
                 return 1
@@ -392,18 +410,29 @@ def main(argv: list[str] | None = None) -> int:
         default=[1, 2],
         help="with --postgres: collector processes behind HAProxy, one run per count",
     )
+    parser.add_argument(
+        "--foreign-records",
+        dest="as_agent",
+        action="store_false",
+        help="records encoded as another tool might (key order, defaults left out), not as"
+        " our agent uploads them",
+    )
     args = parser.parse_args(argv)
     if args.postgres is not None:
         return main_postgres(args)
     n = args.batches * args.size
     with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
         work = Path(tmp)
-        bodies = encoded_batches("ag-bench", args.batches, args.size, seed=1)
+        bodies = encoded_batches(
+            "ag-bench", args.batches, args.size, seed=1, as_agent=args.as_agent
+        )
         per_result = sum(len(b) for b in bodies) / n
         total, decode_s, insert_s, ceiling_cpu = asyncio.run(
             _ceiling(work / "ceiling.sqlite3", bodies)
         )
-        e2e_s, e2e_cpu, stored = end_to_end(work, args.batches, args.size, args.clients)
+        e2e_s, e2e_cpu, stored = end_to_end(
+            work, args.batches, args.size, args.clients, args.as_agent
+        )
         load = os.getloadavg()[0]
     if stored != n:
         print(f"bench: {stored} results stored, expected {n}", file=sys.stderr)
@@ -417,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         f"workload: {args.batches} batches x {args.size} results,"
         f" {per_result:.0f} bytes/result msgpack, {args.clients} concurrent clients"
     )
+    print(f"records: {_records_kind(args)}")
     print(f"  decode+validate (msgspec)      {n / decode_s:>10,.0f} results/s")
     print(f"  insert (SQLite WAL, 1 writer)  {n / insert_s:>10,.0f} results/s")
     print(f"  ceiling, no HTTP               {ceiling:>10,.0f} results/s")

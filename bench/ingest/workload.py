@@ -8,7 +8,13 @@ import uuid
 from typing import Any
 
 from shared.codec import encode
-from shared.schema import SCHEMA_VERSION, new_measurement_id
+from shared.schema import (
+    SCHEMA_VERSION,
+    decode_measurement,
+    encode_batch,
+    encode_measurement,
+    new_measurement_id,
+)
 
 _SITES = [
     ("https://www.facebook.com/", "www.facebook.com", "157.240.1.35"),
@@ -95,7 +101,23 @@ def batch_doc(rng: random.Random, agent_id: str, size: int, start: float) -> dic
     }
 
 
-def encoded_batches(agent_id: str, count: int, size: int, seed: int = 1) -> list[bytes]:
-    """``count`` msgpack batches of ``size`` measurements with distinct ids."""
+def encoded_batches(
+    agent_id: str, count: int, size: int, seed: int = 1, *, as_agent: bool = True
+) -> list[bytes]:
+    """``count`` msgpack batches of ``size`` measurements with distinct ids.
+
+    ``as_agent``: each record as our agent spools and uploads it (``encode_measurement``,
+    the batch around it by ``encode_batch``), the bytes a fleet of our agents sends.
+    Otherwise as another tool might encode the same documents: the dict's own key order,
+    fields at their defaults left out; the collector then compares each record with the
+    measurement's fields it holds (``shared.schema.decode_record``)."""
     rng = random.Random(seed)
-    return [encode(batch_doc(rng, agent_id, size, 1.7e9 + n * size)) for n in range(count)]
+    batches = []
+    for n in range(count):
+        doc = batch_doc(rng, agent_id, size, 1.7e9 + n * size)
+        if as_agent:
+            records = [encode_measurement(decode_measurement(encode(r))) for r in doc["results"]]
+            batches.append(encode_batch(agent_id, doc["batch_id"], records))
+        else:
+            batches.append(encode(doc))
+    return batches
